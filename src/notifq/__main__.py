@@ -1,0 +1,3 @@
+from notifq.cli import main
+
+main()

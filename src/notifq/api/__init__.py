@@ -1,0 +1,1 @@
+"""The HTTP API (Starlette). Only this package knows about HTTP."""

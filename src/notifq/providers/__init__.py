@@ -1,0 +1,1 @@
+"""Delivery providers behind one small protocol; the factory picks one per recipient."""

@@ -1,0 +1,33 @@
+"""The boundary every provider implements, and what it is given.
+
+Adapters translate vendor errors into notifq's TransientError / ThrottledError /
+PermanentError at this edge, so the worker's retry policy never looks at vendor codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    message_id: int
+    attempt: int
+    recipient: str
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider: str
+    provider_message_id: str | None = None
+
+
+class Provider(Protocol):
+    name: str
+
+    async def send(self, message: OutgoingMessage) -> SendResult: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,49 @@
+"""A per-worker token bucket counted in messages (not jobs): `rate` messages/s, 0 = unlimited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        # A burst of a quarter second keeps sends smooth instead of one spike per second.
+        self.capacity = burst if burst is not None else max(1.0, rate / 4)
+        self._tokens = self.capacity
+        self._updated = time.monotonic()
+        self._lock = asyncio.Lock()
+        self.waited_seconds = 0.0
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate <= 0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def acquire(self, n: int, deadline: float | None = None) -> int:
+        """Wait for up to `n` tokens; returns how many were granted (fewer only if the deadline passes)."""
+        if self.unlimited or n <= 0:
+            return n
+        want = min(float(n), self.capacity)
+        async with self._lock:  # FIFO among this worker's jobs
+            while True:
+                self._refill()
+                if self._tokens >= want:
+                    self._tokens -= want
+                    return int(want)
+                wait = (want - self._tokens) / self.rate
+                if deadline is not None and time.monotonic() + wait > deadline:
+                    granted = int(self._tokens)
+                    self._tokens -= granted
+                    return granted
+                self.waited_seconds += wait
+                await asyncio.sleep(wait)
+
+    def refund(self, n: int) -> None:
+        if not self.unlimited and n > 0:
+            self._tokens = min(self.capacity, self._tokens + n)

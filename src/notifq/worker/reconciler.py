@@ -1,0 +1,82 @@
+"""The reconciler: PostgreSQL is the truth, and Redis may forget.
+
+Every worker runs this loop; a PostgreSQL advisory lock lets one of them act per round.
+It repairs three kinds of loss:
+- a worker died mid-send (SIGKILL, OOM): messages sit in `sending` past their lease.
+  They go back to the queue, or fail if that was their last attempt (the outcome is unknown);
+- a batch whose arq job vanished (Redis flushed or restarted without persistence, a crash
+  between the API's commit and its enqueue, arq's job expiry): it is enqueued again;
+- a campaign left `pending` by such a crash is moved to `processing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from notifq.db import campaigns_repo, messages_repo
+from notifq.db.messages_repo import Outcome
+from notifq.queue import BatchJob, enqueue_batches, missing_jobs
+from notifq.worker.deps import WorkerDeps
+from notifq.worker.recording import Retry, record_in
+
+log = logging.getLogger("notifq.reconciler")
+ADVISORY_LOCK_KEY = 0x6E6F7469  # "noti"
+SCAN_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    expired: int = 0
+    failed_unknown: int = 0
+    reenqueued_jobs: int = 0
+    ran: bool = True
+
+
+async def reconcile_once(deps: WorkerDeps) -> ReconcileReport:
+    settings = deps.settings
+    async with deps.engine.begin() as conn:
+        locked = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})).scalar()
+        if not locked:
+            return ReconcileReport(ran=False)
+        expired = await messages_repo.expired_leases(conn, SCAN_LIMIT)
+        final: list[Outcome] = []
+        retries: list[Retry] = []
+        for m in expired:
+            if m.attempts >= settings.max_attempts:
+                final.append(Outcome(m.id, m.attempts, "failed",
+                                     "worker lost during the last attempt; delivery outcome unknown"))  # fmt: skip
+            else:
+                retries.append(Retry(Outcome(m.id, m.attempts, "queued", "worker lost during the attempt"), 0.0,
+                                     m.campaign_id))  # fmt: skip
+        result, delays = await record_in(conn, final, retries, settings.job_batch_size)
+        stale_jobs = await messages_repo.stale_queued_jobs(conn, settings.reconcile_grace, SCAN_LIMIT)
+        stale_campaigns = await campaigns_repo.stale_pending(conn, settings.reconcile_grace)
+    jobs = [BatchJob(j, delays[j]) for j in sorted(result.requeued_jobs)]
+    lost = await missing_jobs(deps.redis, stale_jobs)
+    jobs.extend(BatchJob(j) for j in lost)
+    if jobs:
+        await enqueue_batches(deps.redis, settings.queue_name, jobs)
+    if stale_campaigns:
+        async with deps.engine.begin() as conn:
+            await campaigns_repo.mark_enqueued(conn, stale_campaigns)
+    if expired or lost:
+        log.warning("reconciled: %d expired leases (%d failed as unknown), %d lost batches re-enqueued",
+                    len(expired), len(final), len(lost))  # fmt: skip
+    return ReconcileReport(expired=len(expired), failed_unknown=len(final), reenqueued_jobs=len(lost))
+
+
+async def run_reconciler(deps: WorkerDeps) -> None:
+    while not deps.draining.is_set():
+        try:
+            await reconcile_once(deps)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # PostgreSQL or Redis down: try again next round
+            log.warning("reconcile round failed", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(deps.draining.wait(), deps.settings.reconcile_interval)

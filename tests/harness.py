@@ -1,0 +1,99 @@
+"""Running real arq workers for tests: in-process (fast) or as `notifq worker` processes (signals)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import fields
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifq.settings import Settings
+from notifq.worker.main import NotifqWorker, build_worker
+
+ENV_NAMES = {
+    "rate_limit": "NOTIFQ_RATE_LIMIT", "mock_failure_rate": "NOTIFQ_MOCK_FAILURE_RATE", "mock_seed": "NOTIFQ_MOCK_SEED",
+    "lease_seconds": "NOTIFQ_LEASE_SECONDS", "reconcile_interval": "NOTIFQ_RECONCILE_INTERVAL",
+    "reconcile_grace": "NOTIFQ_RECONCILE_GRACE", "provider_timeout": "NOTIFQ_PROVIDER_TIMEOUT",
+    "job_slice_seconds": "NOTIFQ_JOB_SLICE_SECONDS", "worker_drain_seconds": "NOTIFQ_WORKER_DRAIN_SECONDS",
+    "job_batch_size": "NOTIFQ_JOB_BATCH_SIZE", "worker_jobs": "NOTIFQ_WORKER_JOBS",
+    "max_attempts": "NOTIFQ_MAX_ATTEMPTS",
+    "ses_endpoint_url": "NOTIFQ_SES_ENDPOINT_URL", "aws_region": "AWS_REGION", "from_email": "FROM_EMAIL",
+}  # fmt: skip
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `notifq worker` build the same Settings as the test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFQ_", "DATABASE_URL", "REDIS_URL"))}
+    assert settings.database_url and settings.redis_url
+    env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
+               NOTIFQ_JWT_SECRET=settings.jwt_secret, NOTIFQ_STATE_DIR=str(settings.state_dir))  # fmt: skip
+    low, high = settings.mock_latency_ms
+    env["NOTIFQ_MOCK_LATENCY_MS"] = f"{low}-{high}"
+    env["NOTIFQ_MOCK_DOMAINS"] = ",".join(settings.mock_domains)
+    for f in fields(settings):
+        name = ENV_NAMES.get(f.name)
+        value = getattr(settings, f.name)
+        if name and value is not None:
+            env[name] = str(value)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[NotifqWorker]:
+    worker = build_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.main())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+
+
+def spawn_worker(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
+    env = worker_env(settings)
+    env.update(extra_env)
+    return subprocess.Popen([sys.executable, "-m", "notifq", "worker"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> str:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out.decode(errors="replace")
+
+
+async def status_counts(engine: AsyncEngine, campaign_id: uuid.UUID | str) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT status, count(*) FROM messages WHERE campaign_id = :c GROUP BY status"), {"c": campaign_id}
+        )
+        return {r[0]: r[1] for r in rows}
+
+
+async def campaign_row(engine: AsyncEngine, campaign_id: uuid.UUID | str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT * FROM campaigns WHERE id = :c"), {"c": campaign_id})).one()
+        return dict(row._mapping)
+
+
+def assert_counters_match(campaign: dict[str, Any], counts: dict[str, int]) -> None:
+    """The campaign's counters equal the per-status counts of its message rows."""
+    for status in ("pending", "queued", "sending", "sent", "failed", "cancelled"):
+        assert campaign[f"{status}_count"] == counts.get(status, 0), (status, campaign, counts)
+    assert sum(counts.values()) == campaign["total_messages"]
