@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings
 from notifq.worker.main import NotifqWorker, build_worker
 
@@ -97,3 +98,22 @@ def assert_counters_match(campaign: dict[str, Any], counts: dict[str, int]) -> N
     for status in ("pending", "queued", "sending", "sent", "failed", "cancelled"):
         assert campaign[f"{status}_count"] == counts.get(status, 0), (status, campaign, counts)
     assert sum(counts.values()) == campaign["total_messages"]
+
+
+@contextlib.asynccontextmanager
+async def running_worker_with(settings: Settings, provider: Any) -> AsyncIterator[NotifqWorker]:
+    """A worker whose every recipient goes to `provider` (a real Provider implementation)."""
+
+    class OneProvider(ProviderFactory):
+        def for_recipient(self, recipient: str) -> Any:
+            return provider
+
+    worker = build_worker(settings, handle_signals=False, providers=OneProvider)
+    task = asyncio.create_task(worker.main())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()

@@ -7,7 +7,6 @@ is never touched outside it; Redis is flushed per test, on its own db number.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import shutil
 import tempfile
@@ -45,12 +44,6 @@ async def _admin(url: str, sql: str) -> None:
 
 
 def start() -> TestServers:
-    # Alembic's env runs its own event loop, so keep this off the test loop's thread.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(_start).result()
-
-
-def _start() -> TestServers:
     db_url = os.environ.get("NOTIFQ_TEST_DATABASE_URL")
     redis_url = os.environ.get("NOTIFQ_TEST_REDIS_URL")
     state_dir = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -29,4 +31,11 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_head(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+    """Alembic's async env runs its own event loop, so from inside a loop it runs in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(alembic_config(database_url), "head")
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(command.upgrade, alembic_config(database_url), "head").result()

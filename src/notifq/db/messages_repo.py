@@ -1,16 +1,17 @@
 """SQL for the messages table: every statement moves a whole batch in one round trip.
 
-Each status change also reports, per campaign, how many messages left and entered each
-status, so the caller can move the campaign counters in the same transaction.
+The hot-path statements (claim, record) also move the campaign's per-status counters in
+the same statement, so the counters always equal the per-status counts of the rows.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from notifq.db.engine import raw_connection
 
 INSERT_CHUNK = 1000
-Deltas = dict[uuid.UUID, Counter[str]]
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,6 @@ class MessageRow:
     updated_at: datetime
 
 
-def _add(deltas: Deltas, campaign_id: uuid.UUID, old: str, new: str) -> None:
-    if old != new:
-        deltas[campaign_id][old] -= 1
-        deltas[campaign_id][new] += 1
-
-
 async def reserve_job_ids(conn: AsyncConnection, count: int) -> list[int]:
     if count <= 0:
         return []
@@ -89,97 +83,138 @@ async def copy_queued(
     return n
 
 
-_CLAIM = text(
-    """
-    WITH picked AS (
-        SELECT id, status AS old_status FROM messages
-        WHERE job_id = :job_id
-          AND (status = 'queued' OR (status = 'sending' AND lease_until < now()))
-        ORDER BY id LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE messages m
-    SET status = 'sending', attempts = m.attempts + 1, updated_at = now(),
-        lease_until = now() + make_interval(secs => :lease)
-    FROM picked WHERE m.id = picked.id
-    RETURNING m.id, m.campaign_id, m.recipient, m.attempts, picked.old_status
-    """
+STATUSES = ("pending", "queued", "sending", "sent", "failed", "cancelled")
+_COMPLETE = (
+    "c.status IN ('pending', 'processing') AND c.sent_count + d.sent + c.failed_count + d.failed "
+    "+ c.cancelled_count + d.cancelled = c.total_messages"
 )
 
 
-async def claim(
-    conn: AsyncConnection, job_id: int, limit: int, lease_seconds: float
-) -> tuple[list[ClaimedMessage], Deltas]:
-    """Take up to `limit` open messages of a batch; an expired lease (dead worker) is taken over."""
-    result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds})
-    claimed: list[ClaimedMessage] = []
-    deltas: Deltas = defaultdict(Counter)
-    for r in result:
-        claimed.append(ClaimedMessage(id=r.id, campaign_id=r.campaign_id, recipient=r.recipient, attempts=r.attempts))
-        _add(deltas, r.campaign_id, r.old_status, "sending")
-    claimed.sort(key=lambda m: m.id)
-    return claimed, deltas
+def _with_counters(moved_sql: str, old_status: str) -> str:
+    """Wrap a message UPDATE (a CTE named `moved` returning campaign_id, status) so the same
+    statement moves the campaign counters and, when the last message lands, completes the
+    campaign exactly once.
 
-
-_RECORD = text(
+    Run in autocommit: the campaign row is then locked only inside the server for the
+    statement's duration, never across a client round trip, which is what let every
+    worker queue up behind one hot row before.
     """
-    WITH r AS (
-        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
-                             CAST(:errors AS text[]), CAST(:jobs AS bigint[]))
-            AS r(id, status, attempts, error, job_id)
-    ), cur AS (
-        SELECT m.id, m.status AS old_status, c.status AS campaign_status
-        FROM messages m JOIN r ON r.id = m.id JOIN campaigns c ON c.id = m.campaign_id
-        WHERE m.status IN ('sending', 'queued')
-          AND (r.status = 'sent' OR (m.status = 'sending' AND m.attempts = r.attempts))
-        FOR UPDATE OF m
+    deltas = ", ".join(
+        f"count(*) FILTER (WHERE status = '{s}') - {'count(*)' if s == old_status else '0'} AS {s}" for s in STATUSES
     )
-    UPDATE messages m
-    SET status = CASE WHEN r.status = 'queued' AND cur.campaign_status = 'cancelled' THEN 'cancelled'
-                      ELSE r.status END,
-        last_error = CASE WHEN r.status = 'sent' THEN m.last_error ELSE r.error END,
-        job_id = COALESCE(r.job_id, m.job_id),
-        lease_until = NULL, updated_at = now()
-    FROM r, cur WHERE m.id = r.id AND cur.id = r.id
-    RETURNING m.id, m.campaign_id, cur.old_status, m.status, m.job_id
+    counters = ", ".join(f"{s}_count = c.{s}_count + d.{s}" for s in STATUSES)
+    return f"""
+    WITH moved AS ({moved_sql}),
+    d AS (SELECT campaign_id, {deltas} FROM moved GROUP BY campaign_id),
+    camp AS (
+        UPDATE campaigns c SET {counters},
+            status = CASE WHEN {_COMPLETE} THEN
+                CASE WHEN c.failed_count + d.failed > 0 THEN 'completed_with_failures' ELSE 'completed' END
+                ELSE c.status END,
+            completed_at = CASE WHEN {_COMPLETE} THEN now() ELSE c.completed_at END,
+            updated_at = now()
+        FROM d WHERE c.id = d.campaign_id
+        RETURNING c.id
+    )
+    SELECT * FROM moved
     """
+
+
+# No SELECT … FOR UPDATE: locking a row writes a WAL record per row before the UPDATE
+# writes its own. The UPDATE's re-check of `status = 'queued'` already makes a concurrent
+# claimer of the same row skip it, so each message is claimed once.
+_CLAIM = text(
+    _with_counters(
+        """
+        UPDATE messages m
+        SET status = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'sending' END,
+            attempts = CASE WHEN c.status = 'cancelled' THEN m.attempts ELSE m.attempts + 1 END,
+            lease_until = CASE WHEN c.status = 'cancelled' THEN NULL
+                               ELSE now() + make_interval(secs => :lease) END,
+            updated_at = now()
+        FROM campaigns c
+        WHERE m.id IN (SELECT id FROM messages WHERE job_id = :job_id AND status = 'queued'
+                       ORDER BY id LIMIT :limit)
+          AND m.status = 'queued' AND c.id = m.campaign_id
+        RETURNING m.id, m.campaign_id, m.recipient, m.attempts, m.status
+        """,
+        old_status="queued",
+    )
+)
+
+
+async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: float) -> list[ClaimedMessage]:
+    """Take up to `limit` queued messages of a batch; those of a cancelled campaign become `cancelled`."""
+    result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds})
+    claimed = [ClaimedMessage(r.id, r.campaign_id, r.recipient, r.attempts) for r in result if r.status == "sending"]
+    claimed.sort(key=lambda m: m.id)
+    return claimed
+
+
+_UNNEST = """unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
+                    CAST(:errors AS text[]), CAST(:jobs AS bigint[])) AS r(id, status, attempts, error, job_id)"""
+
+# The owner of the current attempt writes its outcome; `sent` is also accepted from an
+# older attempt (the provider did take the message), so it never gets sent again.
+_RECORD = text(
+    _with_counters(
+        f"""
+        UPDATE messages m
+        SET status = r.status,
+            last_error = CASE WHEN r.status = 'sent' THEN m.last_error ELSE r.error END,
+            job_id = COALESCE(r.job_id, m.job_id), lease_until = NULL, updated_at = now()
+        FROM {_UNNEST}
+        WHERE m.id = r.id AND m.status = 'sending' AND (r.status = 'sent' OR m.attempts = r.attempts)
+        RETURNING m.id, m.campaign_id, m.status, m.job_id
+        """,
+        old_status="sending",
+    )
+)
+
+# A late `sent` for a message the reconciler already put back in the queue.
+_RECORD_LATE_SENT = text(
+    _with_counters(
+        f"""
+        UPDATE messages m SET status = 'sent', lease_until = NULL, updated_at = now()
+        FROM {_UNNEST}
+        WHERE m.id = r.id AND m.status = 'queued'
+        RETURNING m.id, m.campaign_id, m.status, m.job_id
+        """,
+        old_status="queued",
+    )
 )
 
 
 @dataclass(frozen=True)
 class RecordResult:
-    deltas: Deltas
     requeued_jobs: set[int]
-    stale: int  # outcomes that lost to a newer claim or an earlier terminal state
+    stale: int  # outcomes that lost to a newer attempt or an earlier terminal state
+
+
+def _params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    return {
+        "ids": [o.message_id for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "attempts": [o.attempts for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "jobs": [o.retry_job_id for o in outcomes],
+    }
 
 
 async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> RecordResult:
-    """Write many outcomes in one statement, guarded so each message ends in exactly one terminal state.
-
-    A `sent` outcome wins over any non-terminal state (the provider did accept it); any other
-    outcome applies only while this attempt still owns the message (same attempt number).
-    """
+    """Write many outcomes with one statement, guarded so each message ends in exactly one terminal state."""
     if not outcomes:
-        return RecordResult({}, set(), 0)
-    result = await conn.execute(
-        _RECORD,
-        {
-            "ids": [o.message_id for o in outcomes],
-            "statuses": [o.status for o in outcomes],
-            "attempts": [o.attempts for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "jobs": [o.retry_job_id for o in outcomes],
-        },
-    )
-    deltas: Deltas = defaultdict(Counter)
+        return RecordResult(set(), 0)
     requeued: set[int] = set()
-    applied = 0
-    for r in result:
-        applied += 1
-        _add(deltas, r.campaign_id, r.old_status, r.status)
+    applied: set[int] = set()
+    for r in await conn.execute(_RECORD, _params(outcomes)):
+        applied.add(r.id)
         if r.status == "queued":
             requeued.add(r.job_id)
-    return RecordResult(deltas, requeued, len(outcomes) - applied)
+    late = [o for o in outcomes if o.status == "sent" and o.message_id not in applied]
+    if late:
+        applied.update(r.id for r in await conn.execute(_RECORD_LATE_SENT, _params(late)))
+    return RecordResult(requeued, len(outcomes) - len(applied))
 
 
 async def requeue_failed(conn: AsyncConnection, campaign_id: uuid.UUID, batch_size: int) -> tuple[int, set[int]]:
@@ -226,8 +261,7 @@ async def expired_leases(conn: AsyncConnection, limit: int) -> list[ClaimedMessa
     result = await conn.execute(
         text(
             "SELECT id, campaign_id, recipient, attempts FROM messages "
-            "WHERE status = 'sending' AND lease_until < now() ORDER BY lease_until LIMIT :limit "
-            "FOR UPDATE SKIP LOCKED"
+            "WHERE status = 'sending' AND lease_until < now() ORDER BY lease_until LIMIT :limit"
         ),
         {"limit": limit},
     )

@@ -25,7 +25,7 @@ from notifq.errors import PermanentError
 from notifq.providers.base import OutgoingMessage
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.worker.deps import WorkerDeps
-from notifq.worker.recording import Retry, apply_deltas_and_complete, record
+from notifq.worker.recording import Retry, record
 
 log = logging.getLogger("notifq.worker")
 
@@ -36,41 +36,55 @@ def _error_text(exc: BaseException) -> str:
 
 
 async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body: str) -> Outcome | Retry:
-    settings = deps.settings
     provider = deps.providers.for_recipient(message.recipient)
     outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body)
     async with deps.in_flight:
         try:
-            await asyncio.wait_for(provider.send(outgoing), settings.provider_timeout)
+            await provider.send(outgoing)
         except PermanentError as exc:
             return Outcome(message.id, message.attempts, "failed", _error_text(exc))
-        except Exception as exc:  # transient, throttled, timeout, or a provider bug: all retryable
-            error = _error_text(exc) if not isinstance(exc, TimeoutError) else "provider timed out"
-            if message.attempts >= settings.max_attempts:
-                return Outcome(message.id, message.attempts, "failed", error)
-            delay = settings.retry_delays[min(message.attempts, len(settings.retry_delays)) - 1]
-            return Retry(Outcome(message.id, message.attempts, "queued", error), delay, message.campaign_id)
+        except Exception as exc:  # transient, throttled, or a provider bug: all retryable
+            return failed_attempt(deps, message, _error_text(exc))
     return Outcome(message.id, message.attempts, "sent")
 
 
+def failed_attempt(deps: WorkerDeps, message: ClaimedMessage, error: str) -> Outcome | Retry:
+    """Retry on the 1 s / 2 s / 4 s schedule, or fail for good after the last attempt."""
+    settings = deps.settings
+    if message.attempts >= settings.max_attempts:
+        return Outcome(message.id, message.attempts, "failed", error)
+    delay = settings.retry_delays[min(message.attempts, len(settings.retry_delays)) - 1]
+    return Retry(Outcome(message.id, message.attempts, "queued", error), delay, message.campaign_id)
+
+
 async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[list[Outcome], list[Retry]]:
+    """Send a chunk concurrently; one timer for the chunk (not one per message) bounds slow providers."""
     contents = {cid: await deps.campaign_content(cid) for cid in {m.campaign_id for m in claimed}}
-    results = await asyncio.gather(*(send_one(deps, m, *contents[m.campaign_id]) for m in claimed))
-    final = [r for r in results if isinstance(r, Outcome)]
-    retries = [r for r in results if isinstance(r, Retry)]
+    tasks = [asyncio.ensure_future(send_one(deps, m, *contents[m.campaign_id])) for m in claimed]
+    done, pending = await asyncio.wait(tasks, timeout=deps.settings.provider_timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    final: list[Outcome] = []
+    retries: list[Retry] = []
+    for message, task in zip(claimed, tasks, strict=True):
+        result = task.result() if task in done else failed_attempt(deps, message, "provider timed out")
+        if isinstance(result, Retry):
+            retries.append(result)
+        else:
+            final.append(result)
     return final, retries
 
 
 async def claim_chunk(deps: WorkerDeps, job_id: int, limit: int) -> list[ClaimedMessage]:
-    async with deps.engine.begin() as conn:
-        claimed, deltas = await messages_repo.claim(conn, job_id, limit, deps.settings.lease_seconds)
-        await apply_deltas_and_complete(conn, deltas)
-    return claimed
+    async with deps.engine.connect() as conn:
+        return await messages_repo.claim(conn, job_id, limit, deps.settings.lease_seconds)
 
 
 async def hand_over(deps: WorkerDeps, job_id: int) -> int | None:
     """Move the batch's unclaimed messages to a new batch and enqueue it; None if nothing is left."""
-    async with deps.engine.begin() as conn:
+    async with deps.engine.connect() as conn:
         new_id = (await messages_repo.reserve_job_ids(conn, 1))[0]
         moved = await conn.execute(
             text("UPDATE messages SET job_id = :new WHERE job_id = :old AND status = 'queued'"),

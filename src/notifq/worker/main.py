@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from arq import Worker
@@ -40,7 +41,13 @@ class NotifqWorker(Worker):
         super().handle_sig_wait_for_completion(signum)
 
 
-def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> NotifqWorker:
+def build_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    handle_signals: bool = True,
+    providers: Callable[[Settings], ProviderFactory] = ProviderFactory,
+) -> NotifqWorker:
     if not settings.database_url or not settings.redis_url:
         raise ValueError("the worker needs settings.database_url and settings.redis_url")
     database_url, redis_url = settings.database_url, settings.redis_url
@@ -49,9 +56,12 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     async def on_startup(ctx: dict[str, Any]) -> None:
         deps = WorkerDeps(
             settings=settings,
-            engine=create_engine(database_url, pool_size=settings.worker_jobs + 2),
+            # Autocommit: each hot-path statement is its own transaction (see messages_repo).
+            engine=create_engine(database_url, pool_size=settings.worker_jobs + 2).execution_options(
+                isolation_level="AUTOCOMMIT"
+            ),
             redis=redis_client(redis_url),
-            providers=ProviderFactory(settings),
+            providers=providers(settings),
             limiter=RateLimiter(settings.rate_limit),
             in_flight=asyncio.Semaphore(settings.worker_max_in_flight),
         )

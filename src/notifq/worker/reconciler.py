@@ -17,12 +17,13 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifq.db import campaigns_repo, messages_repo
 from notifq.db.messages_repo import Outcome
 from notifq.queue import BatchJob, enqueue_batches, missing_jobs
 from notifq.worker.deps import WorkerDeps
-from notifq.worker.recording import Retry, record_in
+from notifq.worker.recording import Retry, record
 
 log = logging.getLogger("notifq.reconciler")
 ADVISORY_LOCK_KEY = 0x6E6F7469  # "noti"
@@ -38,32 +39,37 @@ class ReconcileReport:
 
 
 async def reconcile_once(deps: WorkerDeps) -> ReconcileReport:
-    settings = deps.settings
-    async with deps.engine.begin() as conn:
-        locked = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_KEY})).scalar()
+    # A session-level lock (the worker's engine is autocommit): one reconciler acts per round.
+    async with deps.engine.connect() as conn:
+        locked = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})).scalar()
         if not locked:
             return ReconcileReport(ran=False)
-        expired = await messages_repo.expired_leases(conn, SCAN_LIMIT)
-        final: list[Outcome] = []
-        retries: list[Retry] = []
-        for m in expired:
-            if m.attempts >= settings.max_attempts:
-                final.append(Outcome(m.id, m.attempts, "failed",
-                                     "worker lost during the last attempt; delivery outcome unknown"))  # fmt: skip
-            else:
-                retries.append(Retry(Outcome(m.id, m.attempts, "queued", "worker lost during the attempt"), 0.0,
-                                     m.campaign_id))  # fmt: skip
-        result, delays = await record_in(conn, final, retries, settings.job_batch_size)
-        stale_jobs = await messages_repo.stale_queued_jobs(conn, settings.reconcile_grace, SCAN_LIMIT)
-        stale_campaigns = await campaigns_repo.stale_pending(conn, settings.reconcile_grace)
-    jobs = [BatchJob(j, delays[j]) for j in sorted(result.requeued_jobs)]
+        try:
+            return await _repair(deps, conn)
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+
+
+async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
+    settings = deps.settings
+    expired = await messages_repo.expired_leases(conn, SCAN_LIMIT)
+    stale_jobs = await messages_repo.stale_queued_jobs(conn, settings.reconcile_grace, SCAN_LIMIT)
+    stale_campaigns = await campaigns_repo.stale_pending(conn, settings.reconcile_grace)
+    final: list[Outcome] = []
+    retries: list[Retry] = []
+    for m in expired:
+        if m.attempts >= settings.max_attempts:
+            final.append(Outcome(m.id, m.attempts, "failed", "worker lost during the last attempt; outcome unknown"))
+        else:
+            retries.append(Retry(Outcome(m.id, m.attempts, "queued", "worker lost during the attempt"), 0.0,
+                                 m.campaign_id))  # fmt: skip
+    # The outcome guard (same attempt, still `sending`) makes a concurrent second round a no-op.
+    await record(deps.engine, deps.redis, settings.queue_name, final, retries, settings.job_batch_size)
     lost = await missing_jobs(deps.redis, stale_jobs)
-    jobs.extend(BatchJob(j) for j in lost)
-    if jobs:
-        await enqueue_batches(deps.redis, settings.queue_name, jobs)
+    if lost:
+        await enqueue_batches(deps.redis, settings.queue_name, [BatchJob(j) for j in lost])
     if stale_campaigns:
-        async with deps.engine.begin() as conn:
-            await campaigns_repo.mark_enqueued(conn, stale_campaigns)
+        await campaigns_repo.mark_enqueued(conn, stale_campaigns)
     if expired or lost:
         log.warning("reconciled: %d expired leases (%d failed as unknown), %d lost batches re-enqueued",
                     len(expired), len(final), len(lost))  # fmt: skip

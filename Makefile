@@ -1,0 +1,43 @@
+# notifq's entry points. `make run` and `make test` work on a fresh machine: they create
+# the virtualenv on first use, and start embedded PostgreSQL/Valkey unless DATABASE_URL /
+# REDIS_URL (or NOTIFQ_TEST_DATABASE_URL / NOTIFQ_TEST_REDIS_URL for tests) are set.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKERS ?= 1
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test scale bench migrate lint format
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/notifq dev --workers $(WORKERS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+scale: install
+	$(BIN)/notifq scale $(WORKERS)
+
+bench: install
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+migrate: install
+	$(BIN)/notifq migrate
+
+lint: install
+	$(BIN)/ruff check src tests scripts migrations
+	$(BIN)/ruff format --check src tests scripts migrations
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix src tests scripts migrations
+	$(BIN)/ruff format src tests scripts migrations
