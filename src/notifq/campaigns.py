@@ -14,18 +14,21 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifq.db import campaigns_repo, messages_repo
+from notifq.db import admins_repo, campaigns_repo, messages_repo
 from notifq.db.campaigns_repo import CampaignRow
 from notifq.db.messages_repo import MessageRow
-from notifq.errors import Conflict, NotFound, ValidationError
+from notifq.errors import Conflict, NotFound, Unauthorized, ValidationError
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.settings import Settings
-from notifq.validation import CampaignRequest
+from notifq.validation import CampaignRequest, is_ascii_number
+
+MAX_BIGINT = 2**63 - 1
 
 log = logging.getLogger("notifq.campaigns")
 
@@ -50,8 +53,11 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
     try:
         decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         at, _, cid = decoded.partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(cid)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        created_at = datetime.fromisoformat(at)
+        if created_at.tzinfo is None:
+            raise ValueError("cursor time without a zone")
+        return created_at.astimezone(UTC), uuid.UUID(cid)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ValidationError("malformed cursor", {"field": "cursor"}) from None
 
 
@@ -67,6 +73,8 @@ class CampaignService:
         batch = self.settings.job_batch_size
         total = request.total
         async with self.engine.begin() as conn:
+            if created_by is not None and not await admins_repo.exists_id(conn, created_by):
+                raise Unauthorized("the token's admin no longer exists")
             campaign = await campaigns_repo.insert(
                 conn, name=request.name, subject=request.subject, body=request.body, total=total,
                 created_by=created_by,
@@ -74,19 +82,20 @@ class CampaignService:
             job_ids = await messages_repo.reserve_job_ids(conn, -(-total // batch))
             recipients = request.recipients if request.recipients is not None else synthetic_recipients(total)
             await messages_repo.copy_queued(conn, campaign.id, recipients, job_ids, batch)
-        await self._enqueue(campaign.id, job_ids)
+        if await self._enqueue(campaign.id, job_ids):
+            return replace(campaign, status="processing")
         return campaign
 
-    async def _enqueue(self, campaign_id: uuid.UUID, job_ids: list[int]) -> None:
+    async def _enqueue(self, campaign_id: uuid.UUID, job_ids: list[int]) -> bool:
         try:
             await enqueue_batches(self.redis, self.settings.queue_name, (BatchJob(j) for j in job_ids))
             async with self.engine.begin() as conn:
                 await campaigns_repo.mark_enqueued(conn, [campaign_id])
         except Exception:
             # The campaign is committed; the reconciler enqueues its batches once Redis answers.
-            log.exception(
-                "enqueue after commit failed; the reconciler will finish it", extra={"campaign": str(campaign_id)}
-            )
+            log.exception("enqueue of campaign %s failed after commit; the reconciler will finish it", campaign_id)
+            return False
+        return True
 
     async def get(self, campaign_id: uuid.UUID) -> CampaignRow:
         async with self.engine.connect() as conn:
@@ -109,7 +118,7 @@ class CampaignService:
     ) -> tuple[list[MessageRow], str | None]:
         after = None
         if cursor:
-            if not cursor.isdigit():
+            if not is_ascii_number(cursor) or int(cursor) > MAX_BIGINT:
                 raise ValidationError("malformed cursor", {"field": "cursor"})
             after = int(cursor)
         await self.get(campaign_id)

@@ -48,7 +48,18 @@ def _text(body: dict[str, Any], key: str, limit: int, *, required: bool, single_
         raise ValidationError(f"`{key}` is longer than {limit} characters", {"field": key, "maxLength": limit})
     if single_line and ("\r" in value or "\n" in value):
         raise ValidationError(f"`{key}` must not contain line breaks", {"field": key})
+    check_storable(value, key)
     return value
+
+
+def check_storable(value: str, field: str) -> None:
+    """PostgreSQL text holds neither NUL nor lone surrogates (which JSON escapes can produce)."""
+    if "\x00" in value:
+        raise ValidationError(f"`{field}` must not contain NUL characters", {"field": field})
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(f"`{field}` is not valid Unicode text", {"field": field}) from None
 
 
 def parse_campaign(body: Any, max_size: int) -> CampaignRequest:
@@ -98,9 +109,14 @@ def parse_campaign(body: Any, max_size: int) -> CampaignRequest:
 def parse_limit(raw: str | None, default: int = 50, maximum: int = 500) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not is_ascii_number(raw) or not 1 <= int(raw) <= maximum:
         raise ValidationError(f"`limit` must be an integer between 1 and {maximum}", {"field": "limit"})
     return int(raw)
+
+
+def is_ascii_number(raw: str) -> bool:
+    """`str.isdigit` also accepts characters like '²' that `int()` refuses."""
+    return raw.isascii() and raw.isdigit()
 
 
 def parse_choice(raw: str | None, choices: tuple[str, ...], field: str) -> str | None:

@@ -409,10 +409,11 @@ PATHS: Final[dict[str, Any]] = {
             "summary": "Create a campaign and queue its messages",
             "description": (
                 "The campaign and all its messages (status `queued`) are written in one PostgreSQL transaction; "
-                "the delivery batches are queued in Redis after the commit. The response is the committed "
-                "campaign, so its status is `pending`; it becomes `processing` once its batches are queued "
-                "(retried by the reconciler if Redis failed in between). Redis is checked first, so a 503 "
-                "means nothing was written. The body is limited to `NOTIFQ_MAX_BODY_BYTES` "
+                "the delivery batches are queued in Redis after the commit. The response shows `processing` "
+                "once the batches are queued; if Redis failed between the commit and the enqueue it shows "
+                "`pending`, and the reconciler queues the batches later (nothing is lost). "
+                "Redis is checked first, so a 503 means nothing was written. "
+                "The body is limited to `NOTIFQ_MAX_BODY_BYTES` "
                 f"(default {_DEFAULTS.max_body_bytes} bytes)."
             ),
             "security": BEARER,

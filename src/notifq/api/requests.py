@@ -27,8 +27,8 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ValidationError("the request body is empty; send a JSON object")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("malformed JSON", {"reason": str(exc)[:200]}) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValidationError("malformed JSON", {"reason": str(exc)[:200] or type(exc).__name__}) from None
 
 
 def require_admin(request: Request) -> uuid.UUID:

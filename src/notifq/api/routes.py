@@ -18,7 +18,7 @@ from notifq.campaigns import CampaignService, parse_id
 from notifq.db import admins_repo
 from notifq.db.campaigns_repo import CAMPAIGN_STATUSES, MESSAGE_STATUSES
 from notifq.errors import Unauthorized, ValidationError
-from notifq.validation import parse_campaign, parse_choice, parse_limit
+from notifq.validation import check_storable, parse_campaign, parse_choice, parse_limit
 
 MAX_LOGIN_BODY = 16 * 1024
 
@@ -36,6 +36,7 @@ async def login(request: Request) -> Response:
     for field, value in (("email", email), ("password", password)):
         if not isinstance(value, str) or not value:
             raise ValidationError(f"`{field}` is required and must be a string", {"field": field})
+        check_storable(value, field)
     assert isinstance(email, str) and isinstance(password, str)
     settings = request.app.state.settings
     throttle: LoginThrottle = request.app.state.login_throttle

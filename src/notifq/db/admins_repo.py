@@ -36,5 +36,10 @@ async def upsert(conn: AsyncConnection, email: str, password_hash: str) -> uuid.
     return result.scalar_one()  # type: ignore[no-any-return]
 
 
+async def exists_id(conn: AsyncConnection, admin_id: uuid.UUID) -> bool:
+    result = await conn.execute(text("SELECT 1 FROM admins WHERE id = :id"), {"id": admin_id})
+    return result.first() is not None
+
+
 async def exists(conn: AsyncConnection, email: str) -> bool:
     return await by_email(conn, email) is not None
