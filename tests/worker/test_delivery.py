@@ -159,3 +159,21 @@ async def _sent_at_least(engine: AsyncEngine, campaign_id: str, n: int) -> bool:
 async def _settled(engine: AsyncEngine, campaign_id: str) -> bool:
     counts = await status_counts(engine, campaign_id)
     return counts.get("queued", 0) == 0 and counts.get("sending", 0) == 0
+
+
+async def test_worker_rate_limit_counts_messages(
+    client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
+) -> None:
+    """NOTIFQ_RATE_LIMIT caps provider calls per second per worker, counted in messages (not jobs)."""
+    rate = 40.0
+    provider = ScriptedProvider()
+    campaign_id = await _create(client, auth, recipientCount=200)
+    async with running_worker_with(settings.with_(rate_limit=rate), provider):
+        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=30)
+    assert final["sentCount"] == 200
+    times = sorted(t for calls in provider.calls.values() for _, t in calls)
+    burst = max(1.0, rate / 4)
+    # In any one-second window, at most `rate` calls plus the bucket's burst.
+    for i, start in enumerate(times):
+        in_window = sum(1 for t in times[i:] if t - start < 1.0)
+        assert in_window <= rate + burst, (in_window, rate)

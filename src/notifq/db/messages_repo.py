@@ -269,16 +269,44 @@ async def expired_leases(conn: AsyncConnection, limit: int) -> list[ClaimedMessa
             for r in result]  # fmt: skip
 
 
-async def stale_queued_jobs(conn: AsyncConnection, grace_seconds: float, limit: int) -> list[int]:
-    """Batches with queued messages untouched for `grace_seconds`: candidates for a lost arq job."""
+async def open_jobs(conn: AsyncConnection, limit: int) -> list[int]:
+    """Distinct batches that still have queued or sending messages.
+
+    A loose index scan over the partial `messages_open_by_job` index: one index probe per
+    batch, so a million-message backlog (2,000 batches) costs 2,000 probes, not a million rows.
+    """
     result = await conn.execute(
         text(
-            "SELECT DISTINCT job_id FROM messages WHERE status = 'queued' "
-            "AND updated_at < now() - make_interval(secs => :grace) LIMIT :limit"
+            """
+            WITH RECURSIVE j(job_id, n) AS (
+                (SELECT job_id, 1 FROM messages WHERE status IN ('queued', 'sending') AND job_id IS NOT NULL
+                 ORDER BY job_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT m.job_id FROM messages m
+                        WHERE m.status IN ('queued', 'sending') AND m.job_id > j.job_id
+                        ORDER BY m.job_id LIMIT 1), j.n + 1
+                FROM j WHERE j.job_id IS NOT NULL AND j.n < :limit
+            )
+            SELECT job_id FROM j WHERE job_id IS NOT NULL
+            """
         ),
-        {"grace": grace_seconds, "limit": limit},
+        {"limit": limit},
     )
     return [r[0] for r in result]
+
+
+async def stale_among(conn: AsyncConnection, job_ids: Sequence[int], grace_seconds: float) -> list[int]:
+    """Of these batches, those with queued messages untouched for `grace_seconds`."""
+    if not job_ids:
+        return []
+    result = await conn.execute(
+        text(
+            "SELECT DISTINCT job_id FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])) "
+            "AND status = 'queued' AND updated_at < now() - make_interval(secs => :grace)"
+        ),
+        {"jobs": list(job_ids), "grace": grace_seconds},
+    )
+    return sorted(r[0] for r in result)
 
 
 async def list_page(

@@ -53,7 +53,6 @@ async def reconcile_once(deps: WorkerDeps) -> ReconcileReport:
 async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
     settings = deps.settings
     expired = await messages_repo.expired_leases(conn, SCAN_LIMIT)
-    stale_jobs = await messages_repo.stale_queued_jobs(conn, settings.reconcile_grace, SCAN_LIMIT)
     stale_campaigns = await campaigns_repo.stale_pending(conn, settings.reconcile_grace)
     final: list[Outcome] = []
     retries: list[Retry] = []
@@ -65,7 +64,10 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
                                  m.campaign_id))  # fmt: skip
     # The outcome guard (same attempt, still `sending`) makes a concurrent second round a no-op.
     await record(deps.engine, deps.redis, settings.queue_name, final, retries, settings.job_batch_size)
-    lost = await missing_jobs(deps.redis, stale_jobs)
+    # Ask Redis about every open batch (cheap, pipelined), then PostgreSQL only about the
+    # missing ones: a batch enqueued a moment ago is not yet "lost" (the grace period).
+    missing = await missing_jobs(deps.redis, await messages_repo.open_jobs(conn, SCAN_LIMIT))
+    lost = await messages_repo.stale_among(conn, missing, settings.reconcile_grace)
     if lost:
         await enqueue_batches(deps.redis, settings.queue_name, [BatchJob(j) for j in lost])
     if stale_campaigns:
