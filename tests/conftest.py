@@ -21,6 +21,8 @@ from notifq.db.engine import create_engine
 from notifq.settings import Settings
 from tests import servers as test_servers
 
+pytest_plugins = ["tests.aws"]
+
 ADMIN_EMAIL = "admin@notifq.dev"
 ADMIN_PASSWORD = "correct horse battery staple"
 JWT_SECRET = "t" * 48

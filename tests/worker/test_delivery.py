@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import defaultdict
@@ -177,3 +178,25 @@ async def test_worker_rate_limit_counts_messages(
     for i, start in enumerate(times):
         in_window = sum(1 for t in times[i:] if t - start < 1.0)
         assert in_window <= rate + burst, (in_window, rate)
+
+
+async def test_throttled_job_never_starves_the_event_loop(
+    client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
+) -> None:
+    """At 1 msg/s with a short job slice, the job waits or hands over; it must not busy-spin."""
+    provider = ScriptedProvider()
+    await _create(client, auth, recipientCount=20)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    async with running_worker_with(settings.with_(rate_limit=1.0, job_slice_seconds=0.5), provider):
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(3)
+        task.cancel()
+    assert ticks >= 40, ticks  # ~60 expected; a spinning job starves the ticker to ~0
+    assert 2 <= len(provider.calls) <= 6  # about one send per second

@@ -13,7 +13,7 @@ class ProviderFactory:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.mock_domains = frozenset(settings.mock_domains)
+        self.mock_domains = frozenset(d.lower() for d in settings.mock_domains)
         self.mock = MockProvider(settings.mock_latency_ms, settings.mock_failure_rate, settings.mock_seed)
         self._ses: SesProvider | None = None
 

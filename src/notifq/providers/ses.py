@@ -43,7 +43,9 @@ class SesProvider:
     ) -> None:  # fmt: skip
         self.from_email = from_email
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="ses")
-        config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1},
+        # One attempt only: botocore's own retry could re-send a SendEmail that SES already
+        # accepted (a duplicate the worker could not count). notifq's retry schedule decides.
+        config = Config(connect_timeout=min(5.0, timeout), read_timeout=timeout, retries={"total_max_attempts": 1},
                         max_pool_connections=max_threads)  # fmt: skip
         self._client = client or boto3.client("sesv2", region_name=region, endpoint_url=endpoint_url, config=config)
 
@@ -70,3 +72,4 @@ class SesProvider:
 
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()

@@ -106,8 +106,9 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
             await hand_over(deps, job_id)
             break
         granted = await deps.limiter.acquire(deps.chunk_size, deadline)
-        if granted == 0:
-            continue
+        if granted == 0:  # the slice ends before the next token: hand the rest on (never spin)
+            await hand_over(deps, job_id)
+            break
         claimed = await claim_chunk(deps, job_id, granted)
         deps.limiter.refund(granted - len(claimed))
         if not claimed:

@@ -29,7 +29,8 @@ class RateLimiter:
         """Wait for up to `n` tokens; returns how many were granted (fewer only if the deadline passes)."""
         if self.unlimited or n <= 0:
             return n
-        want = min(float(n), self.capacity)
+        # Whole tokens only: taking a fractional capacity while granting its int() lost tokens.
+        want = float(min(n, max(1, int(self.capacity))))
         async with self._lock:  # FIFO among this worker's jobs
             while True:
                 self._refill()
