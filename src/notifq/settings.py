@@ -37,8 +37,9 @@ class Settings:
     max_attempts: int = 4
     retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
     job_batch_size: int = 500
-    worker_jobs: int = 4
-    worker_max_in_flight: int = 1000
+    # In flight >= jobs x batch: otherwise claimed messages wait for a send slot while their lease runs.
+    worker_jobs: int = 8
+    worker_max_in_flight: int = 4000
     worker_drain_seconds: float = 35.0
     job_slice_seconds: float = 10.0
     lease_seconds: float = 60.0
@@ -142,8 +143,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
             max_body_bytes=_integer(e, "NOTIFQ_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024),
             max_attempts=_integer(e, "NOTIFQ_MAX_ATTEMPTS", 4, minimum=1),
             job_batch_size=_integer(e, "NOTIFQ_JOB_BATCH_SIZE", 500, minimum=1),
-            worker_jobs=_integer(e, "NOTIFQ_WORKER_JOBS", 4, minimum=1),
-            worker_max_in_flight=_integer(e, "NOTIFQ_WORKER_MAX_IN_FLIGHT", 1000, minimum=1),
+            worker_jobs=_integer(e, "NOTIFQ_WORKER_JOBS", 8, minimum=1),
+            worker_max_in_flight=_integer(e, "NOTIFQ_WORKER_MAX_IN_FLIGHT", 4000, minimum=1),
             worker_drain_seconds=_number(e, "NOTIFQ_WORKER_DRAIN_SECONDS", 35.0),
             job_slice_seconds=_number(e, "NOTIFQ_JOB_SLICE_SECONDS", 10.0, minimum=0.1),
             lease_seconds=_number(e, "NOTIFQ_LEASE_SECONDS", 60.0, minimum=1),

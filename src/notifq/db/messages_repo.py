@@ -217,6 +217,15 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) ->
     return RecordResult(requeued, len(outcomes) - len(applied))
 
 
+async def move_queued(conn: AsyncConnection, old_job_id: int, new_job_id: int) -> int:
+    """Hand a batch's unclaimed messages to another batch (job slice over, or SIGTERM)."""
+    result = await conn.execute(
+        text("UPDATE messages SET job_id = :new WHERE job_id = :old AND status = 'queued'"),
+        {"new": new_job_id, "old": old_job_id},
+    )
+    return int(result.rowcount)
+
+
 async def requeue_failed(conn: AsyncConnection, campaign_id: uuid.UUID, batch_size: int) -> tuple[int, set[int]]:
     """Failed messages back to `queued` with fresh attempts, in new batches (the retry endpoint)."""
     ids_result = await conn.execute(

@@ -17,8 +17,6 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import text
-
 from notifq.db import messages_repo
 from notifq.db.messages_repo import ClaimedMessage, Outcome
 from notifq.errors import PermanentError
@@ -86,12 +84,8 @@ async def hand_over(deps: WorkerDeps, job_id: int) -> int | None:
     """Move the batch's unclaimed messages to a new batch and enqueue it; None if nothing is left."""
     async with deps.engine.connect() as conn:
         new_id = (await messages_repo.reserve_job_ids(conn, 1))[0]
-        moved = await conn.execute(
-            text("UPDATE messages SET job_id = :new WHERE job_id = :old AND status = 'queued'"),
-            {"new": new_id, "old": job_id},
-        )
-    if not moved.rowcount:
-        return None
+        if not await messages_repo.move_queued(conn, job_id, new_id):
+            return None
     await enqueue_batches(deps.redis, deps.settings.queue_name, [BatchJob(new_id)])
     return new_id
 
