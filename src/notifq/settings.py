@@ -53,6 +53,23 @@ class Settings:
     ses_endpoint_url: str | None = None
     from_email: str = "notifications@notifq.dev"
     provider_timeout: float = 30.0
+    # Providers per channel (issue 3). Mock routes win first: example.com, +1555…, "mock-" tokens.
+    email_provider: str = "ses"  # ses | smtp
+    sms_provider: str = "sns"  # sns | mock
+    push_provider: str = "fcm"  # fcm | mock
+    mock_phone_prefixes: tuple[str, ...] = ("+1555",)
+    mock_push_prefix: str = "mock-"
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # starttls | tls | none
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_pool_size: int = 4
+    sns_endpoint_url: str | None = None
+    fcm_credentials_file: str | None = None  # a Google service-account JSON
+    fcm_endpoint_url: str = "https://fcm.googleapis.com"
+    breaker_failures: int = 5  # consecutive transient failures that open a provider's circuit
+    breaker_cooldown: float = 30.0  # seconds a provider is skipped once its circuit is open
     state_dir: Path = field(default_factory=lambda: Path(".notifq"))
 
     @property
@@ -96,6 +113,13 @@ def _integer(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0
     if value != int(value):
         raise ConfigError(f"{key} must be a whole number, got {env.get(key)!r}")
     return int(value)
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(key, default).strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def parse_latency(raw: str) -> tuple[int, int]:
@@ -158,6 +182,24 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
             from_email=e.get("FROM_EMAIL", "notifications@notifq.dev"),
             provider_timeout=_number(e, "NOTIFQ_PROVIDER_TIMEOUT", 30.0, minimum=0.1),
             state_dir=Path(e.get("NOTIFQ_STATE_DIR", ".notifq")),
+            email_provider=_choice(e, "NOTIFQ_EMAIL_PROVIDER", "ses", ("ses", "smtp")),
+            sms_provider=_choice(e, "NOTIFQ_SMS_PROVIDER", "sns", ("sns", "mock")),
+            push_provider=_choice(e, "NOTIFQ_PUSH_PROVIDER", "fcm", ("fcm", "mock")),
+            mock_phone_prefixes=tuple(
+                p.strip() for p in e.get("NOTIFQ_MOCK_PHONE_PREFIXES", "+1555").split(",") if p.strip()
+            ),
+            mock_push_prefix=e.get("NOTIFQ_MOCK_PUSH_PREFIX", "mock-"),
+            smtp_host=e.get("NOTIFQ_SMTP_HOST", "localhost"),
+            smtp_port=_integer(e, "NOTIFQ_SMTP_PORT", 587, minimum=1),
+            smtp_security=_choice(e, "NOTIFQ_SMTP_SECURITY", "starttls", ("starttls", "tls", "none")),
+            smtp_username=e.get("NOTIFQ_SMTP_USERNAME") or None,
+            smtp_password=e.get("NOTIFQ_SMTP_PASSWORD") or None,
+            smtp_pool_size=_integer(e, "NOTIFQ_SMTP_POOL_SIZE", 4, minimum=1),
+            sns_endpoint_url=e.get("NOTIFQ_SNS_ENDPOINT_URL") or None,
+            fcm_credentials_file=e.get("NOTIFQ_FCM_CREDENTIALS_FILE") or None,
+            fcm_endpoint_url=e.get("NOTIFQ_FCM_ENDPOINT_URL", "https://fcm.googleapis.com"),
+            breaker_failures=_integer(e, "NOTIFQ_BREAKER_FAILURES", 5, minimum=1),
+            breaker_cooldown=_number(e, "NOTIFQ_BREAKER_COOLDOWN", 30.0, minimum=0.1),
         )
     )
 

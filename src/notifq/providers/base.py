@@ -12,11 +12,16 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class OutgoingMessage:
+    """One rendered message. `recipient` is an email address, an E.164 phone number or a
+    device token, depending on `channel`; `data` is the push payload's key/value data."""
+
     message_id: int
     attempt: int
     recipient: str
     subject: str
     body: str
+    channel: str = "email"
+    data: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
