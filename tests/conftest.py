@@ -57,6 +57,8 @@ def base_settings(servers: test_servers.TestServers, tmp_path_factory: pytest.Te
         job_slice_seconds=2.0,
         worker_drain_seconds=8.0,
         login_max_failures=3,
+        # Tests whose provider fails on purpose must not trip the circuit breaker (tested on its own).
+        breaker_failures=1_000_000,
         login_lockout_seconds=60,
         state_dir=Path(tmp_path_factory.mktemp("state")),
     )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import fields
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings
-from notifq.worker.main import NotifqWorker, build_worker
+from notifq.worker.main import WorkerRuntime
 
 ENV_NAMES = {
     "rate_limit": "NOTIFQ_RATE_LIMIT", "mock_failure_rate": "NOTIFQ_MOCK_FAILURE_RATE", "mock_seed": "NOTIFQ_MOCK_SEED",
@@ -49,16 +48,15 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[NotifqWorker]:
-    worker = build_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.main())
+async def running_worker(
+    settings: Settings, providers: Callable[[Settings], ProviderFactory] = ProviderFactory
+) -> AsyncIterator[WorkerRuntime]:
+    runtime = WorkerRuntime(settings, providers)
+    await runtime.start()
     try:
-        yield worker
+        yield runtime
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
+        await runtime.stop(drain_seconds=0)
 
 
 def spawn_worker(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
@@ -100,20 +98,11 @@ def assert_counters_match(campaign: dict[str, Any], counts: dict[str, int]) -> N
     assert sum(counts.values()) == campaign["total_messages"]
 
 
-@contextlib.asynccontextmanager
-async def running_worker_with(settings: Settings, provider: Any) -> AsyncIterator[NotifqWorker]:
+def running_worker_with(settings: Settings, provider: Any) -> contextlib.AbstractAsyncContextManager[WorkerRuntime]:
     """A worker whose every recipient goes to `provider` (a real Provider implementation)."""
 
     class OneProvider(ProviderFactory):
-        def for_recipient(self, recipient: str) -> Any:
+        def for_message(self, channel: str, recipient: str) -> Any:
             return provider
 
-    worker = build_worker(settings, handle_signals=False, providers=OneProvider)
-    task = asyncio.create_task(worker.main())
-    try:
-        yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
+    return running_worker(settings, OneProvider)

@@ -7,9 +7,9 @@ import secrets
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.addresses import is_email
 from notifq.auth import hash_password
 from notifq.db import admins_repo
-from notifq.validation import is_email
 
 DEFAULT_ADMIN = "admin@notifq.dev"
 

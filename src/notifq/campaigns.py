@@ -3,7 +3,8 @@
 Creation is one PostgreSQL transaction (campaign row + every message, already split
 into batches), and only after the commit are the batches' jobs written to Redis. A crash
 or a Redis failure between the two leaves a durable `pending` campaign whose jobs the
-reconciler writes later: nothing accepted is lost, nothing is half-written.
+reconciler writes later: nothing accepted is lost, nothing is half-written. A scheduled
+campaign (`sendAt`) holds its messages as `pending` until the scheduler releases them.
 """
 
 from __future__ import annotations
@@ -12,25 +13,27 @@ import base64
 import binascii
 import logging
 import uuid
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifq.db import admins_repo, campaigns_repo, messages_repo
+from notifq.addresses import synthetic
+from notifq.db import admins_repo, campaigns_repo, lifecycle, messages_repo
 from notifq.db.campaigns_repo import CampaignRow
+from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import MessageRow
 from notifq.errors import Conflict, NotFound, Unauthorized, ValidationError
+from notifq.idempotency import Ticket
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.settings import Settings
 from notifq.validation import CampaignRequest, is_ascii_number
 
-MAX_BIGINT = 2**63 - 1
-
 log = logging.getLogger("notifq.campaigns")
+MAX_BIGINT = 2**63 - 1
+REQUEUE_LIMIT = 1_000_000
 
 
 def parse_id(raw: str) -> uuid.UUID:
@@ -40,9 +43,9 @@ def parse_id(raw: str) -> uuid.UUID:
         raise ValidationError("malformed campaign id: expected a UUID", {"field": "id", "value": raw[:64]}) from None
 
 
-def synthetic_recipients(count: int) -> Iterator[str]:
-    """The seed's load-test mode: user1@example.com … userN@example.com."""
-    return (f"user{i}@example.com" for i in range(1, count + 1))
+def synthetic_recipients(channel: str, count: int) -> Iterator[tuple[str, None]]:
+    """The seed's load-test mode: user1@example.com … (or +1555… numbers, mock- tokens)."""
+    return ((synthetic(channel, i), None) for i in range(1, count + 1))
 
 
 def encode_cursor(created_at: datetime, campaign_id: uuid.UUID) -> str:
@@ -61,13 +64,19 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
         raise ValidationError("malformed cursor", {"field": "cursor"}) from None
 
 
+async def enqueue_released(redis: Redis, queue_name: str, released: Iterable[Released]) -> None:
+    await enqueue_batches(redis, queue_name, (BatchJob(r.job_id, lane=r.priority) for r in released))
+
+
 class CampaignService:
     def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
         self.engine = engine
         self.redis = redis
         self.settings = settings
 
-    async def create(self, request: CampaignRequest, created_by: uuid.UUID | None) -> CampaignRow:
+    async def create(
+        self, request: CampaignRequest, created_by: uuid.UUID | None, ticket: Ticket | None = None
+    ) -> CampaignRow:
         # Refuse up front while Redis is down: a 503 that wrote nothing beats a campaign that waits.
         await self.redis.ping()
         batch = self.settings.job_batch_size
@@ -77,11 +86,22 @@ class CampaignService:
                 raise Unauthorized("the token's admin no longer exists")
             campaign = await campaigns_repo.insert(
                 conn, name=request.name, subject=request.subject, body=request.body, total=total,
-                created_by=created_by,
+                channel=request.channel, send_at=request.send_at, created_by=created_by,
             )  # fmt: skip
             job_ids = await messages_repo.reserve_job_ids(conn, -(-total // batch))
-            recipients = request.recipients if request.recipients is not None else synthetic_recipients(total)
-            await messages_repo.copy_queued(conn, campaign.id, recipients, job_ids, batch)
+            recipients = request.recipients
+            if recipients is None:
+                recipients_iter: Iterable[tuple[str, str | None]] = synthetic_recipients(request.channel, total)
+            else:
+                recipients_iter = recipients
+            await messages_repo.copy_campaign_messages(
+                conn, campaign.id, recipients_iter, job_ids, batch, channel=request.channel,
+                status="pending" if request.send_at else "queued", send_at=request.send_at,
+            )  # fmt: skip
+            if ticket is not None:
+                await ticket.complete(conn, "campaign", [str(campaign.id)], 202)
+        if request.send_at is not None:
+            return campaign  # the scheduler releases it at send_at
         if await self._enqueue(campaign.id, job_ids):
             return replace(campaign, status="processing")
         return campaign
@@ -127,32 +147,60 @@ class CampaignService:
         next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
         return rows[:limit], next_cursor
 
+    async def _locked(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str
+                      ) -> CampaignRow:  # fmt: skip
+        campaign = await campaigns_repo.lock(conn, campaign_id)
+        if campaign is None:
+            raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
+        if campaign.status not in allowed:
+            raise Conflict(f"a {campaign.status} campaign cannot be {action}", {"status": campaign.status})
+        return campaign
+
     async def retry(self, campaign_id: uuid.UUID) -> int:
         await self.redis.ping()
         async with self.engine.begin() as conn:
-            campaign = await campaigns_repo.lock(conn, campaign_id)
-            if campaign is None:
-                raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
-            if campaign.status == "cancelled":
-                raise Conflict("a cancelled campaign cannot be retried", {"status": campaign.status})
-            count, job_ids = await messages_repo.requeue_failed(conn, campaign_id, self.settings.job_batch_size)
-            if count:
-                await campaigns_repo.apply_deltas(conn, campaign_id, Counter({"failed": -count, "queued": count}))
-                await campaigns_repo.set_status(conn, campaign_id, "processing")
-        if count:
-            await enqueue_batches(self.redis, self.settings.queue_name, (BatchJob(j) for j in sorted(job_ids)))
+            await self._locked(conn, campaign_id, ("processing", "paused", "completed", "completed_with_failures"),
+                               "retried")  # fmt: skip
+            count, released = await lifecycle.requeue_failed(
+                conn, "campaign_id = :c", {"c": campaign_id}, self.settings.job_batch_size, "requeued", REQUEUE_LIMIT
+            )
+            if released:
+                campaign = await campaigns_repo.get(conn, campaign_id)
+                if campaign is not None and campaign.status != "paused":
+                    await campaigns_repo.set_status(conn, campaign_id, "processing")
+        if released:
+            await enqueue_released(self.redis, self.settings.queue_name, released)
         return count
 
     async def cancel(self, campaign_id: uuid.UUID) -> CampaignRow:
         async with self.engine.begin() as conn:
-            campaign = await campaigns_repo.lock(conn, campaign_id)
-            if campaign is None:
-                raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
-            if campaign.status not in ("pending", "processing"):
-                raise Conflict(f"campaign is already {campaign.status}", {"status": campaign.status})
-            deltas = await messages_repo.cancel_open(conn, campaign_id)
-            await campaigns_repo.apply_deltas(conn, campaign_id, deltas)
+            await self._locked(conn, campaign_id, ("scheduled", "pending", "processing", "paused"), "cancelled")
+            # Status first, so no message landing meanwhile can complete the campaign instead.
             await campaigns_repo.set_status(conn, campaign_id, "cancelled")
+            await lifecycle.cancel_campaign_messages(conn, campaign_id)
             row = await campaigns_repo.get(conn, campaign_id)
+        assert row is not None
+        return row
+
+    async def pause(self, campaign_id: uuid.UUID) -> CampaignRow:
+        """Hold what has not started; messages in flight finish. Resume sends only what was held."""
+        async with self.engine.begin() as conn:
+            await self._locked(conn, campaign_id, ("scheduled", "pending", "processing"), "paused")
+            await campaigns_repo.set_status(conn, campaign_id, "paused")
+            await lifecycle.pause_campaign_messages(conn, campaign_id)
+            row = await campaigns_repo.get(conn, campaign_id)
+        assert row is not None
+        return row
+
+    async def resume(self, campaign_id: uuid.UUID) -> CampaignRow:
+        await self.redis.ping()
+        async with self.engine.begin() as conn:
+            campaign = await self._locked(conn, campaign_id, ("paused",), "resumed")
+            future = campaign.send_at is not None and campaign.send_at > datetime.now(UTC)
+            await campaigns_repo.set_status(conn, campaign_id, "scheduled" if future else "processing")
+            released = [] if future else await lifecycle.resume_campaign_messages(conn, campaign_id)
+            row = await campaigns_repo.get(conn, campaign_id)
+        if released:
+            await enqueue_released(self.redis, self.settings.queue_name, released)
         assert row is not None
         return row

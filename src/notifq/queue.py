@@ -18,6 +18,7 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 DELIVER_FUNCTION = "deliver_batch"
+SENT_RATE_KEY = "notifq:rate:sent:"  # + epoch second: workers INCRBY per chunk, GET /stats sums a minute
 JOB_EXPIRY_MS = 7 * 24 * 3600 * 1000  # a backlog may wait long; the reconciler covers expiry anyway
 PIPELINE_SIZE = 1000
 
@@ -26,14 +27,26 @@ def job_name(job_id: int) -> str:
     return f"nq{job_id}"
 
 
+LANES = ("transactional", "bulk")
+
+
+def lane_queue(queue_name: str, lane: str) -> str:
+    """Transactional sends have their own arq queue, which workers poll apart from bulk work."""
+    return queue_name if lane == "bulk" else f"{queue_name}:{lane}"
+
+
 @dataclass(frozen=True)
 class BatchJob:
     job_id: int
     defer_seconds: float = 0.0
+    lane: str = "bulk"
 
 
 async def enqueue_batches(redis: Redis, queue_name: str, jobs: Iterable[BatchJob]) -> int:
-    """Write arq jobs in pipelines; an existing job key is left alone (SET NX), as arq does."""
+    """Write arq jobs in pipelines; an existing job key is left alone (SET NX), as arq does.
+
+    `queue_name` is the base name; each job goes to its lane's queue.
+    """
     now_ms = int(time.time() * 1000)
     count = 0
     pipe = redis.pipeline(transaction=False)
@@ -43,7 +56,7 @@ async def enqueue_batches(redis: Redis, queue_name: str, jobs: Iterable[BatchJob
         score = now_ms + int(job.defer_seconds * 1000)
         payload = serialize_job(DELIVER_FUNCTION, (job.job_id,), {}, None, now_ms)
         pipe.set(job_key_prefix + name, payload, px=JOB_EXPIRY_MS + (score - now_ms), nx=True)
-        pipe.zadd(queue_name, {name: score})
+        pipe.zadd(lane_queue(queue_name, job.lane), {name: score}, nx=True)
         pending += 1
         count += 1
         if pending >= PIPELINE_SIZE:
@@ -66,5 +79,8 @@ async def missing_jobs(redis: Redis, job_ids: Sequence[int]) -> list[int]:
     return [job_id for job_id, n in zip(job_ids, found, strict=True) if not n]
 
 
-async def queue_depth(redis: Redis, queue_name: str) -> int:
-    return int(await redis.zcard(queue_name))
+async def queue_depth(redis: Redis, queue_name: str) -> dict[str, int]:
+    pipe = redis.pipeline(transaction=False)
+    for lane in LANES:
+        pipe.zcard(lane_queue(queue_name, lane))
+    return dict(zip(LANES, (int(n) for n in await pipe.execute()), strict=True))

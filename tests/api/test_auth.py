@@ -279,7 +279,7 @@ BAD_AUTH: dict[str, Callable[[Settings], dict[str, str]]] = {
 @pytest.fixture
 async def existing_campaign(engine: AsyncEngine, redis: Redis, settings: Settings) -> uuid.UUID:
     """A real campaign (through the service, no admin needed) so a valid token would have succeeded."""
-    request = CampaignRequest(name="Existing", subject=None, body=None, recipients=["a@example.com"],
+    request = CampaignRequest(name="Existing", subject=None, body=None, recipients=[("a@example.com", None)],
                               recipient_count=None)  # fmt: skip
     row = await CampaignService(engine, redis, settings).create(request, None)
     return row.id

@@ -13,6 +13,7 @@ from notifq.api.routes import ROUTES
 from notifq.auth import LoginThrottle
 from notifq.campaigns import CampaignService
 from notifq.db.engine import create_engine
+from notifq.notifications import NotificationService
 from notifq.settings import Settings, require_jwt_secret
 
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.engine = engine
         app.state.redis = redis
         app.state.campaigns = CampaignService(engine, redis, settings)
+        app.state.notifications = NotificationService(engine, redis, settings)
         app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds)
         try:
             yield

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 from notifq import __version__
+from notifq.addresses import EMAIL_RE
 from notifq.auth import BCRYPT_MAX_BYTES
 from notifq.db.campaigns_repo import CAMPAIGN_STATUSES, MESSAGE_STATUSES
 from notifq.settings import Settings
-from notifq.validation import EMAIL_RE, MAX_BODY, MAX_NAME, MAX_SUBJECT
+from notifq.validation import MAX_BODY, MAX_NAME, MAX_SUBJECT
 
 JSON: Final = "application/json"
 _DEFAULTS: Final = Settings()

@@ -1,4 +1,4 @@
-"""HTTP handlers: parse, call the service, serialise. No SQL and no business rules here."""
+"""Login, health, readiness and the OpenAPI document; the resource routes live beside this module."""
 
 from __future__ import annotations
 
@@ -10,22 +10,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from notifq.api import campaign_routes, notification_routes
 from notifq.api.openapi import openapi_spec
-from notifq.api.requests import client_address, read_json, require_admin
-from notifq.api.serializers import campaign_json, iso, message_json
+from notifq.api.requests import client_address, read_json
+from notifq.api.serializers import iso
 from notifq.auth import LoginThrottle, issue_token, verify_password
-from notifq.campaigns import CampaignService, parse_id
 from notifq.db import admins_repo
-from notifq.db.campaigns_repo import CAMPAIGN_STATUSES, MESSAGE_STATUSES
 from notifq.errors import Unauthorized, ValidationError
-from notifq.validation import check_storable, parse_campaign, parse_choice, parse_limit
+from notifq.validation import check_storable
 
 MAX_LOGIN_BODY = 16 * 1024
-
-
-def _service(request: Request) -> CampaignService:
-    service: CampaignService = request.app.state.campaigns
-    return service
 
 
 async def login(request: Request) -> Response:
@@ -51,56 +45,6 @@ async def login(request: Request) -> Response:
     await throttle.succeeded(email, address)
     issued = issue_token(settings.jwt_secret, settings.jwt_issuer, str(admin.id), settings.jwt_ttl_seconds)
     return JSONResponse({"token": issued.token, "tokenType": "Bearer", "expiresAt": iso(issued.expires_at)})
-
-
-async def create_campaign(request: Request) -> Response:
-    admin_id = require_admin(request)
-    settings = request.app.state.settings
-    body = await read_json(request, settings.max_body_bytes)
-    campaign_request = parse_campaign(body, settings.max_campaign_size)
-    campaign = await _service(request).create(campaign_request, admin_id)
-    return JSONResponse(campaign_json(campaign), 202, headers={"Location": f"/campaigns/{campaign.id}"})
-
-
-async def get_campaign(request: Request) -> Response:
-    require_admin(request)
-    campaign = await _service(request).get(parse_id(request.path_params["campaign_id"]))
-    return JSONResponse(campaign_json(campaign))
-
-
-async def list_campaigns(request: Request) -> Response:
-    require_admin(request)
-    q = request.query_params
-    rows, cursor = await _service(request).list_page(
-        limit=parse_limit(q.get("limit")),
-        status=parse_choice(q.get("status"), CAMPAIGN_STATUSES, "status"),
-        cursor=q.get("cursor") or None,
-    )
-    return JSONResponse({"items": [campaign_json(r) for r in rows], "nextCursor": cursor})
-
-
-async def list_messages(request: Request) -> Response:
-    require_admin(request)
-    q = request.query_params
-    rows, cursor = await _service(request).messages(
-        parse_id(request.path_params["campaign_id"]),
-        status=parse_choice(q.get("status"), MESSAGE_STATUSES, "status"),
-        cursor=q.get("cursor") or None,
-        limit=parse_limit(q.get("limit"), default=100, maximum=1000),
-    )
-    return JSONResponse({"items": [message_json(r) for r in rows], "nextCursor": cursor})
-
-
-async def retry_campaign(request: Request) -> Response:
-    require_admin(request)
-    count = await _service(request).retry(parse_id(request.path_params["campaign_id"]))
-    return JSONResponse({"requeued": count}, 202)
-
-
-async def cancel_campaign(request: Request) -> Response:
-    require_admin(request)
-    campaign = await _service(request).cancel(parse_id(request.path_params["campaign_id"]))
-    return JSONResponse(campaign_json(campaign), 202)
 
 
 async def health(request: Request) -> Response:
@@ -133,10 +77,6 @@ ROUTES = [
     Route("/ready", ready, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/auth/login", login, methods=["POST"]),
-    Route("/campaigns", create_campaign, methods=["POST"]),
-    Route("/campaigns", list_campaigns, methods=["GET"]),
-    Route("/campaigns/{campaign_id}", get_campaign, methods=["GET"]),
-    Route("/campaigns/{campaign_id}/messages", list_messages, methods=["GET"]),
-    Route("/campaigns/{campaign_id}/retry", retry_campaign, methods=["POST"]),
-    Route("/campaigns/{campaign_id}/cancel", cancel_campaign, methods=["POST"]),
+    *campaign_routes.ROUTES,
+    *notification_routes.ROUTES,
 ]

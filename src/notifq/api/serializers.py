@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from notifq.db.campaigns_repo import CampaignRow
-from notifq.db.messages_repo import MessageRow
+from notifq.db.messages_repo import EventRow, MessageRow
 
 
 def iso(value: datetime | None) -> str | None:
@@ -19,6 +19,8 @@ def campaign_json(c: CampaignRow) -> dict[str, Any]:
         "name": c.name,
         "subject": c.subject,
         "status": c.status,
+        "channel": c.channel,
+        "sendAt": iso(c.send_at),
         "totalMessages": c.total_messages,
         "sentCount": c.counts["sent"],
         "failedCount": c.counts["failed"],
@@ -38,3 +40,30 @@ def message_json(m: MessageRow) -> dict[str, Any]:
         "lastError": m.last_error,
         "updatedAt": iso(m.updated_at),
     }
+
+
+def notification_json(m: MessageRow, events: list[EventRow] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(m.id),
+        "campaignId": str(m.campaign_id) if m.campaign_id else None,
+        "channel": m.channel,
+        "to": m.recipient,
+        "subject": m.subject,
+        "priority": m.priority,
+        "status": m.status,
+        "attempts": m.attempts,
+        "provider": m.provider,
+        "providerMessageId": m.provider_message_id,
+        "lastError": m.last_error,
+        "sendAt": iso(m.send_at),
+        "createdAt": iso(m.created_at),
+        "updatedAt": iso(m.updated_at),
+    }
+    if events is not None:
+        # Acceptance is the row's creation; every later transition and attempt is an event row.
+        accepted = {"at": iso(m.created_at), "event": "accepted", "attempt": None, "detail": None, "provider": None}
+        body["events"] = [accepted] + [
+            {"at": iso(e.at), "event": e.event, "attempt": e.attempt, "detail": e.detail, "provider": e.provider}
+            for e in events
+        ]
+    return body

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 MESSAGE_STATUSES = ("pending", "queued", "sending", "sent", "failed", "cancelled")
 TERMINAL_MESSAGE_STATUSES = frozenset({"sent", "failed", "cancelled"})
-CAMPAIGN_STATUSES = ("pending", "processing", "completed", "completed_with_failures", "cancelled")
+CAMPAIGN_STATUSES = (
+    "scheduled", "pending", "processing", "paused", "completed", "completed_with_failures", "cancelled",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class CampaignRow:
     subject: str | None
     body: str | None
     status: str
+    channel: str
+    send_at: datetime | None
     total_messages: int
     counts: Mapping[str, int]
     created_at: datetime
@@ -32,7 +35,7 @@ class CampaignRow:
 
 
 _COLUMNS = (
-    "id, name, subject, body, status, total_messages, pending_count, queued_count, sending_count, "
+    "id, name, subject, body, status, channel, send_at, total_messages, pending_count, queued_count, sending_count, "
     "sent_count, failed_count, cancelled_count, created_at, updated_at, completed_at"
 )
 
@@ -41,23 +44,31 @@ def _row(r: Any) -> CampaignRow:
     m = r._mapping
     return CampaignRow(
         id=m["id"], name=m["name"], subject=m["subject"], body=m["body"], status=m["status"],
-        total_messages=m["total_messages"],
+        channel=m["channel"], send_at=m["send_at"], total_messages=m["total_messages"],
         counts={s: m[f"{s}_count"] for s in MESSAGE_STATUSES},
         created_at=m["created_at"], updated_at=m["updated_at"], completed_at=m["completed_at"],
     )  # fmt: skip
 
 
 async def insert(
-    conn: AsyncConnection, *, name: str, subject: str | None, body: str | None, total: int,
-    created_by: uuid.UUID | None,
+    conn: AsyncConnection, *, name: str, subject: str | None, body: str | None, total: int, channel: str,
+    send_at: datetime | None, created_by: uuid.UUID | None,
 ) -> CampaignRow:  # fmt: skip
+    """A scheduled campaign (send_at in the future) holds its messages as `pending` until then."""
+    scheduled = send_at is not None
     result = await conn.execute(
         text(
-            "INSERT INTO campaigns (name, subject, body, total_messages, queued_count, created_by) "
-            f"VALUES (:name, :subject, :body, :total, :total, :created_by) RETURNING {_COLUMNS}"
+            "INSERT INTO campaigns (name, subject, body, total_messages, channel, send_at, status, "
+            "queued_count, pending_count, created_by) "
+            "VALUES (:name, :subject, :body, :total, :channel, :send_at, :status, :queued, :pending, :created_by) "
+            f"RETURNING {_COLUMNS}"
         ),
-        {"name": name, "subject": subject, "body": body, "total": total, "created_by": created_by},
-    )
+        {
+            "name": name, "subject": subject, "body": body, "total": total, "channel": channel,
+            "send_at": send_at, "status": "scheduled" if scheduled else "pending",
+            "queued": 0 if scheduled else total, "pending": total if scheduled else 0, "created_by": created_by,
+        },
+    )  # fmt: skip
     return _row(result.one())
 
 
@@ -91,30 +102,6 @@ async def list_page(
         text(f"SELECT {_COLUMNS} FROM campaigns {where} ORDER BY created_at DESC, id DESC LIMIT :limit"), params
     )
     return [_row(r) for r in result]
-
-
-async def apply_deltas(conn: AsyncConnection, campaign_id: uuid.UUID, deltas: Counter[str]) -> None:
-    """Move the per-status counters by the changes a batch statement just made to its messages."""
-    if not any(deltas.values()):
-        return
-    sets = ", ".join(f"{s}_count = {s}_count + :{s}" for s in MESSAGE_STATUSES)
-    params: dict[str, Any] = {s: deltas.get(s, 0) for s in MESSAGE_STATUSES}
-    params["id"] = campaign_id
-    await conn.execute(text(f"UPDATE campaigns SET {sets}, updated_at = now() WHERE id = :id"), params)
-
-
-async def complete_if_done(conn: AsyncConnection, campaign_id: uuid.UUID) -> str | None:
-    """Reach the terminal state exactly once: only the statement that sees `processing` wins."""
-    result = await conn.execute(
-        text(
-            "UPDATE campaigns SET status = CASE WHEN failed_count > 0 THEN 'completed_with_failures' "
-            "ELSE 'completed' END, completed_at = now(), updated_at = now() "
-            "WHERE id = :id AND status IN ('pending', 'processing') "
-            "AND sent_count + failed_count + cancelled_count = total_messages RETURNING status"
-        ),
-        {"id": campaign_id},
-    )
-    return result.scalar_one_or_none()
 
 
 async def mark_enqueued(conn: AsyncConnection, campaign_ids: list[uuid.UUID]) -> None:

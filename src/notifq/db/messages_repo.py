@@ -7,7 +7,6 @@ the same statement, so the counters always equal the per-status counts of the ro
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifq.db import transitions
 from notifq.db.engine import raw_connection
 
 INSERT_CHUNK = 1000
@@ -24,16 +24,23 @@ INSERT_CHUNK = 1000
 @dataclass(frozen=True)
 class ClaimedMessage:
     id: int
-    campaign_id: uuid.UUID
+    campaign_id: uuid.UUID | None
     recipient: str
     attempts: int
+    channel: str = "email"
+    subject: str | None = None
+    body: str | None = None
+    data: dict[str, str] | None = None
+    vars: dict[str, str] | None = None
+    priority: str = "bulk"
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a delivery attempt decided for one message.
 
-    status is `sent`, `failed`, or `queued` (retry later under `retry_job_id`).
+    status is `sent`, `failed`, or `queued` (retry later under `retry_job_id`); `refund`
+    gives the attempt back (throttled, or never tried because the provider's circuit was open).
     """
 
     message_id: int
@@ -41,16 +48,41 @@ class Outcome:
     status: str
     error: str | None = None
     retry_job_id: int | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    refund: bool = False
+    event: str | None = None
+
+    @property
+    def event_name(self) -> str:
+        return self.event or {"sent": "sent", "failed": "failed"}.get(self.status, "retry")
 
 
 @dataclass(frozen=True)
 class MessageRow:
     id: int
+    campaign_id: uuid.UUID | None
+    channel: str
+    priority: str
     recipient: str
+    subject: str | None
     status: str
     attempts: int
     last_error: str | None
+    provider: str | None
+    provider_message_id: str | None
+    send_at: datetime | None
+    created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class EventRow:
+    at: datetime
+    event: str
+    attempt: int | None
+    detail: str | None
+    provider: str | None
 
 
 async def reserve_job_ids(conn: AsyncConnection, count: int) -> list[int]:
@@ -60,134 +92,61 @@ async def reserve_job_ids(conn: AsyncConnection, count: int) -> list[int]:
     return [r[0] for r in result]
 
 
-async def copy_queued(
-    conn: AsyncConnection, campaign_id: uuid.UUID, recipients: Iterable[str], job_ids: Sequence[int], batch_size: int
+async def copy_campaign_messages(
+    conn: AsyncConnection,
+    campaign_id: uuid.UUID,
+    recipients: Iterable[tuple[str, str | None]],
+    job_ids: Sequence[int],
+    batch_size: int,
+    *,
+    channel: str,
+    status: str,
+    send_at: datetime | None,
 ) -> int:
     """COPY the messages in chunks of 1,000, each already assigned to its batch (job).
 
-    COPY is ~2.5x faster than executemany here (docs/benchmarks.md); chunking bounds the
-    memory held per round trip for a million-recipient campaign.
+    `recipients` yields (address, vars as JSON text or None). COPY is ~2.5x faster than
+    executemany here (docs/benchmarks.md); chunking bounds the memory held per round trip.
     """
     raw = await raw_connection(conn)
-    columns = ("campaign_id", "recipient", "status", "job_id")
-    chunk: list[tuple[uuid.UUID, str, str, int]] = []
+    columns = ("campaign_id", "recipient", "status", "job_id", "channel", "vars", "send_at")
+    chunk: list[tuple[object, ...]] = []
     n = 0
-    for recipient in recipients:
-        chunk.append((campaign_id, recipient, "queued", job_ids[n // batch_size]))
+    for recipient, variables in recipients:
+        chunk.append((campaign_id, recipient, status, job_ids[n // batch_size], channel, variables, send_at))
         n += 1
         if len(chunk) == INSERT_CHUNK:
             await raw.copy_records_to_table("messages", records=chunk, columns=columns)
             chunk = []
     if chunk:
         await raw.copy_records_to_table("messages", records=chunk, columns=columns)
+    await conn.execute(
+        text(
+            "INSERT INTO message_counts (channel, status, n) VALUES (:channel, :status, :n) "
+            "ON CONFLICT (channel, status) DO UPDATE SET n = message_counts.n + EXCLUDED.n"
+        ),
+        {"channel": channel, "status": status, "n": n},
+    )
     return n
 
 
-STATUSES = ("pending", "queued", "sending", "sent", "failed", "cancelled")
-_COMPLETE = (
-    "c.status IN ('pending', 'processing') AND c.sent_count + d.sent + c.failed_count + d.failed "
-    "+ c.cancelled_count + d.cancelled = c.total_messages"
-)
-
-
-def _with_counters(moved_sql: str, old_status: str) -> str:
-    """Wrap a message UPDATE (a CTE named `moved` returning campaign_id, status) so the same
-    statement moves the campaign counters and, when the last message lands, completes the
-    campaign exactly once.
-
-    Run in autocommit: the campaign row is then locked only inside the server for the
-    statement's duration, never across a client round trip, which is what let every
-    worker queue up behind one hot row before.
-    """
-    deltas = ", ".join(
-        f"count(*) FILTER (WHERE status = '{s}') - {'count(*)' if s == old_status else '0'} AS {s}" for s in STATUSES
-    )
-    counters = ", ".join(f"{s}_count = c.{s}_count + d.{s}" for s in STATUSES)
-    return f"""
-    WITH moved AS ({moved_sql}),
-    d AS (SELECT campaign_id, {deltas} FROM moved GROUP BY campaign_id),
-    camp AS (
-        UPDATE campaigns c SET {counters},
-            status = CASE WHEN {_COMPLETE} THEN
-                CASE WHEN c.failed_count + d.failed > 0 THEN 'completed_with_failures' ELSE 'completed' END
-                ELSE c.status END,
-            completed_at = CASE WHEN {_COMPLETE} THEN now() ELSE c.completed_at END,
-            updated_at = now()
-        FROM d WHERE c.id = d.campaign_id
-        RETURNING c.id
-    )
-    SELECT * FROM moved
-    """
-
-
-# No SELECT … FOR UPDATE: locking a row writes a WAL record per row before the UPDATE
-# writes its own. The UPDATE's re-check of `status = 'queued'` already makes a concurrent
-# claimer of the same row skip it, so each message is claimed once.
-_CLAIM = text(
-    _with_counters(
-        """
-        UPDATE messages m
-        SET status = CASE WHEN c.status = 'cancelled' THEN 'cancelled' ELSE 'sending' END,
-            attempts = CASE WHEN c.status = 'cancelled' THEN m.attempts ELSE m.attempts + 1 END,
-            lease_until = CASE WHEN c.status = 'cancelled' THEN NULL
-                               ELSE now() + make_interval(secs => :lease) END,
-            updated_at = now()
-        FROM campaigns c
-        WHERE m.id IN (SELECT id FROM messages WHERE job_id = :job_id AND status = 'queued'
-                       ORDER BY id LIMIT :limit)
-          AND m.status = 'queued' AND c.id = m.campaign_id
-        RETURNING m.id, m.campaign_id, m.recipient, m.attempts, m.status
-        """,
-        old_status="queued",
-    )
-)
+_CLAIM = text(transitions.CLAIM)
+_RECORD = text(transitions.RECORD)
+_RECORD_LATE_SENT = text(transitions.RECORD_LATE_SENT)
 
 
 async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: float) -> list[ClaimedMessage]:
-    """Take up to `limit` queued messages of a batch; those of a cancelled campaign become `cancelled`."""
+    """Take up to `limit` queued messages of a batch (see transitions.CLAIM)."""
     result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds})
-    claimed = [ClaimedMessage(r.id, r.campaign_id, r.recipient, r.attempts) for r in result if r.status == "sending"]
+    fields = ("id", "campaign_id", "recipient", "attempts", "channel", "subject", "body", "data", "vars", "priority")
+    claimed = [ClaimedMessage(*(getattr(r, f) for f in fields)) for r in result if r.status == "sending"]
     claimed.sort(key=lambda m: m.id)
     return claimed
 
 
-_UNNEST = """unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
-                    CAST(:errors AS text[]), CAST(:jobs AS bigint[])) AS r(id, status, attempts, error, job_id)"""
-
-# The owner of the current attempt writes its outcome; `sent` is also accepted from an
-# older attempt (the provider did take the message), so it never gets sent again.
-_RECORD = text(
-    _with_counters(
-        f"""
-        UPDATE messages m
-        SET status = r.status,
-            last_error = CASE WHEN r.status = 'sent' THEN m.last_error ELSE r.error END,
-            job_id = COALESCE(r.job_id, m.job_id), lease_until = NULL, updated_at = now()
-        FROM {_UNNEST}
-        WHERE m.id = r.id AND m.status = 'sending' AND (r.status = 'sent' OR m.attempts = r.attempts)
-        RETURNING m.id, m.campaign_id, m.status, m.job_id
-        """,
-        old_status="sending",
-    )
-)
-
-# A late `sent` for a message the reconciler already put back in the queue.
-_RECORD_LATE_SENT = text(
-    _with_counters(
-        f"""
-        UPDATE messages m SET status = 'sent', lease_until = NULL, updated_at = now()
-        FROM {_UNNEST}
-        WHERE m.id = r.id AND m.status = 'queued'
-        RETURNING m.id, m.campaign_id, m.status, m.job_id
-        """,
-        old_status="queued",
-    )
-)
-
-
 @dataclass(frozen=True)
 class RecordResult:
-    requeued_jobs: set[int]
+    requeued_jobs: dict[int, str]  # batch -> lane
     stale: int  # outcomes that lost to a newer attempt or an earlier terminal state
 
 
@@ -198,19 +157,23 @@ def _params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
         "attempts": [o.attempts for o in outcomes],
         "errors": [o.error for o in outcomes],
         "jobs": [o.retry_job_id for o in outcomes],
+        "providers": [o.provider for o in outcomes],
+        "pmids": [o.provider_message_id for o in outcomes],
+        "refunds": [o.refund for o in outcomes],
+        "events": [o.event_name for o in outcomes],
     }
 
 
 async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> RecordResult:
     """Write many outcomes with one statement, guarded so each message ends in exactly one terminal state."""
     if not outcomes:
-        return RecordResult(set(), 0)
-    requeued: set[int] = set()
+        return RecordResult({}, 0)
+    requeued: dict[int, str] = {}
     applied: set[int] = set()
     for r in await conn.execute(_RECORD, _params(outcomes)):
         applied.add(r.id)
         if r.status == "queued":
-            requeued.add(r.job_id)
+            requeued[r.job_id] = r.priority
     late = [o for o in outcomes if o.status == "sent" and o.message_id not in applied]
     if late:
         applied.update(r.id for r in await conn.execute(_RECORD_LATE_SENT, _params(late)))
@@ -226,55 +189,16 @@ async def move_queued(conn: AsyncConnection, old_job_id: int, new_job_id: int) -
     return int(result.rowcount)
 
 
-async def requeue_failed(conn: AsyncConnection, campaign_id: uuid.UUID, batch_size: int) -> tuple[int, set[int]]:
-    """Failed messages back to `queued` with fresh attempts, in new batches (the retry endpoint)."""
-    ids_result = await conn.execute(
-        text("SELECT id FROM messages WHERE campaign_id = :c AND status = 'failed' ORDER BY id FOR UPDATE"),
-        {"c": campaign_id},
-    )
-    ids = [r[0] for r in ids_result]
-    if not ids:
-        return 0, set()
-    job_ids = await reserve_job_ids(conn, -(-len(ids) // batch_size))
-    await conn.execute(
-        text(
-            "UPDATE messages m SET status = 'queued', attempts = 0, lease_until = NULL, updated_at = now(), "
-            "job_id = u.job_id FROM unnest(CAST(:ids AS bigint[]), CAST(:jobs AS bigint[])) AS u(id, job_id) "
-            "WHERE m.id = u.id"
-        ),
-        {"ids": ids, "jobs": [job_ids[i // batch_size] for i in range(len(ids))]},
-    )
-    return len(ids), set(job_ids)
-
-
-async def cancel_open(conn: AsyncConnection, campaign_id: uuid.UUID) -> Counter[str]:
-    """Cancel what has not started; messages in flight finish and land in sent/failed."""
-    result = await conn.execute(
-        text(
-            "WITH c AS (SELECT id, status AS old_status FROM messages "
-            "WHERE campaign_id = :c AND status IN ('pending', 'queued') FOR UPDATE) "
-            "UPDATE messages m SET status = 'cancelled', updated_at = now() FROM c WHERE m.id = c.id "
-            "RETURNING c.old_status"
-        ),
-        {"c": campaign_id},
-    )
-    deltas: Counter[str] = Counter()
-    for (old,) in result:
-        deltas[old] -= 1
-        deltas["cancelled"] += 1
-    return deltas
-
-
 async def expired_leases(conn: AsyncConnection, limit: int) -> list[ClaimedMessage]:
     """Messages whose worker vanished mid-send (SIGKILL, OOM, lost host)."""
     result = await conn.execute(
         text(
-            "SELECT id, campaign_id, recipient, attempts FROM messages "
+            "SELECT id, campaign_id, recipient, attempts, channel, priority FROM messages "
             "WHERE status = 'sending' AND lease_until < now() ORDER BY lease_until LIMIT :limit"
         ),
         {"limit": limit},
     )
-    return [ClaimedMessage(id=r.id, campaign_id=r.campaign_id, recipient=r.recipient, attempts=r.attempts)
+    return [ClaimedMessage(r.id, r.campaign_id, r.recipient, r.attempts, r.channel, priority=r.priority)
             for r in result]  # fmt: skip
 
 
@@ -304,18 +228,28 @@ async def open_jobs(conn: AsyncConnection, limit: int) -> list[int]:
     return [r[0] for r in result]
 
 
-async def stale_among(conn: AsyncConnection, job_ids: Sequence[int], grace_seconds: float) -> list[int]:
-    """Of these batches, those with queued messages untouched for `grace_seconds`."""
+async def stale_among(conn: AsyncConnection, job_ids: Sequence[int], grace_seconds: float) -> dict[int, str]:
+    """Of these batches, those with queued messages untouched for `grace_seconds`, with their lane."""
     if not job_ids:
-        return []
+        return {}
     result = await conn.execute(
         text(
-            "SELECT DISTINCT job_id FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])) "
+            "SELECT DISTINCT job_id, priority FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])) "
             "AND status = 'queued' AND updated_at < now() - make_interval(secs => :grace)"
         ),
         {"jobs": list(job_ids), "grace": grace_seconds},
     )
-    return sorted(r[0] for r in result)
+    return {r.job_id: r.priority for r in result}
+
+
+_MESSAGE_COLUMNS = (
+    "id, campaign_id, channel, priority, recipient, subject, status, attempts, last_error, provider, "
+    "provider_message_id, send_at, created_at, updated_at"
+)
+
+
+def _message(r: Any) -> MessageRow:
+    return MessageRow(**{k: getattr(r, k) for k in _MESSAGE_COLUMNS.split(", ")})
 
 
 async def list_page(
@@ -330,14 +264,42 @@ async def list_page(
         clauses.append("id > :after")
         params["after"] = after_id
     result = await conn.execute(
-        text(
-            "SELECT id, recipient, status, attempts, last_error, updated_at FROM messages "
-            f"WHERE {' AND '.join(clauses)} ORDER BY id LIMIT :limit"
-        ),
+        text(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} ORDER BY id LIMIT :limit"),
         params,
     )
-    return [MessageRow(id=r.id, recipient=r.recipient, status=r.status, attempts=r.attempts,
-                       last_error=r.last_error, updated_at=r.updated_at) for r in result]  # fmt: skip
+    return [_message(r) for r in result]
+
+
+async def list_filtered(
+    conn: AsyncConnection, clauses: list[str], params: dict[str, object], *, before_id: int | None, limit: int
+) -> list[MessageRow]:
+    """Newest first; `clauses` come from the caller's fixed vocabulary, values are bound."""
+    where = list(clauses)
+    if before_id is not None:
+        where.append("id < :before")
+    result = await conn.execute(
+        text(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where) or 'true'} "
+            "ORDER BY id DESC LIMIT :limit"
+        ),
+        {**params, "before": before_id, "limit": limit},
+    )
+    return [_message(r) for r in result]
+
+
+async def get(conn: AsyncConnection, message_id: int) -> MessageRow | None:
+    r = (
+        await conn.execute(text(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = :id"), {"id": message_id})
+    ).first()
+    return _message(r) if r else None
+
+
+async def events(conn: AsyncConnection, message_id: int) -> list[EventRow]:
+    result = await conn.execute(
+        text("SELECT at, event, attempt, detail, provider FROM message_events WHERE message_id = :id ORDER BY id"),
+        {"id": message_id},
+    )
+    return [EventRow(r.at, r.event, r.attempt, r.detail, r.provider) for r in result]
 
 
 async def count_by_status(conn: AsyncConnection, campaign_id: uuid.UUID) -> dict[str, int]:

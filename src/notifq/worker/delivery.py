@@ -19,13 +19,17 @@ from typing import Any
 
 from notifq.db import messages_repo
 from notifq.db.messages_repo import ClaimedMessage, Outcome
-from notifq.errors import PermanentError
+from notifq.errors import PermanentError, ThrottledError
 from notifq.providers.base import OutgoingMessage
 from notifq.queue import BatchJob, enqueue_batches
+from notifq.templates import render
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.recording import Retry, record
 
 log = logging.getLogger("notifq.worker")
+
+
+DEFAULT_THROTTLE_SECONDS = 1.0
 
 
 def _error_text(exc: BaseException) -> str:
@@ -34,31 +38,58 @@ def _error_text(exc: BaseException) -> str:
 
 
 async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body: str) -> Outcome | Retry:
-    provider = deps.providers.for_recipient(message.recipient)
-    outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body)
+    provider = deps.providers.for_message(message.channel, message.recipient)
+    wait = deps.breaker.wait_for(provider.name)
+    if wait > 0:  # circuit open or throttled: wait without using up an attempt
+        return deferred(message, f"provider {provider.name} paused; not attempted", wait, "deferred")
+    outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body, message.channel,
+                               message.data)  # fmt: skip
     async with deps.in_flight:
         try:
-            await provider.send(outgoing)
+            result = await provider.send(outgoing)
         except PermanentError as exc:
-            return Outcome(message.id, message.attempts, "failed", _error_text(exc))
-        except Exception as exc:  # transient, throttled, or a provider bug: all retryable
-            return failed_attempt(deps, message, _error_text(exc))
-    return Outcome(message.id, message.attempts, "sent")
+            deps.breaker.success(provider.name)  # the provider answered; the message is the problem
+            return Outcome(message.id, message.attempts, "failed", _error_text(exc), provider=provider.name)
+        except ThrottledError as exc:
+            hold = exc.retry_after if exc.retry_after and exc.retry_after > 0 else DEFAULT_THROTTLE_SECONDS
+            deps.breaker.hold(provider.name, hold)
+            return deferred(message, _error_text(exc), hold, "throttled", provider.name)
+        except Exception as exc:  # transient, or a provider bug: retryable
+            deps.breaker.failure(provider.name)
+            return failed_attempt(deps, message, _error_text(exc), provider.name)
+    deps.breaker.success(provider.name)
+    return Outcome(message.id, message.attempts, "sent", provider=result.provider,
+                   provider_message_id=result.provider_message_id)  # fmt: skip
 
 
-def failed_attempt(deps: WorkerDeps, message: ClaimedMessage, error: str) -> Outcome | Retry:
+def deferred(message: ClaimedMessage, error: str, delay: float, event: str, provider: str | None = None) -> Retry:
+    """Try again after `delay` with the attempt given back (the provider asked us to wait)."""
+    outcome = Outcome(message.id, message.attempts, "queued", error, provider=provider, refund=True, event=event)
+    return Retry(outcome, delay, message.campaign_id, message.priority)
+
+
+def failed_attempt(deps: WorkerDeps, message: ClaimedMessage, error: str, provider: str | None = None
+                   ) -> Outcome | Retry:  # fmt: skip
     """Retry on the 1 s / 2 s / 4 s schedule, or fail for good after the last attempt."""
     settings = deps.settings
     if message.attempts >= settings.max_attempts:
-        return Outcome(message.id, message.attempts, "failed", error)
+        return Outcome(message.id, message.attempts, "failed", error, provider=provider)
     delay = settings.retry_delays[min(message.attempts, len(settings.retry_delays)) - 1]
-    return Retry(Outcome(message.id, message.attempts, "queued", error), delay, message.campaign_id)
+    outcome = Outcome(message.id, message.attempts, "queued", error, provider=provider)
+    return Retry(outcome, delay, message.campaign_id, message.priority)
+
+
+async def content(deps: WorkerDeps, message: ClaimedMessage) -> tuple[str, str]:
+    """A campaign message renders its campaign's templates with its variables; a single one has its own."""
+    if message.campaign_id is None:
+        return message.subject or "", message.body or ""
+    subject, body = await deps.campaign_content(message.campaign_id)
+    return render(subject, message.vars, message.recipient), render(body, message.vars, message.recipient)
 
 
 async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[list[Outcome], list[Retry]]:
     """Send a chunk concurrently; one timer for the chunk (not one per message) bounds slow providers."""
-    contents = {cid: await deps.campaign_content(cid) for cid in {m.campaign_id for m in claimed}}
-    tasks = [asyncio.ensure_future(send_one(deps, m, *contents[m.campaign_id])) for m in claimed]
+    tasks = [asyncio.ensure_future(send_one(deps, m, *await content(deps, m))) for m in claimed]
     done, pending = await asyncio.wait(tasks, timeout=deps.settings.provider_timeout)
     for task in pending:
         task.cancel()
@@ -80,28 +111,29 @@ async def claim_chunk(deps: WorkerDeps, job_id: int, limit: int) -> list[Claimed
         return await messages_repo.claim(conn, job_id, limit, deps.settings.lease_seconds)
 
 
-async def hand_over(deps: WorkerDeps, job_id: int) -> int | None:
+async def hand_over(deps: WorkerDeps, job_id: int, lane: str) -> int | None:
     """Move the batch's unclaimed messages to a new batch and enqueue it; None if nothing is left."""
     async with deps.engine.connect() as conn:
         new_id = (await messages_repo.reserve_job_ids(conn, 1))[0]
         if not await messages_repo.move_queued(conn, job_id, new_id):
             return None
-    await enqueue_batches(deps.redis, deps.settings.queue_name, [BatchJob(new_id)])
+    await enqueue_batches(deps.redis, deps.settings.queue_name, [BatchJob(new_id, lane=lane)])
     return new_id
 
 
 async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
     deps: WorkerDeps = ctx["deps"]
+    lane: str = ctx.get("lane", "bulk")
     settings = deps.settings
     deadline = time.monotonic() + settings.job_slice_seconds
     totals = {"sent": 0, "failed": 0, "retried": 0}
     while True:
         if deps.draining.is_set() or time.monotonic() >= deadline:
-            await hand_over(deps, job_id)
+            await hand_over(deps, job_id, lane)
             break
-        granted = await deps.limiter.acquire(deps.chunk_size, deadline)
+        granted = await deps.limiter.acquire(deps.chunk_size, deadline, priority=lane == "transactional")
         if granted == 0:  # the slice ends before the next token: hand the rest on (never spin)
-            await hand_over(deps, job_id)
+            await hand_over(deps, job_id, lane)
             break
         claimed = await claim_chunk(deps, job_id, granted)
         deps.limiter.refund(granted - len(claimed))

@@ -1,18 +1,23 @@
-"""Wiring notifq's job into an arq Worker, and the worker process's lifecycle.
+"""A worker process: two arq Workers (one per lane) sharing one set of connections and limits.
 
-SIGTERM/SIGINT: arq stops picking jobs; our jobs see `draining`, finish the chunk in
-flight, write its outcomes, hand the unclaimed rest of their batch to a new job and
-return; arq waits up to `worker_drain_seconds` for that before cancelling.
+The transactional lane has its own queue, polled every 10 ms with its own job slots, so
+a single send never waits for a bulk batch to finish; both lanes share the process's
+rate limit (transactional sends take their tokens first), in-flight cap and breakers.
+
+SIGTERM/SIGINT: both lanes stop taking jobs; running jobs see `draining`, finish the chunk
+in flight, write its outcomes, hand the unclaimed rest of their batch to a new job and
+return; after `worker_drain_seconds` whatever still runs is cancelled (its leases expire
+and the reconciler takes the messages back).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from arq import Worker
 from arq.connections import RedisSettings
@@ -21,84 +26,104 @@ from arq.worker import func
 from notifq.api.app import redis_client
 from notifq.db.engine import create_engine
 from notifq.providers.factory import ProviderFactory
-from notifq.queue import DELIVER_FUNCTION
+from notifq.queue import DELIVER_FUNCTION, LANES, lane_queue
 from notifq.settings import Settings
+from notifq.worker.breaker import CircuitBreaker
 from notifq.worker.delivery import deliver_batch
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.rate_limit import RateLimiter
 from notifq.worker.reconciler import run_reconciler
+from notifq.worker.scheduler import run_scheduler
 
 log = logging.getLogger("notifq.worker")
+TRANSACTIONAL_JOBS = 16
+POLL_DELAY = {"transactional": 0.01, "bulk": 0.05}
 
 
-class NotifqWorker(Worker):
-    """arq's Worker, plus telling our jobs to drain when the stop signal arrives."""
+class WorkerRuntime:
+    def __init__(self, settings: Settings, providers: Callable[[Settings], ProviderFactory] = ProviderFactory) -> None:
+        if not settings.database_url or not settings.redis_url:
+            raise ValueError("the worker needs settings.database_url and settings.redis_url")
+        self.settings = settings
+        self.providers = providers
+        self.workers: dict[str, Worker] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.deps: WorkerDeps | None = None
 
-    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
-        deps: WorkerDeps | None = self.ctx.get("deps")
-        if deps is not None:
-            deps.draining.set()
-        super().handle_sig_wait_for_completion(signum)
+    async def start(self) -> None:
+        s = self.settings
+        assert s.database_url and s.redis_url
+        self.deps = deps = WorkerDeps(
+            settings=s,
+            # Autocommit: each hot-path statement is its own transaction (see db/transitions.py).
+            engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_JOBS // 4 + 3)
+            .execution_options(isolation_level="AUTOCOMMIT"),
+            redis=redis_client(s.redis_url),
+            providers=self.providers(s),
+            limiter=RateLimiter(s.rate_limit),
+            in_flight=asyncio.Semaphore(s.worker_max_in_flight),
+            breaker=CircuitBreaker(s.breaker_failures, s.breaker_cooldown),
+        )  # fmt: skip
+        for lane in LANES:
+            self.workers[lane] = Worker(
+                functions=[func(deliver_batch, name=DELIVER_FUNCTION, max_tries=1000)],
+                queue_name=lane_queue(s.queue_name, lane),
+                redis_settings=RedisSettings.from_dsn(s.redis_url),
+                ctx={"deps": deps, "lane": lane},
+                max_jobs=TRANSACTIONAL_JOBS if lane == "transactional" else s.worker_jobs,
+                job_timeout=s.job_timeout,
+                keep_result=0,
+                poll_delay=POLL_DELAY[lane],
+                handle_signals=False,
+                log_results=False,
+                health_check_interval=5,
+            )
+        self._tasks = [asyncio.create_task(w.async_run(), name=f"arq-{lane}") for lane, w in self.workers.items()]
+        self._tasks.append(asyncio.create_task(run_reconciler(deps), name="notifq-reconciler"))
+        self._tasks.append(asyncio.create_task(run_scheduler(deps), name="notifq-scheduler"))
+        log.info("worker %d started: rate limit %s msg/s, %d bulk + %d transactional jobs at once", os.getpid(),
+                 s.rate_limit or "unlimited", s.worker_jobs, TRANSACTIONAL_JOBS)  # fmt: skip
 
-
-def build_worker(
-    settings: Settings,
-    *,
-    burst: bool = False,
-    handle_signals: bool = True,
-    providers: Callable[[Settings], ProviderFactory] = ProviderFactory,
-) -> NotifqWorker:
-    if not settings.database_url or not settings.redis_url:
-        raise ValueError("the worker needs settings.database_url and settings.redis_url")
-    database_url, redis_url = settings.database_url, settings.redis_url
-    tasks: list[asyncio.Task[None]] = []
-
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        deps = WorkerDeps(
-            settings=settings,
-            # Autocommit: each hot-path statement is its own transaction (see messages_repo).
-            engine=create_engine(database_url, pool_size=settings.worker_jobs + 2).execution_options(
-                isolation_level="AUTOCOMMIT"
-            ),
-            redis=redis_client(redis_url),
-            providers=providers(settings),
-            limiter=RateLimiter(settings.rate_limit),
-            in_flight=asyncio.Semaphore(settings.worker_max_in_flight),
-        )
-        ctx["deps"] = deps
-        tasks.append(asyncio.create_task(run_reconciler(deps), name="notifq-reconciler"))
-        log.info("worker %d started: rate limit %s msg/s, %d jobs at once", os.getpid(),
-                 settings.rate_limit or "unlimited", settings.worker_jobs)  # fmt: skip
-
-    async def on_shutdown(ctx: dict[str, Any]) -> None:
-        deps: WorkerDeps = ctx["deps"]
+    async def stop(self, drain_seconds: float | None = None) -> None:
+        """Stop taking jobs, let running ones finish their chunk (up to the drain time), then close."""
+        deps = self.deps
+        if deps is None:
+            return
         deps.draining.set()
-        for task in tasks:
+        for w in self.workers.values():
+            w.allow_pick_jobs = False
+        wait = self.settings.worker_drain_seconds if drain_seconds is None else drain_seconds
+        running = [t for w in self.workers.values() for t in w.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=wait)
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for w in self.workers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await w.close()
         await deps.providers.aclose()
         await deps.redis.aclose()
         await deps.engine.dispose()
         log.info("worker %d stopped: %s", os.getpid(), deps.stats)
+        self.deps = None
 
-    return NotifqWorker(
-        functions=[func(deliver_batch, name=DELIVER_FUNCTION, max_tries=1000)],
-        queue_name=settings.queue_name,
-        redis_settings=RedisSettings.from_dsn(redis_url),
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
-        max_jobs=settings.worker_jobs,
-        job_timeout=settings.job_timeout,
-        keep_result=0,
-        poll_delay=0.05,
-        burst=burst,
-        handle_signals=handle_signals,
-        job_completion_wait=int(settings.worker_drain_seconds),
-        log_results=False,
-        health_check_interval=5,
-    )
+    async def run_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        lanes = self._tasks[: len(self.workers)]
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([*lanes, stopped], return_when="FIRST_COMPLETED")
+        crashed = [t for t in lanes if t.done()]
+        stopped.cancel()
+        await self.stop()
+        for task in crashed:  # a lane died (e.g. Redis gone): exit non-zero so a supervisor restarts us
+            if not task.cancelled() and task.exception() is not None:
+                raise SystemExit(f"notifq worker: a lane stopped: {task.exception()!r}")
 
 
 def run_worker(settings: Settings) -> None:
-    worker = build_worker(settings)
-    worker.run()
+    asyncio.run(WorkerRuntime(settings).run_until_signal())

@@ -25,9 +25,17 @@ class RateLimiter:
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    async def acquire(self, n: int, deadline: float | None = None) -> int:
-        """Wait for up to `n` tokens; returns how many were granted (fewer only if the deadline passes)."""
+    async def acquire(self, n: int, deadline: float | None = None, *, priority: bool = False) -> int:
+        """Wait for up to `n` tokens; returns how many were granted (fewer only if the deadline passes).
+
+        `priority` (transactional sends) takes its tokens at once, even into debt: the rate
+        still holds over time, because bulk work then waits until the debt is repaid.
+        """
         if self.unlimited or n <= 0:
+            return n
+        if priority:
+            self._refill()
+            self._tokens -= n
             return n
         # Whole tokens only: taking a fractional capacity while granting its int() lost tokens.
         want = float(min(n, max(1, int(self.capacity))))

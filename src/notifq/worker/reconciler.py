@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifq.db import campaigns_repo, messages_repo
+from notifq.db import campaigns_repo, idempotency_repo, messages_repo
 from notifq.db.messages_repo import Outcome
+from notifq.idempotency import KEY_TTL_SECONDS
 from notifq.queue import BatchJob, enqueue_batches, missing_jobs
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.recording import Retry, record
@@ -58,10 +59,11 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
     retries: list[Retry] = []
     for m in expired:
         if m.attempts >= settings.max_attempts:
-            final.append(Outcome(m.id, m.attempts, "failed", "worker lost during the last attempt; outcome unknown"))
+            final.append(Outcome(m.id, m.attempts, "failed", "worker lost during the last attempt; outcome unknown",
+                                 event="lost"))  # fmt: skip
         else:
-            retries.append(Retry(Outcome(m.id, m.attempts, "queued", "worker lost during the attempt"), 0.0,
-                                 m.campaign_id))  # fmt: skip
+            lost_attempt = Outcome(m.id, m.attempts, "queued", "worker lost during the attempt", event="lost")
+            retries.append(Retry(lost_attempt, 0.0, m.campaign_id, m.priority))
     # The outcome guard (same attempt, still `sending`) makes a concurrent second round a no-op.
     await record(deps.engine, deps.redis, settings.queue_name, final, retries, settings.job_batch_size)
     # Ask Redis about every open batch (cheap, pipelined), then PostgreSQL only about the
@@ -69,7 +71,8 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
     missing = await missing_jobs(deps.redis, await messages_repo.open_jobs(conn, SCAN_LIMIT))
     lost = await messages_repo.stale_among(conn, missing, settings.reconcile_grace)
     if lost:
-        await enqueue_batches(deps.redis, settings.queue_name, [BatchJob(j) for j in lost])
+        await enqueue_batches(deps.redis, settings.queue_name, [BatchJob(j, lane=lane) for j, lane in lost.items()])
+    await idempotency_repo.purge_older_than(conn, KEY_TTL_SECONDS)
     if stale_campaigns:
         await campaigns_repo.mark_enqueued(conn, stale_campaigns)
     if expired or lost:

@@ -1,11 +1,12 @@
 """Writing delivery outcomes: retries get new batches, then one statement records everything.
 
-Shared by the delivery job and the reconciler so both move messages, campaign counters
-and campaign completion the same way.
+Shared by the delivery job and the reconciler so both move messages, campaign counters,
+per-channel counts and the audit trail the same way.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.db import messages_repo
 from notifq.db.messages_repo import Outcome
-from notifq.queue import BatchJob, enqueue_batches
+from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class Retry:
 
     outcome: Outcome
     delay: float
-    campaign_id: uuid.UUID
+    campaign_id: uuid.UUID | None
+    lane: str = "bulk"
 
 
 async def record(
@@ -34,22 +36,32 @@ async def record(
 ) -> messages_repo.RecordResult:  # fmt: skip
     """Persist outcomes (autocommit, one statement), then enqueue the retry batches with their backoff.
 
-    Retries are grouped into one batch per campaign and delay, so a chunk of 500 with 100
-    failures costs one or a few jobs, not 100.
+    Retries are grouped into one batch per campaign, lane and delay, so a chunk of 500 with
+    100 failures costs one or a few jobs, not 100.
     """
-    groups: dict[tuple[uuid.UUID, float], list[Outcome]] = defaultdict(list)
+    groups: dict[tuple[uuid.UUID | None, float, str], list[Outcome]] = defaultdict(list)
     for r in retries:
-        groups[(r.campaign_id, r.delay)].append(r.outcome)
-    chunks = [(delay, outs[i : i + batch_size]) for (_, delay), outs in groups.items()
+        groups[(r.campaign_id, r.delay, r.lane)].append(r.outcome)
+    chunks = [(delay, lane, outs[i : i + batch_size]) for (_, delay, lane), outs in groups.items()
               for i in range(0, len(outs), batch_size)]  # fmt: skip
     outcomes = list(final)
     delays: dict[int, float] = {}
     async with engine.connect() as conn:
         job_ids = await messages_repo.reserve_job_ids(conn, len(chunks))
-        for job_id, (delay, outs) in zip(job_ids, chunks, strict=True):
+        for job_id, (delay, _, outs) in zip(job_ids, chunks, strict=True):
             delays[job_id] = delay
             outcomes.extend(replace(o, retry_job_id=job_id) for o in outs)
         result = await messages_repo.record_outcomes(conn, outcomes)
+    pipe = redis.pipeline(transaction=False)
+    sent = sum(1 for o in final if o.status == "sent")
+    if sent:
+        key = f"{SENT_RATE_KEY}{int(time.time())}"
+        pipe.incrby(key, sent)
+        pipe.expire(key, 120)
+        await pipe.execute()
     if result.requeued_jobs:
-        await enqueue_batches(redis, queue_name, (BatchJob(j, delays[j]) for j in sorted(result.requeued_jobs)))
+        await enqueue_batches(
+            redis, queue_name,
+            (BatchJob(j, delays.get(j, 0.0), lane) for j, lane in sorted(result.requeued_jobs.items())),
+        )  # fmt: skip
     return result

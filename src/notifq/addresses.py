@@ -1,0 +1,42 @@
+"""What a valid recipient is, per channel, and which recipients the mock provider takes."""
+
+from __future__ import annotations
+
+import re
+
+CHANNELS = ("email", "sms", "push")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# No quotes, spaces, commas, CR/LF or angle brackets: an address can never smuggle a second
+# recipient or a header into an SMTP envelope.
+EMAIL_RE = re.compile(rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+")
+E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
+PUSH_TOKEN_RE = re.compile(r"[A-Za-z0-9:_\-.]{1,4096}")
+
+
+def is_email(value: str) -> bool:
+    return len(value) <= 254 and EMAIL_RE.fullmatch(value) is not None
+
+
+def is_valid(channel: str, value: str) -> bool:
+    if channel == "email":
+        return is_email(value)
+    if channel == "sms":
+        return E164_RE.fullmatch(value) is not None
+    return PUSH_TOKEN_RE.fullmatch(value) is not None
+
+
+def describe(channel: str) -> str:
+    return {
+        "email": "email addresses",
+        "sms": "E.164 phone numbers (+ and 8 to 15 digits)",
+        "push": "device tokens (letters, digits and :_-. only)",
+    }[channel]
+
+
+def synthetic(channel: str, i: int) -> str:
+    """The load-test recipients of `recipientCount`: all of them go to the mock provider."""
+    if channel == "sms":
+        return f"+1555{i:07d}"
+    if channel == "push":
+        return f"mock-device-{i}"
+    return f"user{i}@example.com"

@@ -1,0 +1,125 @@
+"""Every change of a message's status goes through one statement shape.
+
+A transition is an `UPDATE … RETURNING` (the CTE `moved`) that reports, per message,
+its campaign, channel, old and new status, and an audit event. The same statement then
+moves the campaign's per-status counters (completing the campaign exactly once when its
+last message lands), moves the per-channel counts behind `GET /stats`, and appends the
+audit events. Run in autocommit on the hot path, so the campaign row and the count rows
+are locked only inside the server for one statement, never across a client round trip.
+"""
+
+from __future__ import annotations
+
+STATUSES = ("pending", "queued", "sending", "sent", "failed", "cancelled")
+
+# The columns every `moved` CTE must return (more may follow).
+MOVED_COLUMNS = "id, campaign_id, channel, old_status, status, attempts, event, detail, provider"
+
+_COMPLETE = (
+    "c.status IN ('pending', 'processing', 'paused') AND c.sent_count + d.sent + c.failed_count + d.failed "
+    "+ c.cancelled_count + d.cancelled = c.total_messages"
+)
+
+
+def transition(moved_sql: str, *, events: bool = True) -> str:
+    """Wrap `moved_sql` (an UPDATE/INSERT … RETURNING MOVED_COLUMNS, …) into the full statement."""
+    deltas = ", ".join(
+        f"count(*) FILTER (WHERE status = '{s}') - count(*) FILTER (WHERE old_status = '{s}') AS {s}" for s in STATUSES
+    )
+    counters = ", ".join(f"{s}_count = c.{s}_count + d.{s}" for s in STATUSES)
+    event_cte = (
+        """,
+    ev AS (
+        INSERT INTO message_events (message_id, event, attempt, detail, provider)
+        SELECT id, event, attempts, detail, provider FROM moved WHERE event IS NOT NULL
+    )"""
+        if events
+        else ""
+    )
+    return f"""
+    WITH moved AS ({moved_sql}),
+    d AS (SELECT campaign_id, {deltas} FROM moved WHERE campaign_id IS NOT NULL GROUP BY campaign_id),
+    camp AS (
+        UPDATE campaigns c SET {counters},
+            status = CASE WHEN {_COMPLETE} THEN
+                CASE WHEN c.failed_count + d.failed > 0 THEN 'completed_with_failures' ELSE 'completed' END
+                ELSE c.status END,
+            completed_at = CASE WHEN {_COMPLETE} THEN now() ELSE c.completed_at END,
+            updated_at = now()
+        FROM d WHERE c.id = d.campaign_id
+        RETURNING c.id
+    ),
+    cd AS (
+        SELECT channel, status, sum(delta) AS delta FROM (
+            SELECT channel, status, 1 AS delta FROM moved
+            UNION ALL
+            SELECT channel, old_status, -1 FROM moved WHERE old_status IS NOT NULL
+        ) s GROUP BY channel, status HAVING sum(delta) <> 0
+    ),
+    counts AS (
+        INSERT INTO message_counts (channel, status, n)
+        SELECT channel, status, delta FROM cd ORDER BY channel, status  -- one lock order: no deadlocks
+        ON CONFLICT (channel, status) DO UPDATE SET n = message_counts.n + EXCLUDED.n
+    ){event_cte}
+    SELECT * FROM moved
+    """
+
+
+# Claim: take up to :limit queued messages of a batch. No SELECT … FOR UPDATE (that writes a
+# WAL record per locked row): the UPDATE re-checks `status = 'queued'`, so a concurrent
+# claimer skips what another took. A paused campaign's messages go back to `pending`, a
+# cancelled one's to `cancelled`, instead of being sent.
+CLAIM = transition(
+    """
+    UPDATE messages m SET
+        status = CASE p.campaign_status WHEN 'cancelled' THEN 'cancelled' WHEN 'paused' THEN 'pending'
+                 ELSE 'sending' END,
+        attempts = CASE WHEN p.campaign_status IN ('cancelled', 'paused') THEN m.attempts ELSE m.attempts + 1 END,
+        lease_until = CASE WHEN p.campaign_status IN ('cancelled', 'paused') THEN NULL
+                      ELSE now() + make_interval(secs => :lease) END,
+        updated_at = now()
+    FROM (SELECT q.id, c.status AS campaign_status FROM messages q LEFT JOIN campaigns c ON c.id = q.campaign_id
+          WHERE q.job_id = :job_id AND q.status = 'queued' ORDER BY q.id LIMIT :limit) p
+    WHERE m.id = p.id AND m.status = 'queued'
+    RETURNING m.id, m.campaign_id, m.channel, 'queued'::text AS old_status, m.status, m.attempts,
+        CASE m.status WHEN 'sending' THEN 'attempt' WHEN 'cancelled' THEN 'cancelled' ELSE 'paused' END AS event,
+        NULL::text AS detail, NULL::text AS provider,
+        m.recipient, m.subject, m.body, m.data, m.vars, m.priority
+    """
+)
+
+_OUTCOMES = """unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
+    CAST(:errors AS text[]), CAST(:jobs AS bigint[]), CAST(:providers AS text[]), CAST(:pmids AS text[]),
+    CAST(:refunds AS boolean[]), CAST(:events AS text[]))
+    AS r(id, status, attempts, error, job_id, provider, pmid, refund, event)"""
+
+# Record: the owner of the current attempt writes its outcome; `sent` is also accepted from
+# an older attempt (the provider did take the message), so it is never sent again. A
+# refunded attempt (throttled, or skipped while a provider's circuit was open) is given back.
+RECORD = transition(
+    f"""
+    UPDATE messages m SET
+        status = r.status,
+        attempts = m.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
+        last_error = CASE WHEN r.status = 'sent' THEN m.last_error ELSE r.error END,
+        job_id = COALESCE(r.job_id, m.job_id), lease_until = NULL, updated_at = now(),
+        provider = COALESCE(r.provider, m.provider),
+        provider_message_id = COALESCE(r.pmid, m.provider_message_id)
+    FROM {_OUTCOMES}
+    WHERE m.id = r.id AND m.status = 'sending' AND (r.status = 'sent' OR m.attempts = r.attempts)
+    RETURNING m.id, m.campaign_id, m.channel, 'sending'::text AS old_status, m.status, r.attempts AS attempts,
+        r.event, r.error AS detail, r.provider, m.job_id, m.priority
+    """
+)
+
+# A late `sent` for a message the reconciler already put back in the queue.
+RECORD_LATE_SENT = transition(
+    f"""
+    UPDATE messages m SET status = 'sent', lease_until = NULL, updated_at = now(),
+        provider = COALESCE(r.provider, m.provider), provider_message_id = COALESCE(r.pmid, m.provider_message_id)
+    FROM {_OUTCOMES}
+    WHERE m.id = r.id AND m.status = 'queued'
+    RETURNING m.id, m.campaign_id, m.channel, 'queued'::text AS old_status, m.status, r.attempts AS attempts,
+        'sent'::text AS event, 'after the message was re-queued'::text AS detail, r.provider, m.job_id, m.priority
+    """
+)

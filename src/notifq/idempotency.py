@@ -1,0 +1,89 @@
+"""`Idempotency-Key` on POST /campaigns and POST /notifications.
+
+The key is claimed (`in_progress`) in its own short transaction before the work, and
+completed inside the work's own transaction, naming the resources it created. So a crash
+can never leave a created campaign behind a key that would let a retry create it again;
+and a replay re-reads those resources, returning their current state with the original
+status code. Keys live 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from notifq.db import idempotency_repo
+from notifq.errors import Conflict, ValidationError
+
+KEY_TTL_SECONDS = 24 * 3600
+# An `in_progress` key older than this belongs to a request that died; another may take it over.
+ABANDONED_AFTER_SECONDS = 120
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Ticket:
+    admin_id: uuid.UUID
+    key: str
+
+    async def complete(self, conn: AsyncConnection, kind: str, ids: list[str], status: int) -> None:
+        await idempotency_repo.complete(conn, self.admin_id, self.key, kind, ids, status)
+
+
+@dataclass(frozen=True)
+class Replay:
+    kind: str
+    ids: list[str]
+    status: int
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def check_key(raw: str) -> str:
+    if not 1 <= len(raw) <= MAX_KEY_LENGTH or not raw.isascii() or not raw.isprintable():
+        raise ValidationError(
+            f"`Idempotency-Key` must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
+            {"header": "Idempotency-Key"},
+        )
+    return raw
+
+
+async def begin(engine: AsyncEngine, admin_id: uuid.UUID, key: str, digest: str) -> Ticket | Replay:
+    """Claim the key, or say how to answer: a replay, 422 (other body) or 409 (still running)."""
+    async with engine.begin() as conn:
+        if await idempotency_repo.try_insert(conn, admin_id, key, digest):
+            return Ticket(admin_id, key)
+        row = await idempotency_repo.lock(conn, admin_id, key)
+        if row is None or row.age_seconds > KEY_TTL_SECONDS:
+            if row is None:
+                await idempotency_repo.try_insert(conn, admin_id, key, digest)
+            else:
+                await idempotency_repo.restart(conn, admin_id, key, digest)
+            return Ticket(admin_id, key)
+        if row.request_hash != digest:
+            raise ValidationError(
+                "this Idempotency-Key was used with a different request body",
+                {"header": "Idempotency-Key", "reason": "key_reused"},
+            )
+        if row.state == "in_progress":
+            if row.age_seconds > ABANDONED_AFTER_SECONDS:
+                await idempotency_repo.restart(conn, admin_id, key, digest)
+                return Ticket(admin_id, key)
+            raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly",
+                           {"header": "Idempotency-Key"})  # fmt: skip
+        assert row.resource_kind is not None and row.resource_ids is not None and row.response_status is not None
+        return Replay(row.resource_kind, list(row.resource_ids), row.response_status)
+
+
+async def abandon(engine: AsyncEngine, ticket: Ticket) -> None:
+    """The work failed without committing: free the key so the client can try again."""
+    async with engine.begin() as conn:
+        await idempotency_repo.release(conn, ticket.admin_id, ticket.key)

@@ -1,0 +1,191 @@
+"""The notification service: single and batch sends, their history, dead letters and statistics.
+
+Single notifications live in the same `messages` table, batches and workers as campaign
+messages; only their lane differs. Transactional ones go to their own arq queue, which
+workers poll apart from bulk work, so an OTP never waits behind a newsletter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifq.campaigns import MAX_BIGINT, REQUEUE_LIMIT, enqueue_released
+from notifq.db import lifecycle, messages_repo, notifications_repo
+from notifq.db.messages_repo import EventRow, MessageRow
+from notifq.errors import Conflict, NotFound, ValidationError
+from notifq.idempotency import Ticket
+from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches, queue_depth
+from notifq.settings import Settings
+from notifq.validation import NotificationRequest, is_ascii_number
+
+
+def parse_message_id(raw: str) -> int:
+    if not is_ascii_number(raw) or not 1 <= int(raw) <= MAX_BIGINT:
+        raise ValidationError("malformed notification id: expected a positive integer", {"field": "id"})
+    return int(raw)
+
+
+def parse_id_cursor(raw: str | None) -> int | None:
+    if not raw:
+        return None
+    if not is_ascii_number(raw) or int(raw) > MAX_BIGINT:
+        raise ValidationError("malformed cursor", {"field": "cursor"})
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class NotificationView:
+    message: MessageRow
+    events: list[EventRow]
+
+
+class NotificationService:
+    def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.settings = settings
+
+    async def create(
+        self, requests: list[NotificationRequest], created_by: uuid.UUID | None, ticket: Ticket | None = None
+    ) -> list[MessageRow]:
+        await self.redis.ping()
+        # One batch per lane and schedule, so a bulk or scheduled item never delays a transactional one.
+        groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[(r.priority, r.send_at is not None)].append(i)
+        async with self.engine.begin() as conn:
+            batch = self.settings.job_batch_size
+            chunks = [idx[i : i + batch] for idx in groups.values() for i in range(0, len(idx), batch)]
+            job_ids = await messages_repo.reserve_job_ids(conn, len(chunks))
+            job_of = {i: job for job, chunk in zip(job_ids, chunks, strict=True) for i in chunk}
+            inserted = await notifications_repo.insert(conn, requests, [job_of[i] for i in range(len(requests))],
+                                                       created_by)  # fmt: skip
+            if ticket is not None:
+                await ticket.complete(conn, "notifications", [str(n.id) for n in inserted], 202)
+            rows = [await messages_repo.get(conn, n.id) for n in inserted]
+        due = {(n.job_id, n.priority) for n in inserted if n.status == "queued"}
+        if due:
+            # Committed already: if Redis fails here, the reconciler enqueues them once it answers.
+            with contextlib.suppress(Exception):
+                jobs = (BatchJob(job, lane=lane) for job, lane in sorted(due))
+                await enqueue_batches(self.redis, self.settings.queue_name, jobs)
+        return [r for r in rows if r is not None]
+
+    async def get(self, message_id: int) -> NotificationView:
+        async with self.engine.connect() as conn:
+            row = await messages_repo.get(conn, message_id)
+            if row is None:
+                raise NotFound(f"notification {message_id} not found", {"id": str(message_id)})
+            events = await messages_repo.events(conn, message_id)
+        return NotificationView(row, events)
+
+    async def rows(self, ids: list[int]) -> list[MessageRow]:
+        async with self.engine.connect() as conn:
+            found = [await messages_repo.get(conn, i) for i in ids]
+        return [r for r in found if r is not None]
+
+    async def list_page(
+        self, *, status: str | None, channel: str | None, to: str | None, cursor: str | None, limit: int
+    ) -> tuple[list[MessageRow], str | None]:
+        clauses: list[str] = ["campaign_id IS NULL"]
+        params: dict[str, object] = {}
+        for column, value in (("status", status), ("channel", channel), ("recipient", to)):
+            if value is not None:
+                clauses.append(f"{column} = :{column}")
+                params[column] = value
+        async with self.engine.connect() as conn:
+            rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
+                                                     limit=limit + 1)  # fmt: skip
+        return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
+
+    async def cancel(self, message_id: int) -> MessageRow:
+        async with self.engine.begin() as conn:
+            row = await messages_repo.get(conn, message_id)
+            if row is None:
+                raise NotFound(f"notification {message_id} not found", {"id": str(message_id)})
+            if row.campaign_id is not None:
+                raise Conflict(
+                    "this message belongs to a campaign; cancel the campaign", {"campaignId": str(row.campaign_id)}
+                )
+            if not await lifecycle.cancel_message(conn, message_id):
+                raise Conflict(f"a {row.status} notification cannot be cancelled", {"status": row.status})
+            cancelled = await messages_repo.get(conn, message_id)
+        assert cancelled is not None
+        return cancelled
+
+    async def dead_letters(
+        self, *, channel: str | None, campaign_id: uuid.UUID | None, cursor: str | None, limit: int
+    ) -> tuple[list[MessageRow], str | None]:
+        clauses, params = _dead_letter_filter(channel, campaign_id)
+        async with self.engine.connect() as conn:
+            rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
+                                                     limit=limit + 1)  # fmt: skip
+        return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
+
+    async def redrive(self, *, ids: list[int] | None, channel: str | None, campaign_id: uuid.UUID | None) -> int:
+        """Dead letters back to the queue with fresh attempts; their campaigns resume `processing`."""
+        await self.redis.ping()
+        clauses, params = _dead_letter_filter(channel, campaign_id)
+        if ids is not None:
+            clauses.append("id = ANY(CAST(:ids AS bigint[]))")
+            params["ids"] = ids
+        clauses.append(
+            "(campaign_id IS NULL OR campaign_id NOT IN (SELECT id FROM campaigns WHERE status = 'cancelled'))"
+        )
+        async with self.engine.begin() as conn:
+            count, released = await lifecycle.requeue_failed(
+                conn, " AND ".join(clauses[1:]) or "true", params, self.settings.job_batch_size, "redriven",
+                REQUEUE_LIMIT,
+            )  # fmt: skip
+            if released:
+                await conn.execute(
+                    text(
+                        "UPDATE campaigns SET status = 'processing', completed_at = NULL, updated_at = now() "
+                        "WHERE status IN ('completed', 'completed_with_failures') AND id IN "
+                        "(SELECT DISTINCT campaign_id FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])))"
+                    ),
+                    {"jobs": [r.job_id for r in released]},
+                )
+        if released:
+            await enqueue_released(self.redis, self.settings.queue_name, released)
+        return count
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            counts = await notifications_repo.counts(conn)
+        by_status: dict[str, int] = defaultdict(int)
+        by_channel: dict[str, dict[str, int]] = defaultdict(dict)
+        for channel, status, n in counts:
+            by_status[status] += n
+            by_channel[channel][status] = n
+        now = int(time.time())
+        window = [f"{SENT_RATE_KEY}{s}" for s in range(now - 60, now)]
+        sent_last_minute = sum(int(v) for v in await self.redis.mget(window) if v)
+        return {
+            "byStatus": dict(by_status),
+            "byChannel": {c: dict(s) for c, s in by_channel.items()},
+            "sentLastMinute": sent_last_minute,
+            "sendRatePerSecond": round(sent_last_minute / 60, 2),
+            "queueDepth": await queue_depth(self.redis, self.settings.queue_name),
+        }
+
+
+def _dead_letter_filter(channel: str | None, campaign_id: uuid.UUID | None) -> tuple[list[str], dict[str, object]]:
+    clauses: list[str] = ["status = 'failed'"]
+    params: dict[str, object] = {}
+    if channel is not None:
+        clauses.append("channel = :channel")
+        params["channel"] = channel
+    if campaign_id is not None:
+        clauses.append("campaign_id = :campaign")
+        params["campaign"] = campaign_id
+    return clauses, params
