@@ -7,12 +7,19 @@ providers are built lazily, so credentials are only needed once a real recipient
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from notifq.providers.base import Provider
+from notifq.errors import ConfigError, TransientError
+from notifq.providers.base import OutgoingMessage, Provider, SendResult
+from notifq.providers.fcm import FcmProvider
 from notifq.providers.mock import MockProvider
 from notifq.providers.ses import SesProvider
+from notifq.providers.smtp import SmtpProvider
+from notifq.providers.sns import SnsProvider
 from notifq.settings import Settings
+
+log = logging.getLogger("notifq.providers")
 
 
 def _ses(s: Settings) -> Provider:
@@ -20,7 +27,37 @@ def _ses(s: Settings) -> Provider:
                        timeout=s.provider_timeout)  # fmt: skip
 
 
-BUILDERS: dict[str, Callable[[Settings], Provider]] = {"ses": _ses}
+def _smtp(s: Settings) -> Provider:
+    return SmtpProvider(host=s.smtp_host, port=s.smtp_port, from_email=s.from_email, security=s.smtp_security,
+                        username=s.smtp_username, password=s.smtp_password, timeout=s.provider_timeout,
+                        pool_size=s.smtp_pool_size)  # fmt: skip
+
+
+def _sns(s: Settings) -> Provider:
+    return SnsProvider(region=s.aws_region, endpoint_url=s.sns_endpoint_url, timeout=s.provider_timeout)
+
+
+def _fcm(s: Settings) -> Provider:
+    return FcmProvider(credentials_file=s.fcm_credentials_file, endpoint_url=s.fcm_endpoint_url,
+                       timeout=s.provider_timeout)  # fmt: skip
+
+
+BUILDERS: dict[str, Callable[[Settings], Provider]] = {"ses": _ses, "smtp": _smtp, "sns": _sns, "fcm": _fcm}
+
+
+class Unconfigured:
+    """Stands in for a provider whose settings are wrong: every send is transient (and trips the
+    circuit breaker), so messages wait for the operator instead of failing for good."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        raise TransientError(f"provider {self.name} is not configured: {self.reason}")
+
+    async def aclose(self) -> None:
+        return None
 
 
 class ProviderFactory:
@@ -50,7 +87,12 @@ class ProviderFactory:
             return self.mock
         provider = self._built.get(name)
         if provider is None:
-            provider = self._built[name] = BUILDERS[name](self.settings)
+            try:
+                provider = BUILDERS[name](self.settings)
+            except ConfigError as exc:
+                log.error("provider %s cannot be built: %s", name, exc.message)
+                provider = Unconfigured(name, exc.message)
+            self._built[name] = provider
         return provider
 
     def for_recipient(self, recipient: str) -> Provider:

@@ -1,0 +1,207 @@
+"""Email through any SMTP server (aiosmtplib), over a small pool of persistent connections.
+
+Opening an SMTP session costs several round trips (greeting, EHLO, STARTTLS, EHLO again,
+AUTH) before the first MAIL FROM, so connections are kept and reused across messages; at
+most `pool_size` are ever open, which also caps how hard one worker leans on the relay.
+
+Two safety rules hold for every send: the envelope recipient is passed explicitly (so
+aiosmtplib never derives recipients from headers), and a recipient or subject that could
+inject headers or extra recipients (CR/LF, a comma in the address) is refused up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import re
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+from aiosmtplib import SMTPResponse
+
+from notifq.errors import ConfigError, DeliveryError, PermanentError, ThrottledError, TransientError
+from notifq.providers.base import OutgoingMessage, SendResult
+
+SECURITY_MODES = ("starttls", "tls", "none")
+# 5xx replies about our session (authentication, encryption), not the message: every message
+# would fail alike, so they stay transient and let the circuit breaker hold the queue.
+SESSION_REPLY_CODES = frozenset({530, 534, 535, 538})
+THROTTLE_HINTS = ("rate", "too many", "throttl", "limit exceeded", "slow down")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF and the other control characters
+# Errors after which aiosmtplib has reset the session (RSET), so the connection can serve the next message.
+_SESSION_INTACT = (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPNotSupported,
+                   ValueError)  # fmt: skip
+
+
+def classify_reply(code: int, text: str) -> DeliveryError:
+    """Map one SMTP reply to notifq's outcome: 4xx retry (throttled when it says so), 5xx fail."""
+    message = f"SMTP {code} {text}".strip()
+    if 400 <= code < 500:
+        lowered = text.lower()
+        if any(hint in lowered for hint in THROTTLE_HINTS):
+            return ThrottledError(message)
+        return TransientError(message)
+    if 500 <= code < 600 and code not in SESSION_REPLY_CODES:
+        return PermanentError(message)
+    return TransientError(message)
+
+
+def classify(error: BaseException) -> DeliveryError:
+    """Map an aiosmtplib (or socket) error raised while sending one message."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
+        refused = error.recipients[0]
+        return classify_reply(refused.code, refused.message)
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return classify_reply(error.code, error.message)
+    if isinstance(error, aiosmtplib.SMTPNotSupported):  # e.g. a non-ASCII address without SMTPUTF8
+        return PermanentError(f"SMTP server cannot carry this message: {error.message}")
+    if isinstance(error, ValueError):  # aiosmtplib refused an address it cannot put on a command line
+        return PermanentError(f"SMTP refused the address: {error}")
+    return TransientError(f"SMTP unreachable: {type(error).__name__}: {error}")
+
+
+def check_address(value: str, what: str) -> str:
+    """A bare addr-spec only: no display name, brackets, commas or control characters."""
+    if _CONTROL.search(value) or "," in value:
+        raise PermanentError(f"{what} must not contain line breaks, control characters or commas")
+    if "@" not in value or email.utils.parseaddr(value)[1] != value:
+        raise PermanentError(f"{what} must be a single bare email address")
+    return value
+
+
+class PooledSMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client, remembering whether the current transaction reached DATA.
+
+    Before DATA the server has accepted nothing, so a send on a connection the server had
+    silently dropped can be repeated on a fresh one without risking a duplicate email.
+    """
+
+    data_started = False
+    sends = 0
+
+    async def data(self, *args: Any, **kwargs: Any) -> SMTPResponse:
+        self.data_started = True
+        return await super().data(*args, **kwargs)
+
+
+class SmtpProvider:
+    name = "smtp"
+
+    def __init__(
+        self, *, host: str, port: int, from_email: str, security: str = "starttls", username: str | None = None,
+        password: str | None = None, timeout: float = 30.0, pool_size: int = 4,
+        tls_context: ssl.SSLContext | None = None, local_hostname: str | None = None,
+    ) -> None:  # fmt: skip
+        if security not in SECURITY_MODES:
+            raise ConfigError(f"SMTP security must be one of {', '.join(SECURITY_MODES)}, got {security!r}")
+        if pool_size < 1:
+            raise ConfigError(f"SMTP pool size must be at least 1, got {pool_size}")
+        try:
+            self.from_email = check_address(from_email, "the sender address")
+        except PermanentError as exc:
+            raise ConfigError(f"FROM_EMAIL {from_email!r}: {exc}") from None
+        self.host, self.port, self.security = host, port, security
+        self.username, self.password = username, password
+        self.timeout, self.pool_size = timeout, pool_size
+        self.tls_context, self.local_hostname = tls_context, local_hostname
+        # Message-IDs name the sender's domain: make_msgid() would otherwise call the blocking getfqdn().
+        self.domain = self.from_email.rpartition("@")[2]
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[PooledSMTP] = []
+        self._closed = False
+        self.connections_opened = 0  # over the provider's life: what the pool saves is visible
+        self.stale_retries = 0  # sends repeated because the server had dropped an idle connection
+
+    def build_email(self, message: OutgoingMessage) -> EmailMessage:
+        """The RFC 5322 message: plain UTF-8 text, with a Message-ID that names notifq's message."""
+        recipient = check_address(message.recipient, "the recipient")
+        if _CONTROL.search(message.subject):
+            raise PermanentError("the subject must not contain line breaks or control characters")
+        msg = EmailMessage()
+        try:
+            msg["From"] = self.from_email
+            msg["To"] = recipient
+            msg["Subject"] = message.subject
+            msg["Date"] = email.utils.format_datetime(datetime.now(UTC))  # "+0000", not obsolete "GMT"
+            msg["Message-ID"] = email.utils.make_msgid(f"{message.message_id}.{message.attempt}", self.domain)
+            msg.set_content(message.body, charset="utf-8")
+        except (ValueError, TypeError) as exc:
+            raise PermanentError(f"cannot build the email: {exc}") from exc
+        return msg
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        msg = self.build_email(message)
+        async with self._slots:
+            for attempt in (1, 2):
+                conn, reused = await self._checkout(fresh=attempt > 1)
+                conn.data_started = False
+                try:
+                    await conn.send_message(msg, sender=self.from_email, recipients=[message.recipient])
+                except BaseException as exc:
+                    self._checkin(conn, exc)
+                    if attempt == 1 and reused and _dropped_before_data(conn, exc):
+                        self.stale_retries += 1
+                        continue  # the server had closed this idle connection: nothing was sent
+                    if isinstance(exc, Exception):
+                        raise classify(exc) from exc
+                    raise
+                self._checkin(conn, None)
+                break
+        return SendResult(provider=self.name, provider_message_id=str(msg["Message-ID"]))
+
+    async def _checkout(self, *, fresh: bool) -> tuple[PooledSMTP, bool]:
+        """An idle live connection (True: reused), or a new one. The caller holds a pool slot."""
+        if self._closed:
+            raise TransientError("SMTP provider is closed")
+        while self._idle and not fresh:
+            conn = self._idle.pop()
+            if conn.is_connected:
+                return conn, True
+            conn.close()
+        return await self._open(), False
+
+    async def _open(self) -> PooledSMTP:
+        conn = PooledSMTP(
+            hostname=self.host, port=self.port, username=self.username, password=self.password,
+            timeout=self.timeout, use_tls=self.security == "tls",
+            start_tls=self.security == "starttls",
+            tls_context=self.tls_context, local_hostname=self.local_hostname,
+        )  # fmt: skip
+        try:
+            await conn.connect()
+        except Exception as exc:
+            conn.close()
+            # Greeting, STARTTLS or AUTH failed: about the server or our settings, never the message.
+            detail = f"{exc.code} {exc.message}" if isinstance(exc, aiosmtplib.SMTPResponseException) else str(exc)
+            where = f"{self.host}:{self.port}"
+            raise TransientError(f"SMTP connect to {where} failed: {type(exc).__name__}: {detail}") from exc
+        self.connections_opened += 1
+        return conn
+
+    def _checkin(self, conn: PooledSMTP, error: BaseException | None) -> None:
+        """Keep a connection whose session is known good; close one whose state is in doubt."""
+        conn.sends += 1
+        # aiosmtplib sends RSET after a refusal; a timeout or a cancellation leaves the session mid-reply.
+        reusable = error is None or isinstance(error, _SESSION_INTACT)
+        if reusable and conn.is_connected and not self._closed:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def aclose(self) -> None:
+        """Say QUIT on idle connections (briefly); connections still in use close on check-in."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.quit(), timeout=min(1.0, self.timeout))
+            conn.close()
+
+
+def _dropped_before_data(conn: PooledSMTP, error: BaseException) -> bool:
+    """The server had closed the connection before we handed over any message content."""
+    return not conn.data_started and isinstance(error, ConnectionError)
