@@ -84,7 +84,7 @@ async def create_campaign(request: Request) -> Response:
         parsed = parse_campaign(json.loads(await request.body()), 10_000_000)
     except (ValueError, ValidationError) as exc:
         return JSONResponse({"error": str(exc)}, 422)
-    recipients = parsed.recipients if parsed.recipients is not None else list(synthetic(parsed.total))
+    recipients = [r for r, _ in parsed.recipients] if parsed.recipients is not None else list(synthetic(parsed.total))
     pool: asyncpg.Pool = request.app.state.pool
     redis: ArqRedis = request.app.state.redis
     rows: list[tuple[int, str]] = []

@@ -26,6 +26,7 @@ from notifq.idempotency import Ticket
 from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches, queue_depth
 from notifq.settings import Settings
 from notifq.validation import NotificationRequest, is_ascii_number
+from notifq.worker.priority import announce
 
 
 def parse_message_id(raw: str) -> int:
@@ -57,28 +58,32 @@ class NotificationService:
     async def create(
         self, requests: list[NotificationRequest], created_by: uuid.UUID | None, ticket: Ticket | None = None
     ) -> list[MessageRow]:
-        await self.redis.ping()
+        # Redis must answer before anything is written (a 503 that wrote nothing). For transactional
+        # sends the check is the announcement itself, which makes the workers' bulk work give way.
+        if any(r.priority == "transactional" and r.send_at is None for r in requests):
+            await announce(self.redis)
+        else:
+            await self.redis.ping()
         # One batch per lane and schedule, so a bulk or scheduled item never delays a transactional one.
         groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             groups[(r.priority, r.send_at is not None)].append(i)
+        batch = self.settings.job_batch_size
+        chunks = [idx[i : i + batch] for idx in groups.values() for i in range(0, len(idx), batch)]
         async with self.engine.begin() as conn:
-            batch = self.settings.job_batch_size
-            chunks = [idx[i : i + batch] for idx in groups.values() for i in range(0, len(idx), batch)]
             job_ids = await messages_repo.reserve_job_ids(conn, len(chunks))
             job_of = {i: job for job, chunk in zip(job_ids, chunks, strict=True) for i in chunk}
             inserted = await notifications_repo.insert(conn, requests, [job_of[i] for i in range(len(requests))],
                                                        created_by)  # fmt: skip
             if ticket is not None:
-                await ticket.complete(conn, "notifications", [str(n.id) for n in inserted], 202)
-            rows = [await messages_repo.get(conn, n.id) for n in inserted]
-        due = {(n.job_id, n.priority) for n in inserted if n.status == "queued"}
+                await ticket.complete(conn, "notifications", [str(n.row.id) for n in inserted], 202)
+        due = {(n.job_id, n.row.priority) for n in inserted if n.row.status == "queued"}
         if due:
             # Committed already: if Redis fails here, the reconciler enqueues them once it answers.
             with contextlib.suppress(Exception):
                 jobs = (BatchJob(job, lane=lane) for job, lane in sorted(due))
                 await enqueue_batches(self.redis, self.settings.queue_name, jobs)
-        return [r for r in rows if r is not None]
+        return [n.row for n in inserted]
 
     async def get(self, message_id: int) -> NotificationView:
         async with self.engine.connect() as conn:

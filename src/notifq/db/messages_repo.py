@@ -122,10 +122,11 @@ async def copy_campaign_messages(
         await raw.copy_records_to_table("messages", records=chunk, columns=columns)
     await conn.execute(
         text(
-            "INSERT INTO message_counts (channel, status, n) VALUES (:channel, :status, :n) "
-            "ON CONFLICT (channel, status) DO UPDATE SET n = message_counts.n + EXCLUDED.n"
+            "INSERT INTO message_counts (channel, status, shard, n) "
+            "VALUES (:channel, :status, floor(random() * :shards)::smallint, :n) "
+            "ON CONFLICT (channel, status, shard) DO UPDATE SET n = message_counts.n + EXCLUDED.n"
         ),
-        {"channel": channel, "status": status, "n": n},
+        {"channel": channel, "status": status, "n": n, "shards": transitions.COUNT_SHARDS},
     )
     return n
 

@@ -10,16 +10,15 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from notifq.db.messages_repo import MessageRow
 from notifq.db.transitions import transition
 from notifq.validation import NotificationRequest
 
 
 @dataclass(frozen=True)
 class Inserted:
-    id: int
-    status: str
+    row: MessageRow
     job_id: int
-    priority: str
 
 
 _INSERT = text(
@@ -34,7 +33,8 @@ _INSERT = text(
             WITH ORDINALITY AS n(channel, recipient, subject, body, data, priority, status, send_at, job_id, ord)
         ORDER BY n.ord
         RETURNING id, campaign_id, channel, NULL::text AS old_status, status, attempts,
-            NULL::text AS event, NULL::text AS detail, NULL::text AS provider, job_id, priority
+            NULL::text AS event, NULL::text AS detail, NULL::text AS provider, job_id, priority,
+            recipient, subject, last_error, provider_message_id, send_at, created_at, updated_at
         """
     )
 )
@@ -59,9 +59,17 @@ async def insert(
             "created_by": created_by,
         },
     )
-    return sorted((Inserted(r.id, r.status, r.job_id, r.priority) for r in result), key=lambda i: i.id)
+    inserted = [
+        Inserted(MessageRow(r.id, r.campaign_id, r.channel, r.priority, r.recipient, r.subject, r.status, r.attempts,
+                            r.last_error, r.provider, r.provider_message_id, r.send_at, r.created_at, r.updated_at),
+                 r.job_id)
+        for r in result
+    ]  # fmt: skip
+    return sorted(inserted, key=lambda i: i.row.id)
 
 
 async def counts(conn: AsyncConnection) -> list[tuple[str, str, int]]:
-    result = await conn.execute(text("SELECT channel, status, n FROM message_counts WHERE n <> 0 ORDER BY 1, 2"))
+    result = await conn.execute(
+        text("SELECT channel, status, sum(n) AS n FROM message_counts GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2")
+    )
     return [(r.channel, r.status, int(r.n)) for r in result]

@@ -11,6 +11,7 @@ are locked only inside the server for one statement, never across a client round
 from __future__ import annotations
 
 STATUSES = ("pending", "queued", "sending", "sent", "failed", "cancelled")
+COUNT_SHARDS = 16  # message_counts rows per (channel, status): see migration 0002
 
 # The columns every `moved` CTE must return (more may follow).
 MOVED_COLUMNS = "id, campaign_id, channel, old_status, status, attempts, event, detail, provider"
@@ -57,9 +58,10 @@ def transition(moved_sql: str, *, events: bool = True) -> str:
         ) s GROUP BY channel, status HAVING sum(delta) <> 0
     ),
     counts AS (
-        INSERT INTO message_counts (channel, status, n)
-        SELECT channel, status, delta FROM cd ORDER BY channel, status  -- one lock order: no deadlocks
-        ON CONFLICT (channel, status) DO UPDATE SET n = message_counts.n + EXCLUDED.n
+        INSERT INTO message_counts (channel, status, shard, n)
+        SELECT channel, status, (SELECT floor(random() * {COUNT_SHARDS})::smallint), delta
+        FROM cd ORDER BY channel, status  -- one lock order: no deadlocks
+        ON CONFLICT (channel, status, shard) DO UPDATE SET n = message_counts.n + EXCLUDED.n
     ){event_cte}
     SELECT * FROM moved
     """

@@ -13,6 +13,7 @@ other workers share a large batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -127,20 +128,26 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
     settings = deps.settings
     deadline = time.monotonic() + settings.job_slice_seconds
     totals = {"sent": 0, "failed": 0, "retried": 0}
+    transactional = lane == "transactional"
     while True:
         if deps.draining.is_set() or time.monotonic() >= deadline:
             await hand_over(deps, job_id, lane)
             break
-        granted = await deps.limiter.acquire(deps.chunk_size, deadline, priority=lane == "transactional")
+        if transactional:
+            deps.gate.mark()
+        chunk = deps.chunk_size if transactional else deps.gate.chunk_size(deps.chunk_size)
+        granted = await deps.limiter.acquire(chunk, deadline, priority=transactional)
         if granted == 0:  # the slice ends before the next token: hand the rest on (never spin)
             await hand_over(deps, job_id, lane)
             break
-        claimed = await claim_chunk(deps, job_id, granted)
-        deps.limiter.refund(granted - len(claimed))
-        if not claimed:
-            break
-        final, retries = await send_chunk(deps, claimed)
-        result = await record(deps.engine, deps.redis, settings.queue_name, final, retries, settings.job_batch_size)
+        async with contextlib.nullcontext() if transactional else deps.gate.bulk_chunk():
+            claimed = await claim_chunk(deps, job_id, granted)
+            deps.limiter.refund(granted - len(claimed))
+            if not claimed:
+                break
+            final, retries = await send_chunk(deps, claimed)
+            result = await record(deps.engine, deps.redis, settings.queue_name, final, retries,
+                                  settings.job_batch_size)  # fmt: skip
         sent = sum(1 for o in final if o.status == "sent")
         totals["sent"] += sent
         totals["failed"] += len(final) - sent

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings
 from notifq.worker.breaker import CircuitBreaker
+from notifq.worker.priority import PriorityGate
 from notifq.worker.rate_limit import RateLimiter
 
 CONTENT_CACHE_SIZE = 1024
@@ -27,6 +28,7 @@ class WorkerDeps:
     limiter: RateLimiter
     in_flight: asyncio.Semaphore
     breaker: CircuitBreaker
+    gate: PriorityGate = field(default_factory=PriorityGate)
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     _content: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "retried": 0, "stale": 0})

@@ -81,6 +81,7 @@ class WorkerRuntime:
         self._tasks = [asyncio.create_task(w.async_run(), name=f"arq-{lane}") for lane, w in self.workers.items()]
         self._tasks.append(asyncio.create_task(run_reconciler(deps), name="notifq-reconciler"))
         self._tasks.append(asyncio.create_task(run_scheduler(deps), name="notifq-scheduler"))
+        self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.draining), name="notifq-priority"))
         log.info("worker %d started: rate limit %s msg/s, %d bulk + %d transactional jobs at once", os.getpid(),
                  s.rate_limit or "unlimited", s.worker_jobs, TRANSACTIONAL_JOBS)  # fmt: skip
 
