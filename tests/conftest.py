@@ -87,7 +87,12 @@ async def redis(servers: test_servers.TestServers) -> AsyncIterator[Redis]:
 async def clean(engine: AsyncEngine, redis: Redis) -> None:
     """Every test starts from empty tables and an empty Redis db."""
     async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE messages, campaigns, admins RESTART IDENTITY CASCADE"))
+        await conn.execute(
+            text(
+                "TRUNCATE messages, campaigns, admins, message_events, message_counts, idempotency_keys "
+                "RESTART IDENTITY CASCADE"
+            )
+        )
     await redis.flushdb()
 
 

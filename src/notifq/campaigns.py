@@ -14,7 +14,6 @@ import binascii
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -103,7 +102,7 @@ class CampaignService:
         if request.send_at is not None:
             return campaign  # the scheduler releases it at send_at
         if await self._enqueue(campaign.id, job_ids):
-            return replace(campaign, status="processing")
+            return await self.get(campaign.id)  # as stored, so an idempotent replay answers the same
         return campaign
 
     async def _enqueue(self, campaign_id: uuid.UUID, job_ids: list[int]) -> bool:

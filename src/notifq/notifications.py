@@ -173,7 +173,7 @@ class NotificationService:
             by_status[status] += n
             by_channel[channel][status] = n
         now = int(time.time())
-        window = [f"{SENT_RATE_KEY}{s}" for s in range(now - 60, now)]
+        window = [f"{SENT_RATE_KEY}{s}" for s in range(now - 59, now + 1)]  # the current second included
         sent_last_minute = sum(int(v) for v in await self.redis.mget(window) if v)
         return {
             "byStatus": dict(by_status),

@@ -149,13 +149,13 @@ def parse_campaign(body: Any, max_size: int) -> CampaignRequest:
                 {"field": "recipientCount", "variables": lacking},
             )
         return CampaignRequest(name or "", subject, text_body, None, count, channel, send_at)
-    return CampaignRequest(
-        name or "", subject, text_body, _recipients(body["recipients"], channel, max_size, needed), None, channel,
-        send_at,
-    )  # fmt: skip
+    recipients = _recipients(body["recipients"], channel, max_size, needed, placeholders(subject))
+    return CampaignRequest(name or "", subject, text_body, recipients, None, channel, send_at)
 
 
-def _recipients(recipients: Any, channel: str, max_size: int, needed: frozenset[str]) -> list[tuple[str, str | None]]:
+def _recipients(
+    recipients: Any, channel: str, max_size: int, needed: frozenset[str], in_subject: frozenset[str]
+) -> list[tuple[str, str | None]]:
     if not isinstance(recipients, list) or not recipients:
         raise ValidationError(f"`recipients` must be a non-empty list of {describe(channel)}", {"field": "recipients"})
     if len(recipients) > max_size:
@@ -173,6 +173,12 @@ def _recipients(recipients: Any, channel: str, max_size: int, needed: frozenset[
             address = entry.get("to")
             if "vars" in entry:
                 variables = _variables(entry["vars"], f"recipients[{index}].vars")
+                for name in in_subject & variables.keys():  # a header must stay one line
+                    if "\r" in variables[name] or "\n" in variables[name]:
+                        raise ValidationError(
+                            f"`recipients[{index}].vars.{name}` is used in the subject and must not contain "
+                            "line breaks", {"field": f"recipients[{index}].vars.{name}"},
+                        )  # fmt: skip
         if not isinstance(address, str) or not is_valid(channel, address):
             if len(invalid) < MAX_REPORTED:
                 invalid.append({"index": index, "value": address if isinstance(address, str) else repr(address)})

@@ -17,7 +17,7 @@ from notifq.db.campaigns_repo import MESSAGE_STATUSES
 from notifq.errors import ValidationError
 from notifq.idempotency import Replay, Ticket
 from notifq.notifications import NotificationService, parse_message_id
-from notifq.validation import parse_choice, parse_limit, parse_notifications
+from notifq.validation import check_storable, parse_choice, parse_limit, parse_notifications
 
 MAX_BATCH = 1000
 
@@ -25,6 +25,12 @@ MAX_BATCH = 1000
 def _service(request: Request) -> NotificationService:
     service: NotificationService = request.app.state.notifications
     return service
+
+
+def _storable(value: str | None, field: str) -> str | None:
+    if value is not None:
+        check_storable(value, field)
+    return value
 
 
 def _created(rows: list[Any], is_batch: bool, status: int = 202) -> Response:
@@ -60,7 +66,7 @@ async def list_notifications(request: Request) -> Response:
     rows, cursor = await _service(request).list_page(
         status=parse_choice(q.get("status"), MESSAGE_STATUSES, "status"),
         channel=parse_choice(q.get("channel"), CHANNELS, "channel"),
-        to=q.get("to") or None,
+        to=_storable(q.get("to") or None, "to"),
         cursor=q.get("cursor") or None,
         limit=parse_limit(q.get("limit"), default=50, maximum=500),
     )

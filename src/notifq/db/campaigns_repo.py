@@ -118,7 +118,8 @@ async def set_status(conn: AsyncConnection, campaign_id: uuid.UUID, status: str)
     await conn.execute(
         text(
             "UPDATE campaigns SET status = :status, updated_at = now(), "
-            "completed_at = CASE WHEN :status IN ('pending', 'processing') THEN NULL ELSE now() END "
+            "completed_at = CASE WHEN :status IN ('completed', 'completed_with_failures', 'cancelled') "
+            "THEN now() ELSE NULL END "
             "WHERE id = :id"
         ),
         {"id": campaign_id, "status": status},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -42,7 +43,9 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
     provider = deps.providers.for_message(message.channel, message.recipient)
     wait = deps.breaker.wait_for(provider.name)
     if wait > 0:  # circuit open or throttled: wait without using up an attempt
-        return deferred(message, f"provider {provider.name} paused; not attempted", wait, "deferred")
+        # Rounded up so the messages skipped together share one retry batch.
+        return deferred(message, f"provider {provider.name} paused; not attempted", math.ceil(wait * 10) / 10,
+                        "deferred")  # fmt: skip
     outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body, message.channel,
                                message.data)  # fmt: skip
     async with deps.in_flight:

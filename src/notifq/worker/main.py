@@ -13,7 +13,6 @@ and the reconciler takes the messages back).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -101,8 +100,13 @@ class WorkerRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for w in self.workers.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await w.close()
+            # Finish arq's job tasks ourselves: its close() gathers them without return_exceptions,
+            # and a cancelled one would abort close() before it closes arq's Redis pool.
+            for job in w.tasks.values():
+                job.cancel()
+            await asyncio.gather(*w.tasks.values(), return_exceptions=True)
+            w.tasks.clear()
+            await w.close()
         await deps.providers.aclose()
         await deps.redis.aclose()
         await deps.engine.dispose()
