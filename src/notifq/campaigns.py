@@ -13,8 +13,9 @@ import base64
 import binascii
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from notifq.addresses import synthetic
 from notifq.db import admins_repo, campaigns_repo, lifecycle, messages_repo
 from notifq.db.campaigns_repo import CampaignRow
+from notifq.db.engine import retry_deadlocks
 from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import MessageRow
 from notifq.errors import Conflict, NotFound, Unauthorized, ValidationError
@@ -31,6 +33,7 @@ from notifq.settings import Settings
 from notifq.validation import CampaignRequest, is_ascii_number
 
 log = logging.getLogger("notifq.campaigns")
+T = TypeVar("T")
 MAX_BIGINT = 2**63 - 1
 REQUEUE_LIMIT = 1_000_000
 
@@ -146,60 +149,97 @@ class CampaignService:
         next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
         return rows[:limit], next_cursor
 
-    async def _locked(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str
-                      ) -> CampaignRow:  # fmt: skip
-        campaign = await campaigns_repo.lock(conn, campaign_id)
+    async def _checked(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str
+                       ) -> CampaignRow:  # fmt: skip
+        """Read (not lock) the campaign: the transition that follows locks messages first and the
+        campaign row after, the same order as the workers' statements (no lock-order deadlock)."""
+        campaign = await campaigns_repo.get(conn, campaign_id)
         if campaign is None:
             raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
         if campaign.status not in allowed:
             raise Conflict(f"a {campaign.status} campaign cannot be {action}", {"status": campaign.status})
         return campaign
 
+    async def _in_transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async def attempt() -> T:
+            async with self.engine.begin() as conn:
+                return await work(conn)
+
+        return await retry_deadlocks(attempt)
+
     async def retry(self, campaign_id: uuid.UUID) -> int:
         await self.redis.ping()
-        async with self.engine.begin() as conn:
-            await self._locked(conn, campaign_id, ("processing", "paused", "completed", "completed_with_failures"),
-                               "retried")  # fmt: skip
+
+        async def work(conn: AsyncConnection) -> tuple[int, list[Released]]:
+            campaign = await self._checked(
+                conn, campaign_id, ("processing", "paused", "completed", "completed_with_failures"), "retried"
+            )
             count, released = await lifecycle.requeue_failed(
                 conn, "campaign_id = :c", {"c": campaign_id}, self.settings.job_batch_size, "requeued", REQUEUE_LIMIT
             )
-            if released:
-                campaign = await campaigns_repo.get(conn, campaign_id)
-                if campaign is not None and campaign.status != "paused":
-                    await campaigns_repo.set_status(conn, campaign_id, "processing")
+            allowed = ("processing", "paused", "completed", "completed_with_failures")
+            await self._confirm(conn, campaign_id, allowed, "retried", count)
+            if released and campaign.status != "paused":
+                await campaigns_repo.set_status(conn, campaign_id, "processing")
+            return count, released
+
+        count, released = await self._in_transaction(work)
         if released:
             await enqueue_released(self.redis, self.settings.queue_name, released)
         return count
 
-    async def cancel(self, campaign_id: uuid.UUID) -> CampaignRow:
-        async with self.engine.begin() as conn:
-            await self._locked(conn, campaign_id, ("scheduled", "pending", "processing", "paused"), "cancelled")
-            # Status first, so no message landing meanwhile can complete the campaign instead.
-            await campaigns_repo.set_status(conn, campaign_id, "cancelled")
-            await lifecycle.cancel_campaign_messages(conn, campaign_id)
+    async def _confirm(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str,
+                       moved: int) -> None:  # fmt: skip
+        """After the move, under the campaign row lock: did a concurrent request get there first?
+
+        Our own move may have completed the campaign (its last open messages); anything else
+        outside `allowed` means another request won, and this transaction rolls back.
+        """
+        current = await campaigns_repo.lock(conn, campaign_id)
+        assert current is not None
+        ours = moved > 0 and current.status in ("completed", "completed_with_failures")
+        if current.status not in allowed and not ours:
+            raise Conflict(f"a {current.status} campaign cannot be {action}", {"status": current.status})
+
+    async def _transition(self, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str, status: str,
+                          move: Callable[[AsyncConnection, uuid.UUID], Awaitable[int]]) -> CampaignRow:  # fmt: skip
+        """Move the messages, then set the campaign's status, in one transaction."""
+
+        async def work(conn: AsyncConnection) -> CampaignRow:
+            await self._checked(conn, campaign_id, allowed, action)
+            moved = await move(conn, campaign_id)
+            await self._confirm(conn, campaign_id, allowed, action, moved)
+            await campaigns_repo.set_status(conn, campaign_id, status)
             row = await campaigns_repo.get(conn, campaign_id)
-        assert row is not None
-        return row
+            assert row is not None
+            return row
+
+        return await self._in_transaction(work)
+
+    async def cancel(self, campaign_id: uuid.UUID) -> CampaignRow:
+        """What has not started is cancelled; messages in flight finish and land in sent or failed."""
+        return await self._transition(campaign_id, ("scheduled", "pending", "processing", "paused"), "cancelled",
+                                      "cancelled", lifecycle.cancel_campaign_messages)  # fmt: skip
 
     async def pause(self, campaign_id: uuid.UUID) -> CampaignRow:
         """Hold what has not started; messages in flight finish. Resume sends only what was held."""
-        async with self.engine.begin() as conn:
-            await self._locked(conn, campaign_id, ("scheduled", "pending", "processing"), "paused")
-            await campaigns_repo.set_status(conn, campaign_id, "paused")
-            await lifecycle.pause_campaign_messages(conn, campaign_id)
-            row = await campaigns_repo.get(conn, campaign_id)
-        assert row is not None
-        return row
+        return await self._transition(campaign_id, ("scheduled", "pending", "processing"), "paused", "paused",
+                                      lifecycle.pause_campaign_messages)  # fmt: skip
 
     async def resume(self, campaign_id: uuid.UUID) -> CampaignRow:
         await self.redis.ping()
-        async with self.engine.begin() as conn:
-            campaign = await self._locked(conn, campaign_id, ("paused",), "resumed")
+
+        async def work(conn: AsyncConnection) -> tuple[CampaignRow, list[Released]]:
+            campaign = await self._checked(conn, campaign_id, ("paused",), "resumed")
             future = campaign.send_at is not None and campaign.send_at > datetime.now(UTC)
-            await campaigns_repo.set_status(conn, campaign_id, "scheduled" if future else "processing")
             released = [] if future else await lifecycle.resume_campaign_messages(conn, campaign_id)
+            await self._confirm(conn, campaign_id, ("paused",), "resumed", 0)
+            await campaigns_repo.set_status(conn, campaign_id, "scheduled" if future else "processing")
             row = await campaigns_repo.get(conn, campaign_id)
+            assert row is not None
+            return row, released
+
+        row, released = await self._in_transaction(work)
         if released:
             await enqueue_released(self.redis, self.settings.queue_name, released)
-        assert row is not None
         return row

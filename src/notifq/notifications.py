@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.campaigns import MAX_BIGINT, REQUEUE_LIMIT, enqueue_released
 from notifq.db import lifecycle, messages_repo, notifications_repo
+from notifq.db.engine import retry_deadlocks
+from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import EventRow, MessageRow
 from notifq.errors import Conflict, NotFound, ValidationError
 from notifq.idempotency import Ticket
@@ -146,20 +148,25 @@ class NotificationService:
         clauses.append(
             "(campaign_id IS NULL OR campaign_id NOT IN (SELECT id FROM campaigns WHERE status = 'cancelled'))"
         )
-        async with self.engine.begin() as conn:
-            count, released = await lifecycle.requeue_failed(
-                conn, " AND ".join(clauses[1:]) or "true", params, self.settings.job_batch_size, "redriven",
-                REQUEUE_LIMIT,
-            )  # fmt: skip
-            if released:
-                await conn.execute(
-                    text(
-                        "UPDATE campaigns SET status = 'processing', completed_at = NULL, updated_at = now() "
-                        "WHERE status IN ('completed', 'completed_with_failures') AND id IN "
-                        "(SELECT DISTINCT campaign_id FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])))"
-                    ),
-                    {"jobs": [r.job_id for r in released]},
-                )
+
+        async def attempt() -> tuple[int, list[Released]]:
+            async with self.engine.begin() as conn:
+                count, released = await lifecycle.requeue_failed(
+                    conn, " AND ".join(clauses[1:]) or "true", params, self.settings.job_batch_size, "redriven",
+                    REQUEUE_LIMIT,
+                )  # fmt: skip
+                if released:
+                    await conn.execute(
+                        text(
+                            "UPDATE campaigns SET status = 'processing', completed_at = NULL, updated_at = now() "
+                            "WHERE status IN ('completed', 'completed_with_failures') AND id IN "
+                            "(SELECT DISTINCT campaign_id FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])))"
+                        ),
+                        {"jobs": [r.job_id for r in released]},
+                    )
+                return count, released
+
+        count, released = await retry_deadlocks(attempt)
         if released:
             await enqueue_released(self.redis, self.settings.queue_name, released)
         return count

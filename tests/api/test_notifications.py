@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,42 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.queue import lane_queue
 from notifq.settings import Settings
-from notifq.worker.main import WorkerRuntime
-from tests import harness
 from tests.api.support import assert_error, create_campaign, row_counts
 from tests.conftest import wait_for
+from tests.harness import running_worker
 
 NOTIFICATION_KEYS = {
     "id", "campaignId", "channel", "to", "subject", "priority", "status", "attempts", "provider",
     "providerMessageId", "lastError", "sendAt", "createdAt", "updatedAt",
 }  # fmt: skip
 MOCK_TO = {"email": "x@example.com", "sms": "+15550001234", "push": "mock-abc"}
-
-
-@pytest.fixture(autouse=True)
-async def clean_audit(clean: None, engine: AsyncEngine) -> None:
-    """conftest's `clean` truncates `messages` with RESTART IDENTITY but not the audit trail or the counters,
-    so a reused message id would show an earlier test's events: empty them too."""
-    async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE message_events, message_counts, idempotency_keys"))
-
-
-async def _quiesce(runtime: WorkerRuntime) -> None:
-    """Stop the worker gracefully (running jobs finish their chunk and hand the rest over) before the
-    harness stops it with no drain time.
-
-    Stopped with jobs still running, `WorkerRuntime.stop()` cancels them and swallows the CancelledError
-    that arq's `Worker.close()` can then raise, which skips the close of arq's own Redis pool: its
-    connections leak, and their ResourceWarning fails whichever later test the garbage collector runs in.
-    """
-    await runtime.stop(drain_seconds=10)
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[WorkerRuntime]:
-    async with harness.running_worker(settings) as runtime:
-        yield runtime
-        await _quiesce(runtime)
 
 
 def _at(value: str) -> datetime:

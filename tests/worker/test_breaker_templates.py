@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,36 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.errors import ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.settings import Settings
-from notifq.worker.main import WorkerRuntime
-from tests import harness
 from tests.api.support import assert_error, bearer, row_counts, stateless_token
 from tests.conftest import wait_for
-from tests.harness import assert_counters_match, campaign_row, status_counts
-
-
-@pytest.fixture(autouse=True)
-async def clean_audit(clean: None, engine: AsyncEngine) -> None:
-    """conftest's `clean` leaves the audit trail and the /stats counters behind; empty them too."""
-    async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE message_events, message_counts, idempotency_keys"))
-
-
-async def _quiesce(runtime: WorkerRuntime) -> None:
-    """Stop the worker gracefully (running jobs finish their chunk and hand the rest over) before the
-    harness stops it with no drain time.
-
-    Stopped with jobs still running, `WorkerRuntime.stop()` cancels them and swallows the CancelledError
-    that arq's `Worker.close()` can then raise, which skips the close of arq's own Redis pool: its
-    connections leak, and their ResourceWarning fails whichever later test the garbage collector runs in.
-    """
-    await runtime.stop(drain_seconds=10)
-
-
-@contextlib.asynccontextmanager
-async def running_worker_with(settings: Settings, provider: Any) -> AsyncIterator[WorkerRuntime]:
-    async with harness.running_worker_with(settings, provider) as runtime:
-        yield runtime
-        await _quiesce(runtime)
+from tests.harness import assert_counters_match, campaign_row, running_worker_with, status_counts
 
 
 @pytest.fixture

@@ -107,8 +107,9 @@ async def list_page(
 async def mark_enqueued(conn: AsyncConnection, campaign_ids: list[uuid.UUID]) -> None:
     await conn.execute(
         text(
-            "UPDATE campaigns SET status = 'processing', enqueued_at = now(), updated_at = now() "
-            "WHERE id = ANY(:ids) AND status = 'pending'"
+            "UPDATE campaigns SET enqueued_at = COALESCE(enqueued_at, now()), updated_at = now(), "
+            "status = CASE WHEN status = 'pending' THEN 'processing' ELSE status END "
+            "WHERE id = ANY(:ids)"
         ),
         {"ids": campaign_ids},
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -26,6 +29,33 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # Timeouts keep a dead PostgreSQL from hanging requests: callers get a 503 instead.
         connect_args={"timeout": 5, "command_timeout": 60},
     )
+
+
+T = TypeVar("T")
+DEADLOCK_RETRIES = 3
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    cause = getattr(orig, "__cause__", None) or orig
+    return isinstance(cause, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError))
+
+
+async def retry_deadlocks(work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` again when PostgreSQL broke a deadlock by aborting it.
+
+    Workers lock messages, then their campaign row; operator actions may meet them the
+    other way round on the same rows. PostgreSQL resolves that by aborting one side, which
+    is safe to repeat here: every caller's work is one transaction or one autocommit statement.
+    """
+    for attempt in range(DEADLOCK_RETRIES):
+        try:
+            return await work()
+        except DBAPIError as exc:
+            if not is_deadlock(exc) or attempt == DEADLOCK_RETRIES - 1:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @asynccontextmanager

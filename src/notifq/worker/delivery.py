@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from notifq.db import messages_repo
+from notifq.db.engine import retry_deadlocks
 from notifq.db.messages_repo import ClaimedMessage, Outcome
 from notifq.errors import PermanentError, ThrottledError
 from notifq.providers.base import OutgoingMessage
@@ -111,8 +112,11 @@ async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[l
 
 
 async def claim_chunk(deps: WorkerDeps, job_id: int, limit: int) -> list[ClaimedMessage]:
-    async with deps.engine.connect() as conn:
-        return await messages_repo.claim(conn, job_id, limit, deps.settings.lease_seconds)
+    async def claim() -> list[ClaimedMessage]:
+        async with deps.engine.connect() as conn:
+            return await messages_repo.claim(conn, job_id, limit, deps.settings.lease_seconds)
+
+    return await retry_deadlocks(claim)
 
 
 async def hand_over(deps: WorkerDeps, job_id: int, lane: str) -> int | None:

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.db import messages_repo
+from notifq.db.engine import retry_deadlocks
 from notifq.db.messages_repo import Outcome
 from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches
 
@@ -51,7 +52,8 @@ async def record(
         for job_id, (delay, _, outs) in zip(job_ids, chunks, strict=True):
             delays[job_id] = delay
             outcomes.extend(replace(o, retry_job_id=job_id) for o in outs)
-        result = await messages_repo.record_outcomes(conn, outcomes)
+        # Losing these outcomes would mean sending the messages again: a deadlock is retried.
+        result = await retry_deadlocks(lambda: messages_repo.record_outcomes(conn, outcomes))
     pipe = redis.pipeline(transaction=False)
     sent = sum(1 for o in final if o.status == "sent")
     if sent:
