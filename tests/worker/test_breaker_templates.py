@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -18,18 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.errors import ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.settings import Settings
-from tests.api.support import assert_error, bearer, row_counts, stateless_token
+from tests.api.support import assert_error, row_counts
 from tests.conftest import wait_for
 from tests.harness import assert_counters_match, campaign_row, running_worker_with, status_counts
 
 
 @pytest.fixture
-async def auth(engine: AsyncEngine, settings: Settings) -> dict[str, str]:
-    async with engine.begin() as conn:
-        admin: uuid.UUID = (await conn.execute(
-            text("INSERT INTO admins (email, password_hash) VALUES ('w@notifq.dev', '!') RETURNING id")
-        )).scalar_one()  # fmt: skip
-    return bearer(stateless_token(settings, admin))
+def auth(fast_auth: dict[str, str]) -> dict[str, str]:
+    """Tokens here come from a directly inserted admin (tests/fast_auth.py): no bcrypt work."""
+    return fast_auth
 
 
 @dataclass(frozen=True)

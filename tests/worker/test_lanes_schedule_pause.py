@@ -18,19 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.settings import Settings
-from tests.api.support import assert_error, bearer, stateless_token
+from tests.api.support import assert_error
 from tests.conftest import wait_for
 from tests.harness import assert_counters_match, campaign_row, running_worker_with, status_counts
 
 
 @pytest.fixture
-async def auth(engine: AsyncEngine, settings: Settings) -> dict[str, str]:
-    """An admin inserted directly (no bcrypt work) and a token for it."""
-    async with engine.begin() as conn:
-        admin: uuid.UUID = (await conn.execute(
-            text("INSERT INTO admins (email, password_hash) VALUES ('w@notifq.dev', '!') RETURNING id")
-        )).scalar_one()  # fmt: skip
-    return bearer(stateless_token(settings, admin))
+def auth(fast_auth: dict[str, str]) -> dict[str, str]:
+    """Tokens here come from a directly inserted admin (tests/fast_auth.py): no bcrypt work."""
+    return fast_auth
 
 
 @dataclass(frozen=True)

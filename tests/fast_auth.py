@@ -1,4 +1,4 @@
-"""Fixtures for the API tests; the shared ones (servers, client, auth, ...) live in tests/conftest.py."""
+"""Token fixtures without bcrypt work (a pytest plugin of tests/conftest.py): an admin row and its bearer headers."""
 
 from __future__ import annotations
 
