@@ -128,9 +128,12 @@ async def set_status(conn: AsyncConnection, campaign_id: uuid.UUID, status: str)
 
 
 async def stale_pending(conn: AsyncConnection, grace_seconds: float) -> list[uuid.UUID]:
+    """Campaigns whose enqueue never ran (a crash after the commit), by `enqueued_at`, not status:
+    once the reconciler re-enqueues their batches, workers may complete them before it stamps them."""
     result = await conn.execute(
         text(
-            "SELECT id FROM campaigns WHERE status = 'pending' AND created_at < now() - make_interval(secs => :grace)"
+            "SELECT id FROM campaigns WHERE enqueued_at IS NULL AND status <> 'scheduled' "
+            "AND created_at < now() - make_interval(secs => :grace)"
         ),
         {"grace": grace_seconds},
     )

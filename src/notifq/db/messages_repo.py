@@ -243,6 +243,17 @@ async def stale_among(conn: AsyncConnection, job_ids: Sequence[int], grace_secon
     return {r.job_id: r.priority for r in result}
 
 
+async def campaigns_of(conn: AsyncConnection, job_ids: Sequence[int]) -> list[uuid.UUID]:
+    result = await conn.execute(
+        text(
+            "SELECT DISTINCT campaign_id FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])) "
+            "AND campaign_id IS NOT NULL"
+        ),
+        {"jobs": list(job_ids)},
+    )
+    return [r[0] for r in result]
+
+
 _MESSAGE_COLUMNS = (
     "id, campaign_id, channel, priority, recipient, subject, status, attempts, last_error, provider, "
     "provider_message_id, send_at, created_at, updated_at"

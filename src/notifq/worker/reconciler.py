@@ -72,6 +72,8 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
     lost = await messages_repo.stale_among(conn, missing, settings.reconcile_grace)
     if lost:
         await enqueue_batches(deps.redis, settings.queue_name, [BatchJob(j, lane=lane) for j, lane in lost.items()])
+        # Their campaigns are enqueued now (stamped before workers can complete them).
+        stale_campaigns = list({*stale_campaigns, *await messages_repo.campaigns_of(conn, list(lost))})
     await idempotency_repo.purge_older_than(conn, KEY_TTL_SECONDS)
     if stale_campaigns:
         await campaigns_repo.mark_enqueued(conn, stale_campaigns)
