@@ -21,7 +21,7 @@ from notifq.db.engine import create_engine
 from notifq.settings import Settings
 from tests import servers as test_servers
 
-pytest_plugins = ["tests.aws", "tests.smtp_server", "tests.fcm_server", "tests.fast_auth"]
+pytest_plugins = ["tests.aws", "tests.smtp_server", "tests.fcm_server", "tests.fast_auth", "tests.live"]
 
 ADMIN_EMAIL = "admin@notifq.dev"
 ADMIN_PASSWORD = "correct horse battery staple"

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.settings import Settings
 from tests import servers as test_servers
 from tests.harness import worker_env
+from tests.live import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,15 +95,7 @@ def test_dev_stack_runs_and_scales(servers: test_servers.TestServers, tmp_path: 
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert dev.poll() is None and time.monotonic() < deadline, "the dev stack did not become ready"
-            time.sleep(0.2)
+        wait_until_serving(f"{base}/ready", lambda: dev.poll() is None, within=60)
         login = httpx.post(f"{base}/auth/login", json={"email": "admin@notifq.dev", "password": "dev-password"})
         assert login.status_code == 200
         assert json.loads((tmp_path / "dev.json").read_text())["pid"] == dev.pid

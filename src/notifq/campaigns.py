@@ -126,6 +126,13 @@ class CampaignService:
             raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
         return row
 
+    async def timeline(
+        self, campaign_id: uuid.UUID, points: int = 300
+    ) -> tuple[int, list[campaigns_repo.TimelinePoint]]:
+        await self.get(campaign_id)
+        async with self.engine.connect() as conn:
+            return await campaigns_repo.timeline(conn, campaign_id, points)
+
     async def list_page(
         self, *, limit: int, status: str | None, cursor: str | None
     ) -> tuple[list[CampaignRow], str | None]:

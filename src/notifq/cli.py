@@ -9,7 +9,8 @@ import os
 import sys
 
 from notifq.errors import ConfigError, ValidationError
-from notifq.runtime import dev_jwt_secret, setup_logging, with_server_urls
+from notifq.logs import setup_logging
+from notifq.runtime import dev_jwt_secret, with_server_urls
 from notifq.settings import Settings, load_settings, require_jwt_secret
 
 
@@ -40,8 +41,9 @@ def cmd_api(args: argparse.Namespace) -> None:
         require_jwt_secret(settings)
     except ConfigError as exc:
         sys.exit(f"notifq: {exc.message}")
-    setup_logging()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
+    setup_logging(settings.log_format)
+    # log_config=None: uvicorn's loggers propagate to our (JSON, redacting) root handler.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", log_config=None,
                 access_log=args.access_log, log_level="info", timeout_graceful_shutdown=10)  # fmt: skip
 
 
@@ -51,7 +53,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from notifq.worker.main import run_worker
 
     settings = _resolved(_settings())
-    setup_logging()
+    setup_logging(settings.log_format)
     uvloop.install()
     run_worker(settings)
 

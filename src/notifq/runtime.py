@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from pathlib import Path
 
@@ -39,11 +38,6 @@ def dev_jwt_secret(settings: Settings) -> Settings:
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
     return settings.with_(jwt_secret=path.read_text().strip())
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
-    logging.getLogger("arq").setLevel(logging.WARNING)
 
 
 def state_dir(path: Path) -> Path:

@@ -71,6 +71,7 @@ class Settings:
     breaker_failures: int = 5  # consecutive transient failures that open a provider's circuit
     breaker_cooldown: float = 30.0  # seconds a provider is skipped once its circuit is open
     state_dir: Path = field(default_factory=lambda: Path(".notifq"))
+    log_format: str = "json"  # json | text
 
     @property
     def job_timeout(self) -> float:
@@ -200,6 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
             fcm_endpoint_url=e.get("NOTIFQ_FCM_ENDPOINT_URL", "https://fcm.googleapis.com"),
             breaker_failures=_integer(e, "NOTIFQ_BREAKER_FAILURES", 5, minimum=1),
             breaker_cooldown=_number(e, "NOTIFQ_BREAKER_COOLDOWN", 30.0, minimum=0.1),
+            log_format=_choice(e, "NOTIFQ_LOG_FORMAT", "json", ("json", "text")),
         )
     )
 

@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
+from notifq.api.dashboard_routes import SecurityHeaders
 from notifq.api.errors import EXCEPTION_HANDLERS
 from notifq.api.routes import ROUTES
 from notifq.auth import LoginThrottle
@@ -43,6 +45,7 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
             await engine.dispose()
 
-    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
+                    middleware=[Middleware(SecurityHeaders)])  # fmt: skip
     app.state.settings = settings
     return app

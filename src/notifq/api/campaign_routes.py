@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -13,6 +15,8 @@ from notifq.campaigns import CampaignService, parse_id
 from notifq.db.campaigns_repo import CAMPAIGN_STATUSES, MESSAGE_STATUSES
 from notifq.idempotency import Replay, Ticket
 from notifq.validation import parse_campaign, parse_choice, parse_limit
+
+log = logging.getLogger("notifq.api")
 
 
 def _service(request: Request) -> CampaignService:
@@ -28,6 +32,8 @@ async def create_campaign(request: Request) -> Response:
 
     async def create(ticket: Ticket | None) -> Response:
         campaign = await _service(request).create(campaign_request, admin_id, ticket)
+        context = {"campaign_id": campaign.id, "admin_id": admin_id, "count": campaign.total_messages}
+        log.info("campaign created: %d messages on %s", campaign.total_messages, campaign.channel, extra=context)
         return JSONResponse(campaign_json(campaign), 202, headers={"Location": f"/campaigns/{campaign.id}"})
 
     async def replay(previous: Replay) -> Response:
@@ -67,26 +73,32 @@ async def list_messages(request: Request) -> Response:
 
 
 async def retry_campaign(request: Request) -> Response:
-    require_admin(request)
-    count = await _service(request).retry(parse_id(request.path_params["campaign_id"]))
+    admin_id = require_admin(request)
+    campaign_id = parse_id(request.path_params["campaign_id"])
+    count = await _service(request).retry(campaign_id)
+    log.info("campaign retry: %d messages requeued", count,
+             extra={"campaign_id": campaign_id, "admin_id": admin_id, "count": count})  # fmt: skip
     return JSONResponse({"requeued": count}, 202)
 
 
 async def cancel_campaign(request: Request) -> Response:
-    require_admin(request)
+    admin_id = require_admin(request)
     campaign = await _service(request).cancel(parse_id(request.path_params["campaign_id"]))
+    log.info("campaign cancel: now %s", campaign.status, extra={"campaign_id": campaign.id, "admin_id": admin_id})
     return JSONResponse(campaign_json(campaign), 202)
 
 
 async def pause_campaign(request: Request) -> Response:
-    require_admin(request)
+    admin_id = require_admin(request)
     campaign = await _service(request).pause(parse_id(request.path_params["campaign_id"]))
+    log.info("campaign pause: now %s", campaign.status, extra={"campaign_id": campaign.id, "admin_id": admin_id})
     return JSONResponse(campaign_json(campaign), 202)
 
 
 async def resume_campaign(request: Request) -> Response:
-    require_admin(request)
+    admin_id = require_admin(request)
     campaign = await _service(request).resume(parse_id(request.path_params["campaign_id"]))
+    log.info("campaign resume: now %s", campaign.status, extra={"campaign_id": campaign.id, "admin_id": admin_id})
     return JSONResponse(campaign_json(campaign), 202)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from notifq.notifications import NotificationService, parse_message_id
 from notifq.validation import check_storable, parse_choice, parse_limit, parse_notifications
 
 MAX_BATCH = 1000
+log = logging.getLogger("notifq.api")
 
 
 def _service(request: Request) -> NotificationService:
@@ -45,7 +47,11 @@ async def create_notifications(request: Request) -> Response:
     items, is_batch = parse_notifications(body, MAX_BATCH)
 
     async def create(ticket: Ticket | None) -> Response:
-        return _created(await _service(request).create(items, admin_id, ticket), is_batch)
+        rows = await _service(request).create(items, admin_id, ticket)
+        first = rows[0].id if len(rows) == 1 else None  # a batch logs its size, not a thousand ids
+        log.info("notifications accepted: %d", len(rows), extra={"message_id": first, "admin_id": admin_id,
+                                                                 "count": len(rows)})  # fmt: skip
+        return _created(rows, is_batch)
 
     async def replay(previous: Replay) -> Response:
         rows = await _service(request).rows([int(i) for i in previous.ids])

@@ -18,6 +18,7 @@ from typing import Any, Final
 from notifq import __version__
 from notifq.addresses import CHANNELS, E164_RE, EMAIL_RE, PUSH_TOKEN_RE
 from notifq.api.notification_routes import MAX_BATCH
+from notifq.api.openapi_ops import OPS_PATHS, OPS_SCHEMAS
 from notifq.auth import BCRYPT_MAX_BYTES
 from notifq.db.campaigns_repo import CAMPAIGN_STATUSES, MESSAGE_STATUSES
 from notifq.idempotency import ABANDONED_AFTER_SECONDS, KEY_TTL_SECONDS, MAX_KEY_LENGTH
@@ -1299,7 +1300,7 @@ OPENAPI: Final[dict[str, Any]] = {
             "Send notifications by email, SMS and push, one at a time, in batches or as campaigns, and follow "
             "their delivery.\n\n"
             "Authenticate with `POST /auth/login`, then send `Authorization: Bearer <token>` to every operation "
-            "except `/auth/login`, `/health`, `/ready` and `/openapi.json`.\n\n"
+            "except `/auth/login`, `/health`, `/ready`, `/metrics`, `/openapi.json` and the dashboard (`/`).\n\n"
             "Campaign lifecycle: scheduled | pending → processing → completed | completed_with_failures, "
             "plus paused (resumable) and cancelled.\n"
             "Message lifecycle: pending → queued → sending → sent | failed, plus cancelled. Every message, "
@@ -1317,12 +1318,12 @@ OPENAPI: Final[dict[str, Any]] = {
         {"name": "notifications", "description": "Single and batch sends and every message's history (bearer)."},
         {"name": "dead-letters", "description": "Permanently failed messages and their redrive (bearer)."},
         {"name": "stats", "description": "Counts, send rate and queue depth (bearer)."},
-        {"name": "operations", "description": "Health, readiness and this document."},
+        {"name": "operations", "description": "Health, readiness, workers, metrics, the dashboard, this document."},
     ],
     "security": BEARER,
-    "paths": PATHS,
+    "paths": {**PATHS, **OPS_PATHS},
     "components": {
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **OPS_SCHEMAS},
         "responses": RESPONSES,
         "parameters": PARAMETERS,
         "headers": HEADERS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from sqlalchemy import text
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from notifq.api import campaign_routes, notification_routes
+from notifq.api import campaign_routes, dashboard_routes, notification_routes, ops_routes, stream_routes
 from notifq.api.openapi import openapi_spec
 from notifq.api.requests import client_address, read_json
 from notifq.api.serializers import iso
@@ -20,6 +21,7 @@ from notifq.errors import Unauthorized, ValidationError
 from notifq.validation import check_storable
 
 MAX_LOGIN_BODY = 16 * 1024
+log = logging.getLogger("notifq.api")
 
 
 async def login(request: Request) -> Response:
@@ -41,8 +43,10 @@ async def login(request: Request) -> Response:
     ok = await asyncio.to_thread(verify_password, password, admin.password_hash if admin else None)
     if not ok or admin is None:
         await throttle.failed(email, address)
+        log.warning("login failed for %s from %s", email, address)
         raise Unauthorized("wrong email or password")
     await throttle.succeeded(email, address)
+    log.info("admin %s logged in from %s", email, address, extra={"admin_id": admin.id})
     issued = issue_token(settings.jwt_secret, settings.jwt_issuer, str(admin.id), settings.jwt_ttl_seconds)
     return JSONResponse({"token": issued.token, "tokenType": "Bearer", "expiresAt": iso(issued.expires_at)})
 
@@ -79,4 +83,7 @@ ROUTES = [
     Route("/auth/login", login, methods=["POST"]),
     *campaign_routes.ROUTES,
     *notification_routes.ROUTES,
+    *stream_routes.ROUTES,
+    *ops_routes.ROUTES,
+    *dashboard_routes.ROUTES,
 ]

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from notifq.db.campaigns_repo import CampaignRow
 from notifq.db.messages_repo import EventRow, MessageRow
+from notifq.telemetry import WorkerBeat
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def iso_epoch(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def worker_json(beat: WorkerBeat) -> dict[str, Any]:
+    return {
+        "id": beat.id,
+        "host": beat.host,
+        "pid": beat.pid,
+        "startedAt": iso_epoch(beat.started_at),
+        "lastSeen": iso_epoch(beat.last_seen),
+        "ratePerSecond": round(beat.rate, 1),
+        "inFlight": beat.in_flight,
+        "sent": beat.sent,
+        "failed": beat.failed,
+        "retried": beat.retried,
+    }
 
 
 def campaign_json(c: CampaignRow) -> dict[str, Any]:

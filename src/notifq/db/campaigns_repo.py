@@ -138,3 +138,32 @@ async def stale_pending(conn: AsyncConnection, grace_seconds: float) -> list[uui
         {"grace": grace_seconds},
     )
     return [r[0] for r in result]
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    at: datetime
+    sent: int
+    failed: int
+
+
+TIMELINE_SQL = text("""
+WITH done AS (
+    SELECT updated_at, status FROM messages WHERE campaign_id = :id AND status IN ('sent', 'failed')
+), width AS (
+    SELECT date_trunc('second', min(updated_at)) AS origin,
+           greatest(1, ceil(extract(epoch FROM max(updated_at) - min(updated_at)) / :points))::int AS seconds
+    FROM done
+)
+SELECT date_bin(make_interval(secs => w.seconds), d.updated_at, w.origin) AS at, w.seconds,
+       count(*) FILTER (WHERE d.status = 'sent') AS sent, count(*) FILTER (WHERE d.status = 'failed') AS failed
+FROM done d CROSS JOIN width w
+GROUP BY 1, 2 ORDER BY 1
+""")
+
+
+async def timeline(conn: AsyncConnection, campaign_id: uuid.UUID, points: int) -> tuple[int, list[TimelinePoint]]:
+    """Finished messages per time bucket, at most about `points` buckets (wider ones for long campaigns)."""
+    rows = (await conn.execute(TIMELINE_SQL, {"id": campaign_id, "points": points})).all()
+    width = int(rows[0].seconds) if rows else 1
+    return width, [TimelinePoint(r.at, int(r.sent), int(r.failed)) for r in rows]

@@ -49,7 +49,10 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
                         "deferred")  # fmt: skip
     outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body, message.channel,
                                message.data)  # fmt: skip
+    metrics = deps.metrics
     async with deps.in_flight:
+        metrics.in_flight += 1
+        started = time.perf_counter()
         try:
             result = await provider.send(outgoing)
         except PermanentError as exc:
@@ -62,6 +65,9 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
         except Exception as exc:  # transient, or a provider bug: retryable
             deps.breaker.failure(provider.name)
             return failed_attempt(deps, message, _error_text(exc), provider.name)
+        finally:
+            metrics.in_flight -= 1
+            metrics.latency(message.channel, provider.name, time.perf_counter() - started)
     deps.breaker.success(provider.name)
     return Outcome(message.id, message.attempts, "sent", provider=result.provider,
                    provider_message_id=result.provider_message_id)  # fmt: skip
@@ -106,8 +112,15 @@ async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[l
         result = task.result() if task in done else failed_attempt(deps, message, "provider timed out")
         if isinstance(result, Retry):
             retries.append(result)
+            outcome = result.outcome
+            deps.metrics.outcome(outcome.event or "retried", message.channel, outcome.provider or "none")
         else:
             final.append(result)
+            deps.metrics.outcome(result.status, message.channel, result.provider or "none")
+            if result.status == "failed":
+                log.info("message failed permanently: %s", result.error,
+                         extra={"message_id": message.id, "campaign_id": message.campaign_id,
+                                "provider": result.provider, "attempt": result.attempts})  # fmt: skip
     return final, retries
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings
 from notifq.worker.breaker import CircuitBreaker
+from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.priority import PriorityGate
 from notifq.worker.rate_limit import RateLimiter
 
@@ -30,6 +31,7 @@ class WorkerDeps:
     breaker: CircuitBreaker
     gate: PriorityGate = field(default_factory=PriorityGate)
     draining: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     _content: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "retried": 0, "stale": 0})
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Callable
 
@@ -30,6 +29,7 @@ from notifq.settings import Settings
 from notifq.worker.breaker import CircuitBreaker
 from notifq.worker.delivery import deliver_batch
 from notifq.worker.deps import WorkerDeps
+from notifq.worker.heartbeat import run_heartbeat, say_goodbye
 from notifq.worker.rate_limit import RateLimiter
 from notifq.worker.reconciler import run_reconciler
 from notifq.worker.scheduler import run_scheduler
@@ -81,8 +81,10 @@ class WorkerRuntime:
         self._tasks.append(asyncio.create_task(run_reconciler(deps), name="notifq-reconciler"))
         self._tasks.append(asyncio.create_task(run_scheduler(deps), name="notifq-scheduler"))
         self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.draining), name="notifq-priority"))
-        log.info("worker %d started: rate limit %s msg/s, %d bulk + %d transactional jobs at once", os.getpid(),
-                 s.rate_limit or "unlimited", s.worker_jobs, TRANSACTIONAL_JOBS)  # fmt: skip
+        self._tasks.append(asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat"))
+        log.info("worker %s started: rate limit %s msg/s, %d bulk + %d transactional jobs at once",
+                 deps.metrics.id, s.rate_limit or "unlimited", s.worker_jobs, TRANSACTIONAL_JOBS,
+                 extra={"worker_id": deps.metrics.id})  # fmt: skip
 
     async def stop(self, drain_seconds: float | None = None) -> None:
         """Stop taking jobs, let running ones finish their chunk (up to the drain time), then close."""
@@ -107,10 +109,11 @@ class WorkerRuntime:
             await asyncio.gather(*w.tasks.values(), return_exceptions=True)
             w.tasks.clear()
             await w.close()
+        await say_goodbye(deps)
         await deps.providers.aclose()
         await deps.redis.aclose()
         await deps.engine.dispose()
-        log.info("worker %d stopped: %s", os.getpid(), deps.stats)
+        log.info("worker %s stopped: %s", deps.metrics.id, deps.stats, extra={"worker_id": deps.metrics.id})
         self.deps = None
 
     async def run_until_signal(self) -> None:

@@ -17,6 +17,7 @@ class RateLimiter:
         self._updated = time.monotonic()
         self._lock = asyncio.Lock()
         self.waited_seconds = 0.0
+        self.waits = 0  # acquisitions that had to wait (published as a metric)
 
     @property
     def unlimited(self) -> bool:
@@ -42,6 +43,7 @@ class RateLimiter:
         # Whole tokens only: taking a fractional capacity while granting its int() lost tokens.
         want = float(min(n, max(1, int(self.capacity))))
         async with self._lock:  # FIFO among this worker's jobs
+            waited = False
             while True:
                 self._refill()
                 if self._tokens >= want:
@@ -55,6 +57,9 @@ class RateLimiter:
                 # Short slices: a refund (a job that claimed fewer than it was granted, e.g. an
                 # empty batch) is seen within 20 ms instead of after the whole wait.
                 step = min(wait, REFUND_POLL_SECONDS)
+                if not waited:
+                    waited = True
+                    self.waits += 1
                 self.waited_seconds += step
                 await asyncio.sleep(step)
 

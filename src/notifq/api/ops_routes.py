@@ -1,0 +1,132 @@
+"""Operations view: live workers (GET /workers) and Prometheus metrics (GET /metrics).
+
+Both read what workers publish in Redis (notifq/telemetry.py) plus the sharded per-channel
+message counts in PostgreSQL, so they cost a few reads however many workers and messages
+there are, and they show the whole cluster, not the API process.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from notifq.api.requests import require_admin
+from notifq.api.serializers import worker_json
+from notifq.db import notifications_repo
+from notifq.queue import queue_depth
+from notifq.telemetry import LATENCY_BUCKETS, OUTCOMES, WorkerBeat, live_workers, metric_counters
+
+
+async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
+    async with request.app.state.engine.connect() as conn:
+        return await notifications_repo.counts(conn)
+
+
+async def workers(request: Request) -> Response:
+    require_admin(request)
+    redis = request.app.state.redis
+    beats = await live_workers(redis)
+    jobs = await queue_depth(redis, request.app.state.settings.queue_name)
+    by_status: dict[str, int] = defaultdict(int)
+    for _, status, n in await _message_counts(request):
+        by_status[status] += n
+    return JSONResponse({
+        "workers": [worker_json(b) for b in beats],
+        "queue": {
+            "bulkJobs": jobs.get("bulk", 0),
+            "transactionalJobs": jobs.get("transactional", 0),
+            "queuedMessages": by_status["queued"],
+            "sendingMessages": by_status["sending"],
+            "scheduledMessages": by_status["pending"],
+        },
+        "inFlight": sum(b.in_flight for b in beats),
+    })  # fmt: skip
+
+
+class _Snapshot:
+    """A prometheus_client collector over values read beforehand (collectors are synchronous)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _outcome_families(counters: dict[str, float]) -> Iterable[Metric]:
+    families = {o: CounterMetricFamily(f"notifq_messages_{o}", f"Messages {o} by workers (delivery attempts' outcomes)",
+                                       labels=["channel", "provider"]) for o in OUTCOMES}  # fmt: skip
+    for name, value in sorted(counters.items()):
+        parts = name.split("|")
+        if parts[0] == "count" and len(parts) == 4 and parts[1] in families:
+            families[parts[1]].add_metric([parts[2], parts[3]], value)
+    return families.values()
+
+
+def _latency_family(counters: dict[str, float]) -> Metric:
+    per_series: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    for name, value in counters.items():
+        parts = name.split("|")
+        if parts[0] == "bucket" and len(parts) == 4 and parts[3].isdigit() and int(parts[3]) <= len(LATENCY_BUCKETS):
+            per_series[(parts[1], parts[2])][int(parts[3])] += value
+        elif parts[0] == "latency_sum" and len(parts) == 3:
+            sums[(parts[1], parts[2])] += value
+    family = HistogramMetricFamily("notifq_provider_latency_seconds", "Provider call latency, per channel and provider",
+                                   labels=["channel", "provider"])  # fmt: skip
+    for (channel, provider), counts in sorted(per_series.items()):
+        cumulative, buckets = 0.0, []
+        for bound, n in zip([*(str(b) for b in LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        family.add_metric([channel, provider], buckets, sums[(channel, provider)])
+    return family
+
+
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+async def metrics(request: Request) -> Response:
+    redis = request.app.state.redis
+    counters = await metric_counters(redis)
+    beats: list[WorkerBeat] = await live_workers(redis)
+    jobs = await queue_depth(redis, request.app.state.settings.queue_name)
+    messages = GaugeMetricFamily("notifq_messages", "Messages by channel and status (PostgreSQL)",
+                                 labels=["channel", "status"])  # fmt: skip
+    queued = 0
+    for channel, status, n in await _message_counts(request):
+        messages.add_metric([channel, status], n)
+        queued += n if status == "queued" else 0
+    lanes = GaugeMetricFamily("notifq_queue_jobs", "arq jobs (batches) waiting per lane", labels=["lane"])
+    for lane, n in sorted(jobs.items()):
+        lanes.add_metric([lane], n)
+    families: list[Metric] = [
+        *_outcome_families(counters),
+        _latency_family(counters),
+        messages,
+        lanes,
+        _gauge("notifq_queue_depth", "Messages queued for delivery (not yet claimed by a worker)", queued),
+        _gauge("notifq_in_flight", "Provider calls in progress on live workers", sum(b.in_flight for b in beats)),
+        _gauge("notifq_workers", "Live workers (heartbeat within the last few seconds)", len(beats)),
+        CounterMetricFamily("notifq_rate_limit_waits", "Times a worker waited for its rate limit",
+                            value=counters.get("rate_limit_waits", 0.0)),
+        CounterMetricFamily("notifq_rate_limit_wait_seconds", "Seconds workers spent waiting for their rate limit",
+                            value=counters.get("rate_limit_wait_seconds", 0.0)),
+    ]  # fmt: skip
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES = [
+    Route("/workers", workers, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,77 @@
+"""Structured logs: one JSON object per line, with the ids that tie a line to a campaign or message.
+
+Call sites pass ids through `extra={"campaign_id": ..., "message_id": ...}`; the formatter
+copies the known keys (CONTEXT_KEYS) into the object. Every line, exception text included,
+goes through `redact()`, so a password, token or credentialed URL that slips into a message
+(a driver's error quoting its DSN, say) is masked before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+CONTEXT_KEYS = ("campaign_id", "message_id", "notification_id", "job_id", "worker_id", "admin_id", "provider",
+                "attempt", "count", "status")  # fmt: skip
+MASK = "***"
+_SECRET_NAMES = r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|authorization"
+_SECRET_ASSIGNMENT = rf"""(?i)(?P<keep>\b(?:{_SECRET_NAMES})["']?\s*[:=]\s*["']?)[^\s"',;&}}]+"""
+_PATTERNS = [
+    # scheme://user:password@host  ->  scheme://user:***@host
+    (re.compile(r"(?P<keep>\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)[^\s@]+@"), rf"\g<keep>{MASK}@"),
+    # Authorization: Bearer <token>, and bare JWTs
+    (re.compile(r"(?i)(?P<keep>\bbearer\s+)[\w.~+/-]+=*"), rf"\g<keep>{MASK}"),
+    (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]+"), MASK),
+    # password=..., "secret": "...", token: ..., api_key=...
+    (re.compile(_SECRET_ASSIGNMENT), rf"\g<keep>{MASK}"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "msg": redact(record.getMessage()),
+        }
+        for key in CONTEXT_KEYS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                entry[key] = value if isinstance(value, int | float | bool) else redact(str(value))
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class RedactingTextFormatter(logging.Formatter):
+    """The human-readable format (NOTIFQ_LOG_FORMAT=text), masked the same way."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(f"{k}={record.__dict__[k]}" for k in CONTEXT_KEYS if record.__dict__.get(k) is not None)
+        return redact(f"{line} {context}" if context else line)
+
+
+def setup_logging(log_format: str = "json", level: str = "INFO") -> None:
+    """Root handler on stderr; uvicorn and arq loggers propagate into it (uvicorn runs with log_config=None)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(RedactingTextFormatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("arq").setLevel(logging.WARNING)

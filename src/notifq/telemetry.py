@@ -1,0 +1,88 @@
+"""Where workers publish their heartbeats and metrics in Redis, and how the API reads them back.
+
+Workers may run on many hosts, so nothing is scraped from them: each worker folds its
+counters into one Redis hash once a second and refreshes its own heartbeat hash, and the
+API's /workers and /metrics read the cluster-wide picture from there. A worker that stops
+heartbeating (SIGKILL, lost host) drops out of /workers after `LIVENESS_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+WORKERS_KEY = "notifq:workers"  # sorted set: worker id -> last heartbeat (epoch seconds)
+WORKER_KEY = "notifq:worker:"  # + id: hash of the worker's latest heartbeat
+METRICS_KEY = "notifq:metrics"  # hash of cluster-wide counters (see field names below)
+HEARTBEAT_SECONDS = 1.0
+LIVENESS_SECONDS = 5.0
+FORGET_SECONDS = 3600.0  # dead ids are pruned from the sorted set after this long
+
+# Provider call latency buckets (seconds): from the in-memory mock to a slow SMTP relay.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OUTCOMES = ("sent", "failed", "retried", "throttled", "deferred")
+
+# Hash fields: "count|<outcome>|<channel>|<provider>", "bucket|<channel>|<provider>|<index>"
+# (index len(LATENCY_BUCKETS) = above the last bound), "latency_sum|<channel>|<provider>",
+# "rate_limit_waits", "rate_limit_wait_seconds".
+
+
+def count_field(outcome: str, channel: str, provider: str) -> str:
+    return f"count|{outcome}|{channel}|{provider}"
+
+
+def bucket_field(channel: str, provider: str, index: int) -> str:
+    return f"bucket|{channel}|{provider}|{index}"
+
+
+def latency_sum_field(channel: str, provider: str) -> str:
+    return f"latency_sum|{channel}|{provider}"
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    last_seen: float
+    rate: float
+    in_flight: int
+    sent: int
+    failed: int
+    retried: int
+
+    def to_hash(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> WorkerBeat:
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(id=d["id"], host=d["host"], pid=int(d["pid"]), started_at=float(d["started_at"]),
+                   last_seen=float(d["last_seen"]), rate=float(d["rate"]), in_flight=int(d["in_flight"]),
+                   sent=int(d["sent"]), failed=int(d["failed"]), retried=int(d["retried"]))  # fmt: skip
+
+
+async def live_workers(redis: Redis, now: float | None = None) -> list[WorkerBeat]:
+    """Workers whose last heartbeat is recent; also forgets ids dead for an hour."""
+    now = time.time() if now is None else now
+    pipe = redis.pipeline(transaction=False)
+    pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - FORGET_SECONDS)
+    pipe.zrangebyscore(WORKERS_KEY, now - LIVENESS_SECONDS, "+inf")
+    _, ids = await pipe.execute()
+    if not ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for worker_id in ids:
+        pipe.hgetall(WORKER_KEY + worker_id.decode())
+    beats = [WorkerBeat.from_hash(raw) for raw in await pipe.execute() if raw]
+    return sorted(beats, key=lambda b: (b.host, b.pid, b.id))
+
+
+async def metric_counters(redis: Redis) -> dict[str, float]:
+    pipe = redis.pipeline(transaction=False)  # a pipeline's execute() is typed plainly awaitable
+    pipe.hgetall(METRICS_KEY)
+    (raw,) = await pipe.execute()
+    return {k.decode(): float(v) for k, v in raw.items()}

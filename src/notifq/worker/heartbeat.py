@@ -1,0 +1,34 @@
+"""Once a second: tell the cluster this worker is alive and publish its counters (notifq/telemetry.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from notifq.telemetry import HEARTBEAT_SECONDS
+from notifq.worker.deps import WorkerDeps
+
+log = logging.getLogger("notifq.worker")
+WARN_EVERY_SECONDS = 30.0
+
+
+async def run_heartbeat(deps: WorkerDeps) -> None:
+    """Never raises: a Redis outage only delays metrics (they are kept and sent with the next beat)."""
+    warned_at = 0.0
+    while True:
+        try:
+            await deps.metrics.publish(deps.redis, deps.limiter)
+        except Exception as exc:
+            if time.monotonic() - warned_at > WARN_EVERY_SECONDS:
+                warned_at = time.monotonic()
+                log.warning("heartbeat failed: %r", exc)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def say_goodbye(deps: WorkerDeps) -> None:
+    """The last counters, and leave /workers at once instead of after the liveness window."""
+    try:
+        await deps.metrics.publish(deps.redis, deps.limiter, alive=False)
+    except Exception as exc:
+        log.warning("could not publish the final heartbeat: %r", exc)

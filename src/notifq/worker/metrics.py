@@ -1,0 +1,101 @@
+"""A worker's own counters, kept in memory on the hot path and published once a second.
+
+Counting costs a dict update per message; the Redis writes happen in the heartbeat,
+one pipeline per second however many messages went through (see notifq/telemetry.py).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import socket
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+
+from redis.asyncio import Redis
+
+from notifq.telemetry import (
+    HEARTBEAT_SECONDS,
+    LATENCY_BUCKETS,
+    METRICS_KEY,
+    WORKER_KEY,
+    WORKERS_KEY,
+    WorkerBeat,
+    bucket_field,
+    count_field,
+    latency_sum_field,
+)
+from notifq.worker.rate_limit import RateLimiter
+
+RATE_WINDOW_SECONDS = 5.0
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.started_at = time.time()
+        self.in_flight = 0
+        self.totals: Counter[str] = Counter()  # sent / failed / retried, for the heartbeat
+        self._pending: Counter[str] = Counter()  # hash field -> increment not yet published
+        self._latency_sums: defaultdict[str, float] = defaultdict(float)
+        self._waits_published = (0, 0.0)
+        self._history: deque[tuple[float, int]] = deque()
+
+    def outcome(self, outcome: str, channel: str, provider: str) -> None:
+        self._pending[count_field(outcome, channel, provider)] += 1
+        if outcome in ("sent", "failed", "retried"):
+            self.totals[outcome] += 1
+
+    def latency(self, channel: str, provider: str, seconds: float) -> None:
+        index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        self._pending[bucket_field(channel, provider, index)] += 1
+        self._latency_sums[latency_sum_field(channel, provider)] += seconds
+
+    def rate(self, now: float) -> float:
+        """Messages finished (sent or failed) per second over the last few seconds."""
+        done = self.totals["sent"] + self.totals["failed"]
+        self._history.append((now, done))
+        while len(self._history) > 1 and now - self._history[0][0] > RATE_WINDOW_SECONDS:
+            self._history.popleft()
+        first_at, first_done = self._history[0]
+        return (done - first_done) / (now - first_at) if now > first_at else 0.0
+
+    def beat(self, now: float) -> WorkerBeat:
+        return WorkerBeat(id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+                          last_seen=now, rate=self.rate(now), in_flight=self.in_flight, sent=self.totals["sent"],
+                          failed=self.totals["failed"], retried=self.totals["retried"])  # fmt: skip
+
+    async def publish(self, redis: Redis, limiter: RateLimiter, *, alive: bool = True) -> None:
+        """Heartbeat plus every counter increment since the last call, in one round trip."""
+        now = time.time()
+        pending, sums = self._pending, self._latency_sums
+        self._pending, self._latency_sums = Counter(), defaultdict(float)
+        waits = (limiter.waits, limiter.waited_seconds)
+        published = self._waits_published
+        self._waits_published = waits
+        pipe = redis.pipeline(transaction=False)
+        for name, n in pending.items():
+            pipe.hincrby(METRICS_KEY, name, n)
+        for name, seconds in sums.items():
+            pipe.hincrbyfloat(METRICS_KEY, name, seconds)
+        if waits[0] != published[0]:
+            pipe.hincrby(METRICS_KEY, "rate_limit_waits", waits[0] - published[0])
+            pipe.hincrbyfloat(METRICS_KEY, "rate_limit_wait_seconds", waits[1] - published[1])
+        key = WORKER_KEY + self.id
+        if alive:
+            pipe.hset(key, mapping=self.beat(now).to_hash())
+            pipe.expire(key, int(HEARTBEAT_SECONDS * 10))
+            pipe.zadd(WORKERS_KEY, {self.id: now})
+        else:
+            pipe.delete(key)
+            pipe.zrem(WORKERS_KEY, self.id)
+        try:
+            await pipe.execute()
+        except BaseException:
+            # Redis unreachable (or we are cancelled): keep the increments for the next beat.
+            self._pending.update(pending)
+            for name, seconds in sums.items():
+                self._latency_sums[name] += seconds
+            self._waits_published = published
+            raise

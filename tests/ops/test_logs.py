@@ -1,0 +1,102 @@
+"""Structured JSON logs carry campaign and message ids and never a password, token or credential."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from notifq.logs import JsonFormatter, redact
+from notifq.settings import Settings
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, wait_for
+from tests.harness import running_worker, spawn_worker, stop_process
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("connect to postgresql://notifq:s3cr3t@db:5432/notifq failed", "postgresql://notifq:***@db:5432/notifq"),
+        ("Authorization: Bearer abc.def-ghi", "Authorization: ***"),
+        ("header bearer abc.def-ghi", "bearer ***"),
+        ("login with password=hunter2 and api_key: AKIA123", "password=*** and api_key: ***"),
+        ('{"secret": "xyz", "token":"t0k"}', '{"secret": "***", "token":"***"}'),
+        ("got eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln back", "got *** back"),
+    ],
+)
+def test_redact_masks_credentials(raw: str, masked: str) -> None:
+    assert masked in redact(raw)
+    assert "s3cr3t" not in redact(raw) and "hunter2" not in redact(raw) and "AKIA123" not in redact(raw)
+
+
+def test_redact_keeps_ordinary_text() -> None:
+    text = "campaign 7 created: 500 messages to redis://127.0.0.1:6379/0 (no credentials)"
+    assert redact(text) == text
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Everything the notifq loggers write, formatted as in production."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("notifq")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield out
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+async def test_logs_carry_ids_and_no_secrets(
+    client: httpx.AsyncClient, admin_id: object, settings: Settings, captured: io.StringIO
+) -> None:
+    login = await client.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    token = login.json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    await client.post("/auth/login", json={"email": ADMIN_EMAIL, "password": "wrong-password-123"})
+    campaign = (await client.post("/campaigns", json={"name": "logged", "recipientCount": 50}, headers=auth)).json()
+    async with running_worker(settings.with_(mock_failure_rate=0.5, max_attempts=1)):
+
+        async def finished() -> bool:
+            body = (await client.get(f"/campaigns/{campaign['id']}", headers=auth)).json()
+            return str(body["status"]).startswith("completed")
+
+        await wait_for(finished, within=30)
+    output = captured.getvalue()
+    for secret in (ADMIN_PASSWORD, "wrong-password-123", token, settings.jwt_secret):
+        assert secret not in output
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert all({"ts", "level", "logger", "msg", "pid"} <= set(line) for line in lines)
+    created = [line for line in lines if line["msg"].startswith("campaign created")]
+    assert created and created[0]["campaign_id"] == campaign["id"] and created[0]["count"] == 50
+    failures = [line for line in lines if line["msg"].startswith("message failed permanently")]
+    assert failures and all(f["campaign_id"] == campaign["id"] and isinstance(f["message_id"], int) for f in failures)
+    assert any(line["msg"].startswith("login failed") for line in lines)
+
+
+async def test_worker_process_logs_json_lines(settings: Settings, redis: object) -> None:
+    proc = spawn_worker(settings, NOTIFQ_SMTP_PASSWORD="smtp-secret-value")
+    try:
+        await wait_for(lambda: _has_worker(redis), within=30)
+    finally:
+        output = stop_process(proc, signal.SIGTERM)
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert any(line["msg"].startswith("worker ") and "worker_id" in line for line in lines)
+    assert "smtp-secret-value" not in output
+
+
+async def _has_worker(redis: object) -> bool:
+    from redis.asyncio import Redis
+
+    from notifq.telemetry import WORKERS_KEY
+
+    assert isinstance(redis, Redis)
+    return bool(await redis.zcard(WORKERS_KEY))
