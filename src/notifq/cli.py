@@ -1,4 +1,4 @@
-"""The `notifq` command: dev stack, API, worker, migrations, admins, scaling."""
+"""The `notifq` command: dev stack, API, worker, migrations, admins, scaling, and the operator client."""
 
 from __future__ import annotations
 
@@ -110,6 +110,8 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from notifq.client.commands import register as register_client_commands
+
     parser = argparse.ArgumentParser(prog="notifq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("dev", help="run everything: embedded servers (unless URLs are set), API, workers")
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("scale", help="set the number of workers of the running `notifq dev` stack")
     p.add_argument("workers", type=int)
     p.set_defaults(func=cmd_scale)
+    register_client_commands(sub)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -1,0 +1,144 @@
+"""A small synchronous client for the notifq API that turns every outcome into data or one of two exceptions.
+
+Commands then only need to map `ApiError` (the API answered no) and `Unreachable` (no answer
+at all) to exit codes. The token travels in the Authorization header only, never in a URL,
+and is never part of an exception message.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from notifq import __version__
+
+
+class ClientError(Exception):
+    """Something a command reports on stderr before exiting non-zero."""
+
+
+class UsageError(ClientError):
+    """The operator's input is unusable before any request is made (exit 2, like argparse's own errors)."""
+
+
+class Unreachable(ClientError):
+    """No HTTP answer: connection refused, DNS failure, timeout, TLS failure."""
+
+
+class ApiError(ClientError):
+    """The API answered with an error status; the fields come from its `{"error": {...}}` envelope."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None, retry_after: str | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+
+
+def check_url(url: str) -> str:
+    """Refused early so a typo is a usage error rather than a confusing transport error."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"the API URL must look like http://host:port, not {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise UsageError("the API URL must not carry a query, fragment or credentials")
+    return url.strip().rstrip("/")
+
+
+def check_token(token: str) -> str:
+    """A token pasted with a stray newline or quote would otherwise fail deep inside httpx."""
+    token = token.strip()
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise UsageError("the API token is malformed (expected the `token` returned by POST /auth/login)")
+    return token
+
+
+def _error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    envelope = body.get("error") if isinstance(body, dict) else None
+    retry_after = response.headers.get("retry-after")
+    if isinstance(envelope, dict) and isinstance(envelope.get("code"), str):
+        message = envelope.get("message")
+        return ApiError(
+            response.status_code, envelope["code"], str(message or ""), envelope.get("details"), retry_after
+        )
+    # Not notifq's envelope: a proxy, or the URL points at another service.
+    snippet = " ".join(response.text.split())[:200]
+    return ApiError(response.status_code, f"http_{response.status_code}", snippet or response.reason_phrase,
+                    retry_after=retry_after)  # fmt: skip
+
+
+class ApiClient:
+    def __init__(self, base_url: str, *, timeout: float = 120.0, transport: httpx.BaseTransport | None = None):
+        self.base_url = check_url(base_url)
+        # Redirects are not followed: a redirect to another host would carry the bearer token there.
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={"User-Agent": f"notifq-cli/{__version__}", "Accept": "application/json"},
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def use_token(self, token: str) -> None:
+        self._http.headers["Authorization"] = f"Bearer {check_token(token)}"
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+        try:
+            response = self._http.request(method, path, json=body, params=params, headers=headers)
+        except httpx.TimeoutException:
+            raise Unreachable(f"the API at {self.base_url} did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the API at {self.base_url}: {exc or type(exc).__name__}") from None
+        if response.is_redirect or response.status_code >= 400:
+            raise _error(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(response.status_code, "bad_response", f"{self.base_url} did not answer JSON") from None
+
+    def login(self, email: str, password: str) -> str:
+        answer = self.request("POST", "/auth/login", body={"email": email, "password": password})
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str):
+            raise ApiError(200, "bad_response", "the login answer holds no token")
+        return token
+
+    def create_campaign(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        return _object(self.request("POST", "/campaigns", body=body, headers=headers))
+
+    def campaign(self, campaign_id: str) -> dict[str, Any]:
+        # Quoted whole, so an id like `../auth/login` cannot address another endpoint.
+        return _object(self.request("GET", f"/campaigns/{quote(campaign_id, safe='')}"))
+
+    def campaigns(self, *, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("status", status), ("limit", limit)) if v is not None}
+        return _object(self.request("GET", "/campaigns", params=params))
+
+    def workers(self) -> dict[str, Any]:
+        return _object(self.request("GET", "/workers"))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(200, "bad_response", "expected a JSON object from the API")
+    return value

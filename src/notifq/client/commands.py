@@ -1,0 +1,373 @@
+"""`notifq campaign create|show|list`, `notifq workers` and `notifq login`: the API from a shell.
+
+Every command returns an exit code that scripts can act on without parsing output (see
+EXIT_CODES); stdout carries only the result (an id, a table, JSON), diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from notifq.client.api import ApiClient, ApiError, ClientError, Unreachable, UsageError
+from notifq.client.progress import ProgressView, Snapshot, bar, exit_code, watch
+from notifq.client.recipients import Recipients, read_recipients
+from notifq.client.tables import age, clean, table, timestamp
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_EMAIL = "admin@notifq.dev"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+CAMPAIGN_STATUSES = (
+    "scheduled", "pending", "processing", "paused", "completed", "completed_with_failures", "cancelled",
+)  # fmt: skip
+
+EXIT_CODES = """\
+exit codes:
+  0    success; with --watch: the campaign completed with no failed message
+  1    with --watch: the campaign ended with failed messages (completed_with_failures) or was cancelled
+  2    usage error: bad options, an unreadable or empty CSV, no credentials
+  3    the API refused the request (4xx/5xx); its error code and message go to stderr
+  4    the API is unreachable (connection refused, DNS, timeout)
+  130  interrupted (Ctrl-C)"""
+
+CONNECTION = """\
+connection:
+  --api-url, else NOTIFQ_API_URL, else http://127.0.0.1:8000
+  --token, else NOTIFQ_TOKEN, else a login with NOTIFQ_ADMIN_EMAIL and NOTIFQ_ADMIN_PASSWORD
+  e.g. export NOTIFQ_TOKEN=$(notifq login --email admin@notifq.dev)
+  (prefer NOTIFQ_TOKEN to --token: command lines are visible to other users in `ps`)"""
+
+WATCH_HELP = (
+    "follow the campaign to its end (polling about every 0.5 s): a live progress bar on a terminal, "
+    "otherwise one line at most every second plus the final state; the exit code then tells the outcome"
+)
+
+RECIPIENTS_HELP = (
+    "CSV of recipients (`-` for stdin). A header row naming a `to` column makes the other named columns "
+    "per-recipient template variables, used as {{ column }} in --subject/--body; without such a header, the "
+    "first column is the address and the others are ignored. Comma-separated, UTF-8; blank lines are skipped."
+)
+
+
+# --- connection -------------------------------------------------------------------------------------------------
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    return str(args.api_url or os.environ.get("NOTIFQ_API_URL") or DEFAULT_API_URL)
+
+
+def _connect(args: argparse.Namespace) -> ApiClient:
+    """A client carrying a token: given, from the environment, or by logging in with the admin's credentials."""
+    client = ApiClient(_api_url(args))
+    try:
+        token = args.token or os.environ.get("NOTIFQ_TOKEN")
+        if not token:
+            email, password = os.environ.get("NOTIFQ_ADMIN_EMAIL"), os.environ.get("NOTIFQ_ADMIN_PASSWORD")
+            if not (email and password):
+                raise UsageError(
+                    "no API token: pass --token or set NOTIFQ_TOKEN (`notifq login` prints one), "
+                    "or set NOTIFQ_ADMIN_EMAIL and NOTIFQ_ADMIN_PASSWORD"
+                )
+            token = client.login(email, password)
+        client.use_token(token)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _view(stream: Any) -> ProgressView:
+    return ProgressView(stream, interactive=stream.isatty())
+
+
+# --- campaign create ----------------------------------------------------------------------------------------------
+
+
+def _campaign_body(args: argparse.Namespace) -> tuple[dict[str, Any], Recipients | None]:
+    body: dict[str, Any] = {"name": args.name, "channel": args.channel}
+    if args.body_file is not None:
+        try:
+            args.body = sys.stdin.read() if args.body_file == "-" else Path(args.body_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {args.body_file}: {exc}") from None
+    for field, value in (("subject", args.subject), ("body", args.body), ("sendAt", args.send_at)):
+        if value is not None:
+            body[field] = value
+    if args.count is not None:
+        body["recipientCount"] = args.count
+        return body, None
+    recipients = read_recipients(args.recipients)
+    body["recipients"] = recipients.entries
+    return body, recipients
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    body, recipients = _campaign_body(args)
+    with _connect(args) as client:
+        try:
+            campaign = client.create_campaign(body, args.idempotency_key)
+        except ApiError as exc:
+            _report(exc, recipients)
+            return EXIT_REFUSED
+        if not args.watch:
+            if args.json:
+                _print_json(campaign)
+            else:
+                print(campaign["id"])
+            return EXIT_OK
+        # With --json stdout stays one JSON document: the progress goes to stderr.
+        if not args.json:
+            print(campaign["id"], flush=True)
+        campaign_id = str(campaign["id"])
+        final = watch(lambda: client.campaign(campaign_id), _view(sys.stderr if args.json else sys.stdout), campaign)
+        if args.json:
+            _print_json(final)
+        return exit_code(Snapshot.of(final))
+
+
+# --- campaign show / list ---------------------------------------------------------------------------------------
+
+
+def summary(campaign: Mapping[str, Any]) -> str:
+    snapshot = Snapshot.of(campaign)
+    progress = campaign.get("progress") or {}
+    rows = [
+        ("campaign", campaign.get("id")),
+        ("name", campaign.get("name")),
+        ("status", campaign.get("status")),
+        ("channel", campaign.get("channel")),
+        ("subject", campaign.get("subject")),
+        ("created", timestamp(campaign.get("createdAt"))),
+    ]
+    if campaign.get("sendAt"):
+        rows.append(("send at", timestamp(campaign["sendAt"])))
+    if campaign.get("completedAt"):
+        rows.append(("completed", timestamp(campaign["completedAt"])))
+    rows.append(("progress", f"{bar(snapshot.percent)} {snapshot.percent}%  {snapshot.finished} of "
+                             f"{snapshot.total} finished"))  # fmt: skip
+    rows.append(("messages", "  ".join(f"{k} {clean(v)}" for k, v in progress.items())))
+    return "\n".join(f"{label:<10} {clean(value)}" for label, value in rows)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        campaign: Mapping[str, Any] = client.campaign(args.id)
+        code = EXIT_OK
+        if args.watch:
+            campaign = watch(lambda: client.campaign(args.id), _view(sys.stderr if args.json else sys.stdout),
+                             campaign)  # fmt: skip
+            code = exit_code(Snapshot.of(campaign))
+    if args.json:
+        _print_json(campaign)
+    else:
+        print(summary(campaign))
+    return code
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        page = client.campaigns(status=args.status, limit=args.limit)
+    if args.json:
+        _print_json(page)
+        return EXIT_OK
+    items = page.get("items") or []
+    if not items:
+        print("no campaigns" + (f" with status {args.status}" if args.status else ""))
+        return EXIT_OK
+    rows = []
+    for c in items:
+        s = Snapshot.of(c)
+        rows.append([c.get("id"), c.get("status"), s.sent, s.failed, s.total, f"{s.percent}%",
+                     timestamp(c.get("createdAt")), c.get("name")])  # fmt: skip
+    print(table(["ID", "STATUS", "SENT", "FAILED", "TOTAL", "DONE", "CREATED", "NAME"], rows, numeric=(2, 3, 4, 5)))
+    if page.get("nextCursor"):
+        print("(more campaigns: raise --limit, up to 500)", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- workers ------------------------------------------------------------------------------------------------------
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        answer = client.workers()
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    workers = answer.get("workers") or []
+    if workers:
+        rows = [[w.get("id"), w.get("host"), w.get("pid"), age(w.get("startedAt")), age(w.get("lastSeen")),
+                 _rate(w.get("ratePerSecond")), w.get("inFlight"), w.get("sent"), w.get("failed"), w.get("retried")]
+                for w in workers]  # fmt: skip
+        headers = ["ID", "HOST", "PID", "STARTED", "LAST SEEN", "MSG/S", "IN FLIGHT", "SENT", "FAILED", "RETRIED"]
+        print(table(headers, rows, numeric=(2, 5, 6, 7, 8, 9)))
+    else:
+        print("no workers are running")
+    queue = answer.get("queue") or {}
+    messages = [f"{clean(queue[key])} {label}" for key, label in
+                (("queuedMessages", "queued"), ("sendingMessages", "sending"), ("scheduledMessages", "scheduled"))
+                if key in queue]  # fmt: skip
+    print(
+        f"\nqueue: messages {', '.join(messages) or '-'}; jobs {clean(queue.get('bulkJobs'))} bulk, "
+        f"{clean(queue.get('transactionalJobs'))} transactional; in flight {clean(answer.get('inFlight'))}"
+    )
+    return EXIT_OK
+
+
+def _rate(value: Any) -> Any:
+    return f"{value:.1f}" if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+# --- login --------------------------------------------------------------------------------------------------------
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    email = args.email or os.environ.get("NOTIFQ_ADMIN_EMAIL") or DEFAULT_EMAIL
+    # getpass prompts on the terminal itself, so stdout keeps nothing but the token.
+    tty = sys.stdin.isatty()
+    password = getpass.getpass(f"password for {email}: ") if tty else sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("empty password")
+    with ApiClient(_api_url(args)) as client:
+        print(client.login(email, password))
+    return EXIT_OK
+
+
+# --- errors and exit codes ----------------------------------------------------------------------------------------
+
+
+def _report(exc: ApiError, recipients: Recipients | None = None) -> None:
+    """The API's code and message; bad recipients are also pointed to by CSV line."""
+    print(f"notifq: the API refused the request ({exc.status} {clean(exc.code)}): {clean(exc.message)}",
+          file=sys.stderr)  # fmt: skip
+    if exc.retry_after:
+        print(f"notifq: retry after {clean(exc.retry_after)} s", file=sys.stderr)
+    details = exc.details if isinstance(exc.details, dict) else {}
+    offenders = [*(details.get("invalid") or []), *(details.get("missingVariables") or [])]
+    if recipients is not None and offenders:
+        for item in offenders:
+            line = recipients.line_of(item.get("index")) if isinstance(item, dict) else None
+            if line is not None:
+                what = item.get("value", item.get("to"))
+                missing = item.get("variables")
+                extra = f" lacks {', '.join(map(clean, missing))}" if isinstance(missing, list) else ""
+                print(f"  line {line}: {clean(what)}{extra}", file=sys.stderr)
+    elif details:
+        print(f"  details: {clean(json.dumps(details, ensure_ascii=False)[:1000])}", file=sys.stderr)
+
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        try:
+            code = command(args)
+        except UsageError as exc:
+            print(f"notifq: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+        except ApiError as exc:
+            _report(exc)
+            code = EXIT_REFUSED
+        except Unreachable as exc:
+            print(f"notifq: {exc}", file=sys.stderr)
+            code = EXIT_UNREACHABLE
+        except ClientError as exc:  # pragma: no cover - every subclass is handled above
+            print(f"notifq: {exc}", file=sys.stderr)
+            code = EXIT_REFUSED
+        except KeyboardInterrupt:
+            print("notifq: interrupted", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # `notifq campaign list | head`: the reader left; say nothing, and keep Python from complaining at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = EXIT_FAILED
+        sys.exit(code)
+
+    return run
+
+
+# --- argument parsing ---------------------------------------------------------------------------------------------
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _common(api_only: bool = False) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--api-url", metavar="URL", help=f"the API (env NOTIFQ_API_URL; default {DEFAULT_API_URL})")
+    if not api_only:
+        # No environment default here: argparse would print the token in --help.
+        parent.add_argument("--token", metavar="TOKEN", help="bearer token (env NOTIFQ_TOKEN; see below)")
+        parent.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
+    return parent
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return number
+
+
+def register(sub: Any) -> None:
+    """Adds `campaign`, `workers` and `login` to the `notifq` subparsers."""
+    epilog = f"{CONNECTION}\n\n{EXIT_CODES}"
+    common = _common()
+    campaign = sub.add_parser("campaign", help="create, show, list and watch campaigns through the API",
+                              description="Campaigns through the HTTP API.", epilog=epilog,
+                              formatter_class=_formatter)  # fmt: skip
+    actions = campaign.add_subparsers(dest="action", required=True, metavar="{create,show,list}")
+
+    p = actions.add_parser("create", parents=[common], help="create a campaign; prints its id",
+                           description="Create a campaign; prints its id (with --json the API's answer).",
+                           epilog=epilog, formatter_class=_formatter)  # fmt: skip
+    p.add_argument("--name", required=True, help="campaign name (one line, up to 200 characters)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--count", type=_positive, metavar="K",
+                     help="load test: K synthetic recipients that all go to the mock provider")  # fmt: skip
+    who.add_argument("--recipients", metavar="FILE.csv", help=RECIPIENTS_HELP)
+    p.add_argument("--channel", choices=("email", "sms", "push"), default="email", help="default: email")
+    p.add_argument("--subject", help="subject template (one line); none by default")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--body", help="body template; none by default")
+    text.add_argument("--body-file", metavar="FILE", help="read the body template from FILE (`-` for stdin)")
+    p.add_argument("--send-at", metavar="ISO", help="schedule, e.g. 2026-12-01T09:00:00Z")
+    p.add_argument("--idempotency-key", metavar="KEY",
+                   help="sent as Idempotency-Key: the same command with the same key creates nothing new")  # fmt: skip
+    p.add_argument("--watch", action="store_true", help=WATCH_HELP)
+    p.set_defaults(func=_guarded(cmd_create))
+
+    p = actions.add_parser("show", parents=[common], help="a campaign's status and progress",
+                           description="A campaign's status, message counts by status, and progress.",
+                           epilog=epilog, formatter_class=_formatter)  # fmt: skip
+    p.add_argument("id", help="the campaign id")
+    p.add_argument("--watch", action="store_true", help=WATCH_HELP)
+    p.set_defaults(func=_guarded(cmd_show))
+
+    p = actions.add_parser("list", parents=[common], help="campaigns, newest first",
+                           description="Campaigns, newest first.", epilog=epilog,
+                           formatter_class=_formatter)  # fmt: skip
+    p.add_argument("--status", choices=CAMPAIGN_STATUSES, help="only campaigns with this status")
+    p.add_argument("--limit", type=_positive, default=20, help="how many (1-500; default 20)")
+    p.set_defaults(func=_guarded(cmd_list))
+
+    p = sub.add_parser("workers", parents=[common], help="running workers and the queue depth, through the API",
+                       description="Running workers (from GET /workers) and the queue depth.", epilog=epilog,
+                       formatter_class=_formatter)  # fmt: skip
+    p.set_defaults(func=_guarded(cmd_workers))
+
+    p = sub.add_parser("login", parents=[_common(api_only=True)], help="log in to the API and print a token",
+                       description="Log in and print just the token (password from the terminal, or one line on "
+                       "stdin):\n  export NOTIFQ_TOKEN=$(notifq login --email admin@notifq.dev)",
+                       epilog=EXIT_CODES, formatter_class=_formatter)  # fmt: skip
+    p.add_argument("--email", help=f"the admin's email (env NOTIFQ_ADMIN_EMAIL; default {DEFAULT_EMAIL})")
+    p.set_defaults(func=_guarded(cmd_login))

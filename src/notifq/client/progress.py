@@ -1,0 +1,170 @@
+"""Following a campaign to its end: polling, a progress line, and the exit code its final status means.
+
+On a terminal one line is redrawn in place; anywhere else (a CI log, a pipe) plain lines
+are printed at most once a second so a long campaign does not flood the log, and the final
+state is always printed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from notifq.client.api import ApiError, Unreachable
+
+TERMINAL_STATUSES = frozenset({"completed", "completed_with_failures", "cancelled"})
+POLL_SECONDS = 0.5
+PLAIN_EVERY_SECONDS = 1.0
+# A restarting API or a short PostgreSQL/Redis outage should not end a long watch.
+OUTAGE_TOLERANCE_SECONDS = 30.0
+MIN_BAR_WIDTH, MAX_BAR_WIDTH = 10, 30
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    status: str
+    total: int
+    sent: int
+    failed: int
+    cancelled: int
+
+    @classmethod
+    def of(cls, campaign: Mapping[str, Any]) -> Snapshot:
+        progress = campaign.get("progress") or {}
+        return cls(
+            status=str(campaign.get("status", "?")),
+            total=int(campaign.get("totalMessages") or 0),
+            sent=int(progress.get("sent", campaign.get("sentCount", 0)) or 0),
+            failed=int(progress.get("failed", campaign.get("failedCount", 0)) or 0),
+            cancelled=int(progress.get("cancelled", 0) or 0),
+        )
+
+    @property
+    def finished(self) -> int:
+        return self.sent + self.failed + self.cancelled
+
+    @property
+    def percent(self) -> int:
+        """Rounded down, so 100% means every message really finished."""
+        return self.finished * 100 // self.total if self.total else 100
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def exit_code(snapshot: Snapshot) -> int:
+    """0 only for a clean completion; failed messages or a cancellation are 1."""
+    return 0 if snapshot.status == "completed" and snapshot.failed == 0 else 1
+
+
+class RateMeter:
+    """Messages per second over the last few seconds: a whole-run average would hide a stall or a speed-up."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, at: float, finished: int) -> None:
+        self.samples.append((at, finished))
+        while len(self.samples) > 2 and at - self.samples[1][0] >= self.window:
+            self.samples.popleft()
+
+    def rate(self) -> float | None:
+        if len(self.samples) < 2:
+            return None
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
+
+
+def duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def bar(percent: int, width: int = 20) -> str:
+    filled = width * percent // 100
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def describe(snapshot: Snapshot, rate: float | None, elapsed: float) -> str:
+    parts = [f"{snapshot.percent:3d}%", f"sent {snapshot.sent}", f"failed {snapshot.failed}"]
+    if snapshot.cancelled:
+        parts.append(f"cancelled {snapshot.cancelled}")
+    parts.append(f"of {snapshot.total}")
+    parts.append(f"{rate:.0f} msg/s" if rate is not None else "- msg/s")
+    if snapshot.terminal:
+        parts.append(f"watched {duration(elapsed)}")
+    else:
+        remaining = snapshot.total - snapshot.finished
+        parts.append(f"ETA {duration(remaining / rate)}" if rate else "ETA -")
+    parts.append(snapshot.status)
+    return "  ".join(parts)
+
+
+class ProgressView:
+    def __init__(self, stream: TextIO, interactive: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.interactive = interactive
+        self.clock = clock
+        self.started = clock()
+        self.meter = RateMeter()
+        self.last_plain: float | None = None
+        self.last_line = ""
+
+    def update(self, snapshot: Snapshot) -> None:
+        now = self.clock()
+        self.meter.add(now, snapshot.finished)
+        line = describe(snapshot, self.meter.rate(), now - self.started)
+        if self.interactive:
+            # A line wider than the terminal wraps, and \r would then redraw only its last part: the bar takes
+            # what the text leaves, and the text is cut if even a short bar does not fit.
+            width = shutil.get_terminal_size().columns - 1
+            bar_width = min(MAX_BAR_WIDTH, max(MIN_BAR_WIDTH, width - len(line) - 3))
+            self.stream.write("\r" + f"{bar(snapshot.percent, bar_width)} {line}"[: max(width, 1)] + "\x1b[K")
+            self.stream.flush()
+        elif snapshot.terminal or self.last_plain is None or now - self.last_plain >= PLAIN_EVERY_SECONDS:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_plain = now
+        self.last_line = line
+
+    def close(self) -> None:
+        """Ends the redrawn line, so whatever follows (a summary, a shell prompt, ^C) starts on its own."""
+        if self.interactive and self.last_line:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def watch(fetch: Callable[[], Mapping[str, Any]], view: ProgressView, first: Mapping[str, Any] | None = None,
+          sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+          ) -> Mapping[str, Any]:  # fmt: skip
+    """Polls until a terminal status and returns the final campaign."""
+    campaign = first if first is not None else fetch()
+    outage_since: float | None = None
+    try:
+        while True:
+            snapshot = Snapshot.of(campaign)
+            view.update(snapshot)
+            if snapshot.terminal:
+                return campaign
+            sleep(POLL_SECONDS)
+            try:
+                campaign = fetch()
+                outage_since = None
+            except (Unreachable, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status != 503:
+                    raise
+                outage_since = outage_since if outage_since is not None else clock()
+                if clock() - outage_since > OUTAGE_TOLERANCE_SECONDS:
+                    raise
+    finally:
+        view.close()

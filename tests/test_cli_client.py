@@ -1,0 +1,301 @@
+"""The operator command line (`notifq campaign …`, `workers`, `login`) as a subprocess against a real API and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notifq.client.recipients import parse_csv
+from tests.api.support import row_counts
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.harness import running_worker
+from tests.live import LiveApi
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _env(url: str, token: str | None = None, **extra: str) -> dict[str, str]:
+    """The child sees only what the test gives it: no NOTIFQ_* from the developer's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFQ_", "DATABASE_URL", "REDIS_URL"))}
+    env["NOTIFQ_API_URL"] = url
+    if token is not None:
+        env["NOTIFQ_TOKEN"] = token
+    env.update(extra)
+    return env
+
+
+async def notifq(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    # In a thread, so an in-process worker keeps running on the test's event loop meanwhile.
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "notifq", *args], env=env, input=stdin,
+                                   capture_output=True, text=True, timeout=90)  # fmt: skip
+
+
+def _spawn(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """For the tests that must act on the running command (a terminal, a signal)."""
+    return subprocess.Popen([sys.executable, "-m", "notifq", *args], env=env, stderr=subprocess.PIPE, **kwargs)
+
+
+@pytest.fixture
+def cli_env(live_api: LiveApi, fast_auth: dict[str, str]) -> dict[str, str]:
+    return _env(live_api.url, fast_auth["Authorization"].removeprefix("Bearer "))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _messages(engine: AsyncEngine, campaign_id: str) -> list[tuple[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT recipient, vars FROM messages WHERE campaign_id = :c ORDER BY id"), {"c": campaign_id}
+        )
+        return [(r[0], json.loads(r[1]) if isinstance(r[1], str) else r[1]) for r in rows]
+
+
+# --- create and watch ---------------------------------------------------------------------------------------------
+
+
+async def test_create_with_count_and_watch_completes_with_exit_0(live_api: LiveApi, cli_env: dict[str, str]) -> None:
+    async with running_worker(live_api.settings):
+        done = await notifq("campaign", "create", "--name", "Load", "--count", "300", "--watch", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert UUID.match(lines[0]), lines
+    # Not a terminal: plain lines, no carriage returns, and the final state last.
+    assert "\r" not in done.stdout and len(lines) >= 2
+    assert "100%" in lines[-1] and "sent 300" in lines[-1] and "failed 0" in lines[-1], lines[-1]
+    assert lines[-1].endswith("completed")
+
+
+async def test_watch_on_a_terminal_redraws_one_line(live_api: LiveApi, cli_env: dict[str, str]) -> None:
+    """On a TTY each update rewrites the same line with \\r, and fits the (default 80-column) width."""
+    master, slave = pty.openpty()
+    async with running_worker(live_api.settings):
+        proc = _spawn(["campaign", "create", "--name", "Tty", "--count", "200", "--watch"], cli_env, stdout=slave)
+        os.close(slave)
+        output = await asyncio.to_thread(_read_all, master)
+        returncode = await asyncio.to_thread(proc.wait, 60)
+    assert proc.stderr is not None
+    assert returncode == 0, proc.stderr.read().decode()
+    proc.stderr.close()
+    screen = output.decode()
+    assert "\r" in screen and screen.endswith("\r\n")
+    redraws = [part.removesuffix("\x1b[K") for part in screen.split("\n", 1)[1].strip("\r\n").split("\r")]
+    final = redraws[-1]
+    assert final.startswith("[" + "#" * 10) and "100%" in final and final.endswith("completed"), final
+    assert all(len(r) <= 79 for r in redraws), redraws
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except OSError:  # EIO: the child closed the terminal
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+async def test_watch_of_a_campaign_with_permanent_failures_exits_1(live_api: LiveApi, cli_env: dict[str, str]) -> None:
+    failing = live_api.settings.with_(mock_failure_rate=1.0, max_attempts=1)
+    async with running_worker(failing):
+        done = await notifq("campaign", "create", "--name", "Doomed", "--count", "20", "--watch", env=cli_env)
+    assert done.returncode == 1, done.stderr
+    last = done.stdout.splitlines()[-1]
+    assert "100%" in last and "failed 20" in last and last.endswith("completed_with_failures"), last
+
+    campaign_id = done.stdout.splitlines()[0]
+    again = await notifq("campaign", "show", campaign_id, "--watch", env=cli_env)
+    assert again.returncode == 1 and "completed_with_failures" in again.stdout
+
+
+async def test_create_from_a_csv_sends_its_columns_as_vars(
+    live_api: LiveApi, cli_env: dict[str, str], engine: AsyncEngine, tmp_path: Path
+) -> None:
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text('\ufeffTo,name,code\nana@example.com,Ana,4711\n\n"li@example.com", "Li, Jr.",0815\n')
+    done = await notifq("campaign", "create", "--name", "Codes", "--recipients", str(csv_file), "--subject",
+                        "Hi {{ name }}", "--body", "Your code is {{ code }}", env=cli_env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    campaign_id = done.stdout.strip()
+    assert UUID.match(campaign_id)
+    assert await _messages(engine, campaign_id) == [
+        ("ana@example.com", {"name": "Ana", "code": "4711"}),
+        ("li@example.com", {"name": "Li, Jr.", "code": "0815"}),
+    ]
+
+    # No header: the first column is the address; `-` reads stdin; --json prints the API's answer.
+    done = await notifq("campaign", "create", "--name", "Plain", "--recipients", "-", "--json", env=cli_env,
+                        stdin="bo@example.com,ignored\n\ncy@example.com\n")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    assert created["totalMessages"] == 2 and created["name"] == "Plain"
+    assert await _messages(engine, created["id"]) == [("bo@example.com", None), ("cy@example.com", None)]
+
+
+async def test_idempotency_key_creates_one_campaign(cli_env: dict[str, str], engine: AsyncEngine) -> None:
+    args = ("campaign", "create", "--name", "Once", "--count", "3", "--idempotency-key", "launch-1")
+    first, second = [await notifq(*args, env=cli_env) for _ in range(2)]
+    assert first.returncode == second.returncode == 0, (first.stderr, second.stderr)
+    assert first.stdout == second.stdout
+    assert await row_counts(engine) == (1, 3)
+
+
+def test_csv_parsing_rules() -> None:
+    """Header detection is case-insensitive and positional; short rows lose their missing vars; lines are kept."""
+    parsed = parse_csv("name,TO\nAna,ana@example.com\n\nLi\n")
+    assert parsed.entries == [{"to": "ana@example.com", "vars": {"name": "Ana"}}, {"to": "", "vars": {"name": "Li"}}]
+    assert parsed.lines == [2, 4]
+    assert parse_csv("+15550000001\n+15550000002,x\n").entries == ["+15550000001", "+15550000002"]
+    assert parse_csv("to\n a@example.com \n").entries == ["a@example.com"]
+    assert parse_csv("\n  \n").entries == []
+
+
+# --- show and list ------------------------------------------------------------------------------------------------
+
+
+async def test_show_and_list_as_text_and_json(cli_env: dict[str, str]) -> None:
+    ids = []
+    for name in ("First", "Second"):
+        done = await notifq("campaign", "create", "--name", name, "--count", "5", env=cli_env)
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+
+    shown = await notifq("campaign", "show", ids[0], env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^name\s+First$", shown.stdout, re.M) and re.search(r"^status\s+processing$", shown.stdout, re.M)
+    assert "0 of 5 finished" in shown.stdout and "queued 5" in shown.stdout
+
+    as_json = await notifq("campaign", "show", ids[0], "--json", env=cli_env)
+    campaign = json.loads(as_json.stdout)
+    assert campaign["id"] == ids[0] and campaign["totalMessages"] == 5 and campaign["progress"]["queued"] == 5
+
+    listed = await notifq("campaign", "list", env=cli_env)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "SENT", "FAILED", "TOTAL", "DONE", "CREATED", "NAME"]
+    assert [r.split()[0] for r in rows] == ids[::-1]  # newest first
+    assert rows[0].endswith("Second")
+
+    page = json.loads((await notifq("campaign", "list", "--json", "--limit", "1", env=cli_env)).stdout)
+    assert [c["id"] for c in page["items"]] == [ids[1]] and page["nextCursor"]
+
+    none = await notifq("campaign", "list", "--status", "completed", env=cli_env)
+    assert none.returncode == 0 and none.stdout.strip() == "no campaigns with status completed"
+
+
+# --- failures and exit codes --------------------------------------------------------------------------------------
+
+
+async def test_a_validation_error_exits_3_with_the_api_message_and_creates_nothing(
+    cli_env: dict[str, str], engine: AsyncEngine, tmp_path: Path
+) -> None:
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text("to,name\nana@example.com,Ana\n\nnot-an-address,Bo\n")
+    done = await notifq("campaign", "create", "--name", "Bad", "--recipients", str(csv_file), env=cli_env)
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert "422 validation_error" in done.stderr and "invalid email addresses" in done.stderr
+    assert "line 4: not-an-address" in done.stderr  # pointed to by CSV line, not list index
+    assert await row_counts(engine) == (0, 0)
+
+    unknown = await notifq("campaign", "show", str(uuid.uuid4()), env=cli_env)
+    assert unknown.returncode == 3 and "404 not_found" in unknown.stderr
+
+
+async def test_usage_errors_exit_2(live_api: LiveApi, cli_env: dict[str, str], tmp_path: Path) -> None:
+    both = await notifq("campaign", "create", "--name", "X", "--count", "1", "--recipients", "a.csv", env=cli_env)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    missing = await notifq("campaign", "create", "--name", "X", "--recipients", str(tmp_path / "nope.csv"),
+                           env=cli_env)  # fmt: skip
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    (tmp_path / "empty.csv").write_text("to,name\n\n")
+    empty = await notifq("campaign", "create", "--name", "X", "--recipients", str(tmp_path / "empty.csv"), env=cli_env)
+    assert empty.returncode == 2 and "holds no recipients" in empty.stderr
+    anonymous = await notifq("campaign", "list", env=_env(live_api.url))
+    assert anonymous.returncode == 2 and "no API token" in anonymous.stderr
+
+
+async def test_a_wrong_token_exits_3(live_api: LiveApi) -> None:
+    done = await notifq("campaign", "list", env=_env(live_api.url, "not.a.token"))
+    assert done.returncode == 3
+    assert "401 unauthorized" in done.stderr and "not.a.token" not in done.stderr + done.stdout
+
+
+async def test_an_unreachable_api_exits_4(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "NOTIFQ_API_URL": f"http://127.0.0.1:{_free_port()}"}
+    done = await notifq("campaign", "create", "--name", "X", "--count", "1", env=env)
+    assert done.returncode == 4 and "cannot reach the API" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_ctrl_c_while_watching_exits_130_without_a_traceback(cli_env: dict[str, str]) -> None:
+    created = await notifq("campaign", "create", "--name", "Stuck", "--count", "5", env=cli_env)  # no worker
+    proc = _spawn(["campaign", "show", created.stdout.strip(), "--watch"], cli_env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = await asyncio.to_thread(proc.stdout.readline)
+    assert "0%" in first and "processing" in first
+    await asyncio.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.to_thread(proc.communicate, None, 30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+
+
+# --- login and workers --------------------------------------------------------------------------------------------
+
+
+async def test_login_prints_a_token_that_works(live_api: LiveApi, admin_id: uuid.UUID) -> None:
+    env = _env(live_api.url)
+    done = await notifq("login", "--email", ADMIN_EMAIL, env=env, stdin=ADMIN_PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert done.stdout == token + "\n" and ADMIN_PASSWORD not in done.stdout + done.stderr
+    listed = await notifq("campaign", "list", env=_env(live_api.url, token))
+    assert listed.returncode == 0 and "no campaigns" in listed.stdout
+
+    wrong = await notifq("login", "--email", ADMIN_EMAIL, env=env, stdin="wrong password\n")
+    assert wrong.returncode == 3 and "401 unauthorized" in wrong.stderr and wrong.stdout == ""
+
+    # No token, but the admin's credentials in the environment: the command logs in first.
+    by_env = await notifq("campaign", "list", env=_env(live_api.url, NOTIFQ_ADMIN_EMAIL=ADMIN_EMAIL,
+                                                       NOTIFQ_ADMIN_PASSWORD=ADMIN_PASSWORD))  # fmt: skip
+    assert by_env.returncode == 0, by_env.stderr
+
+
+async def test_workers_lists_the_running_worker(live_api: LiveApi, cli_env: dict[str, str]) -> None:
+    async with running_worker(live_api.settings):
+        deadline = time.monotonic() + 15
+        while True:
+            as_json = await notifq("workers", "--json", env=cli_env)
+            assert as_json.returncode == 0, as_json.stderr
+            answer = json.loads(as_json.stdout)
+            if answer["workers"] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        shown = await notifq("workers", env=cli_env)
+    assert [w["pid"] for w in answer["workers"]] == [os.getpid()]  # the in-process worker
+    assert set(answer["queue"]) >= {"bulkJobs", "transactionalJobs", "queuedMessages", "scheduledMessages"}
+    assert shown.returncode == 0, shown.stderr
+    header, row, *rest = shown.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "HOST", "PID"] and str(os.getpid()) in row.split()
+    assert rest[-1].startswith("queue: ")
