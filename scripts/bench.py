@@ -445,6 +445,28 @@ class Bench:
         if self.db is not None:
             await self.db.close()
 
+    async def alter_system(self, setting: str) -> None:
+        """`--pg-set name=value`: try a PostgreSQL setting (reloadable ones only) on the bench's server."""
+        assert self.db is not None
+        name, _, value = setting.partition("=")
+        if not name.replace("_", "").isalnum() or not value:
+            raise SystemExit(f"--pg-set wants name=value, got {setting!r}")
+        await self.db.execute(f"ALTER SYSTEM SET {name} = '{value.replace(chr(39), '')}'")
+        await self.db.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(0.2)
+        print(f"  postgres: {name} = {await self.db.fetchval(f'SHOW {name}')}", flush=True)
+
+    async def background_activity(self) -> dict[str, int]:
+        """Checkpoints and autovacuum/autoanalyze runs so far: what competes with the sends for the cores."""
+        assert self.db is not None
+        major = int(str(await self.db.fetchval("SHOW server_version_num"))) // 10000
+        checkpoints = ("SELECT num_timed + num_requested FROM pg_stat_checkpointer" if major >= 17
+                       else "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")  # fmt: skip
+        vacuums = await self.db.fetchval(
+            "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_user_tables"
+        )
+        return {"checkpoints": int(await self.db.fetchval(checkpoints)), "autovacuum_runs": int(vacuums)}
+
     async def server_version(self) -> str:
         assert self.db is not None
         return str(await self.db.fetchval("SHOW server_version"))
@@ -633,6 +655,7 @@ class Bench:
         await self.reset()
         _, campaign_id = await self.post_campaign(False, self.body(n, False), n)
         self.sampler.reset()
+        activity_before = await self.background_activity()
         names = [f"notifq_worker-{i + 1}" for i in range(WORKERS)]
         for name in names:
             self.stack.spawn(name, ["-m", "notifq", "worker"], "0")
@@ -688,6 +711,7 @@ class Bench:
             await asyncio.sleep(0.05)
         for name in names:
             self.stack.stop(name)
+        activity_after = await self.background_activity()
         attempts = {r["message_id"]: r["at"] for r in await self.db.fetch(
             "SELECT message_id, min(at) AS at FROM message_events WHERE event = 'attempt' "
             "AND message_id = ANY($1::bigint[]) GROUP BY message_id", ids,
@@ -704,6 +728,14 @@ class Bench:
             buckets.setdefault(int((t - timeline[0][0]) // 10) * 10, []).append(ms)
         per_10s = {str(k): [round(statistics.median(v)), round(sorted(v)[min(len(v) - 1, int(0.99 * len(v)))]),
                             round(max(v)), len(v)] for k, v in sorted(buckets.items())}  # fmt: skip
+        # The API's share (POST → 202) per bucket: tells a slow answer from a slow pickup.
+        api_buckets: dict[int, list[float]] = {}
+        for started, mid in posted:
+            api_buckets.setdefault(int((started - timeline[0][0]) // 10) * 10, []).append(
+                (answered[mid] - started) * 1000
+            )
+        api_per_10s = {str(k): [round(statistics.median(v)), round(sorted(v)[min(len(v) - 1, int(0.99 * len(v)))])]
+                       for k, v in sorted(api_buckets.items())}  # fmt: skip
         pickup_ms = sorted(
             (attempts[int(mid)].timestamp() - answered[mid]) * 1000 for _, mid in posted if int(mid) in attempts
         )
@@ -723,6 +755,8 @@ class Bench:
             "api_p50_ms": pct(0.5, api_ms), "api_p99_ms": pct(0.99, api_ms),
             "pickup_p50_ms": pct(0.5, pickup_ms), "pickup_p99_ms": pct(0.99, pickup_ms),
             "latency_by_10s_p50_p99_max_n": per_10s,
+            "api_by_10s_p50_p99": api_per_10s,
+            "postgres_during": {k: activity_after[k] - activity_before[k] for k in activity_after},
         }  # fmt: skip
         print(f"  priority: {len(posted):,} transactional sends during {n:,}: p50 {result['p50_ms']} ms, "
               f"p99 {result['p99_ms']} ms (max {result['max_ms']}); campaign {rate:,} msg/s with them, "
@@ -730,8 +764,13 @@ class Bench:
               f"202→provider p50/p99 {result['pickup_p50_ms']}/{result['pickup_p99_ms']} ms", flush=True)  # fmt: skip
         return result
 
-    async def run(self, skip_million: bool) -> dict[str, Any]:
+    async def run(self, skip_million: bool, only: str | None = None, priority_size: int | None = None
+                  ) -> dict[str, Any]:  # fmt: skip
         s = self.sizes
+        if only == "priority":
+            n = priority_size or s.million
+            print(f"transactional sends every 10 ms during a {n:,}-message campaign:", flush=True)
+            return {"priority": await self.measure_priority(n, None)}
         results: dict[str, Any] = {"create": {}, "deliver_0ms": {}, "deliver_latency": {}}
         print("creation (POST /campaigns until 202, no worker running):", flush=True)
         results["create"]["notifq_count"] = await self.measure_create(False, False, s.create)
@@ -1015,7 +1054,9 @@ async def run(stack: Stack, sizes: Sizes, args: argparse.Namespace) -> dict[str,
     try:
         await bench.open()
         pg_version = await bench.server_version()
-        results = await bench.run(args.skip_million or False)
+        for setting in args.pg_set:
+            await bench.alter_system(setting)
+        results = await bench.run(args.skip_million or False, args.only, args.priority_size)
     finally:
         await bench.close()
     return {"postgres": pg_version, "results": results}
@@ -1041,6 +1082,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="wait up to SECONDS for no pytest and a load average < 1 before starting")  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="copy the processes' logs to bench-results/")
+    parser.add_argument("--only", choices=["priority"], help="run one scenario (priority: transactional sends "
+                        "during a big campaign)")  # fmt: skip
+    parser.add_argument("--priority-size", type=int, metavar="N", help="campaign size for the priority scenario")
+    parser.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="ALTER SYSTEM a reloadable PostgreSQL setting before measuring (repeatable)")  # fmt: skip
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="measure nothing: print the table (and --plot) from an earlier results file")  # fmt: skip
     args = parser.parse_args(argv)
@@ -1084,6 +1130,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     machine["postgres"] = outcome["postgres"]
     results = outcome["results"]
+    if args.only:  # one scenario: its figures, no targets table (that needs every scenario)
+        RESULTS_DIR.mkdir(exist_ok=True)
+        out = RESULTS_DIR / f"{timestamp}-{args.only}.json"
+        partial = {"timestamp": timestamp, "only": args.only, "pg_set": args.pg_set, "machine": machine,
+                   "quiet_at_start": quiet, "results": results}  # fmt: skip
+        out.write_text(json.dumps(partial, indent=2, default=str))
+        print(json.dumps(results, indent=1, default=str))
+        print(f"results: {out.relative_to(ROOT)}")
+        return 0
     report = {
         "timestamp": timestamp,
         "mode": "quick" if args.quick else "full",

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections import defaultdict
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.settings import Settings
-from notifq.telemetry import LIVENESS_SECONDS
+from notifq.telemetry import LIVENESS_SECONDS, live_workers, metric_counters
+from notifq.worker.metrics import WorkerMetrics
+from notifq.worker.rate_limit import RateLimiter
 from tests.conftest import wait_for
 from tests.harness import running_worker, spawn_worker, status_counts, stop_process
 
@@ -149,3 +155,30 @@ async def test_rate_limit_waits_are_counted(
 
         waited = await wait_for(waits, within=5)
     assert 0.5 < waited < 10  # 60 messages at 40/s with a 10-message burst: about 1.25 s of waiting
+
+
+async def test_counters_survive_a_failed_publish(redis: Redis) -> None:
+    """A heartbeat that cannot reach Redis keeps its increments for the next one: nothing is lost."""
+    metrics = WorkerMetrics()
+    limiter = RateLimiter(0)
+    metrics.outcome("sent", "sms", "sns")
+    metrics.latency("sms", "sns", 0.003)
+    unreachable = Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await metrics.publish(unreachable, limiter)
+    finally:
+        await unreachable.aclose()
+    metrics.outcome("sent", "sms", "sns")
+    await metrics.publish(redis, limiter)
+    counters = await metric_counters(redis)
+    assert counters["count|sent|sms|sns"] == 2
+    assert counters["bucket|sms|sns|2"] == 1  # 3 ms falls in the (2.5 ms, 5 ms] bucket
+    assert counters["latency_sum|sms|sns"] == pytest.approx(0.003)
+    assert [b.id for b in await live_workers(redis)] == [metrics.id]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -37,20 +37,36 @@ class WorkerMetrics:
         self.started_at = time.time()
         self.in_flight = 0
         self.totals: Counter[str] = Counter()  # sent / failed / retried, for the heartbeat
-        self._pending: Counter[str] = Counter()  # hash field -> increment not yet published
-        self._latency_sums: defaultdict[str, float] = defaultdict(float)
+        # Keyed by tuples on the hot path; turned into hash field names once a second.
+        self._outcomes: Counter[tuple[str, str, str]] = Counter()
+        self._buckets: Counter[tuple[str, str, int]] = Counter()
+        self._latency_sums: defaultdict[tuple[str, str], float] = defaultdict(float)
+        # Field-named increments a failed publish could not send; retried with the next beat.
+        self._unpublished_counts: Counter[str] = Counter()
+        self._unpublished_sums: defaultdict[str, float] = defaultdict(float)
         self._waits_published = (0, 0.0)
         self._history: deque[tuple[float, int]] = deque()
 
     def outcome(self, outcome: str, channel: str, provider: str) -> None:
-        self._pending[count_field(outcome, channel, provider)] += 1
+        self._outcomes[(outcome, channel, provider)] += 1
         if outcome in ("sent", "failed", "retried"):
             self.totals[outcome] += 1
 
     def latency(self, channel: str, provider: str, seconds: float) -> None:
-        index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-        self._pending[bucket_field(channel, provider, index)] += 1
-        self._latency_sums[latency_sum_field(channel, provider)] += seconds
+        self._buckets[(channel, provider, bisect.bisect_left(LATENCY_BUCKETS, seconds))] += 1
+        self._latency_sums[(channel, provider)] += seconds
+
+    def _take_increments(self) -> tuple[dict[str, int], dict[str, float]]:
+        counts = {count_field(*key): n for key, n in self._outcomes.items()}
+        counts.update({bucket_field(*key): n for key, n in self._buckets.items()})
+        sums = {latency_sum_field(*key): v for key, v in self._latency_sums.items()}
+        self._outcomes, self._buckets, self._latency_sums = Counter(), Counter(), defaultdict(float)
+        for name, n in self._unpublished_counts.items():
+            counts[name] = counts.get(name, 0) + n
+        for name, v in self._unpublished_sums.items():
+            sums[name] = sums.get(name, 0.0) + v
+        self._unpublished_counts, self._unpublished_sums = Counter(), defaultdict(float)
+        return counts, sums
 
     def rate(self, now: float) -> float:
         """Messages finished (sent or failed) per second over the last few seconds."""
@@ -69,8 +85,7 @@ class WorkerMetrics:
     async def publish(self, redis: Redis, limiter: RateLimiter, *, alive: bool = True) -> None:
         """Heartbeat plus every counter increment since the last call, in one round trip."""
         now = time.time()
-        pending, sums = self._pending, self._latency_sums
-        self._pending, self._latency_sums = Counter(), defaultdict(float)
+        pending, sums = self._take_increments()
         waits = (limiter.waits, limiter.waited_seconds)
         published = self._waits_published
         self._waits_published = waits
@@ -94,8 +109,8 @@ class WorkerMetrics:
             await pipe.execute()
         except BaseException:
             # Redis unreachable (or we are cancelled): keep the increments for the next beat.
-            self._pending.update(pending)
+            self._unpublished_counts.update(pending)
             for name, seconds in sums.items():
-                self._latency_sums[name] += seconds
+                self._unpublished_sums[name] += seconds
             self._waits_published = published
             raise
