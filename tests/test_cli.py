@@ -108,6 +108,12 @@ def test_dev_stack_runs_and_scales(servers: test_servers.TestServers, tmp_path: 
         while _children(dev.pid, "notifq worker") != 3:
             assert time.monotonic() < deadline, "scale did not reach 3 workers"
             time.sleep(0.2)
+        # ...and the operations view (dashboard workers panel, `notifq workers`) shows all three.
+        auth = {"Authorization": f"Bearer {login.json()['token']}"}
+        deadline = time.monotonic() + 20
+        while len(httpx.get(f"{base}/workers", headers=auth).json()["workers"]) != 3:
+            assert time.monotonic() < deadline, "GET /workers did not list 3 workers"
+            time.sleep(0.2)
     finally:
         dev.send_signal(signal.SIGINT)
         out, _ = dev.communicate(timeout=60)
