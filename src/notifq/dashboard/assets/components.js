@@ -1,0 +1,175 @@
+// Small reusable pieces: status badges, the progress bar, the live indicator, alerts, fields.
+
+import { fmtInt, h, percent, replace, setText } from './dom.js';
+
+export const STATUS_LABELS = {
+  scheduled: 'Scheduled',
+  pending: 'Pending',
+  processing: 'Processing',
+  paused: 'Paused',
+  completed: 'Completed',
+  completed_with_failures: 'Completed with failures',
+  cancelled: 'Cancelled',
+};
+
+/** Campaign statuses in which no more messages will move on their own. */
+export const FINISHED = new Set(['completed', 'completed_with_failures', 'cancelled']);
+
+/** A coloured status pill; the text carries the meaning, colour only reinforces it. */
+export function statusBadge(status) {
+  const badge = h('span', { className: 'badge', dataset: { role: 'status-badge' } });
+  updateStatusBadge(badge, status);
+  return badge;
+}
+
+export function updateStatusBadge(badge, status) {
+  badge.className = `badge badge--${String(status).replace(/[^a-z_]/g, '')}`;
+  badge.dataset.status = status;
+  setText(badge, STATUS_LABELS[status] || status);
+}
+
+/** Messages that reached an end state (sent, failed or cancelled). */
+export function doneCount(campaign) {
+  const p = campaign.progress || {};
+  return (p.sent || 0) + (p.failed || 0) + (p.cancelled || 0);
+}
+
+/**
+ * A stacked progress bar (sent, failed, cancelled) with its percentage.
+ * Segment widths are set through the CSSOM (element.style.width), which the CSP allows,
+ * unlike style="" attributes.
+ */
+export class ProgressBar {
+  constructor({ label = 'Progress', compact = false } = {}) {
+    this.sent = h('span', { className: 'progress__seg progress__seg--sent' });
+    this.failed = h('span', { className: 'progress__seg progress__seg--failed' });
+    this.cancelled = h('span', { className: 'progress__seg progress__seg--cancelled' });
+    this.track = h(
+      'div',
+      { className: 'progress__track', role: 'progressbar', 'aria-label': label, 'aria-valuemin': '0', 'aria-valuemax': '100' },
+      this.sent,
+      this.failed,
+      this.cancelled,
+    );
+    this.text = h('span', { className: 'progress__text', dataset: { role: 'percent' } });
+    this.el = h('div', { className: compact ? 'progress progress--compact' : 'progress' }, this.track, this.text);
+  }
+
+  /** Show a campaign's progress (counts by status and total). */
+  update(progress, total) {
+    const p = progress || {};
+    const done = (p.sent || 0) + (p.failed || 0) + (p.cancelled || 0);
+    const pct = percent(done, total);
+    this.sent.style.width = `${percent(p.sent || 0, total)}%`;
+    this.failed.style.width = `${percent(p.failed || 0, total)}%`;
+    this.cancelled.style.width = `${percent(p.cancelled || 0, total)}%`;
+    const shown = pct > 0 && pct < 1 ? '<1' : String(Math.floor(pct));
+    setText(this.text, `${shown}%`);
+    this.el.dataset.done = String(done);
+    this.el.dataset.total = String(total);
+    this.track.setAttribute('aria-valuenow', String(Math.floor(pct)));
+    this.track.setAttribute('aria-valuetext', `${Math.floor(pct)}% — ${fmtInt(done)} of ${fmtInt(total)} finished`);
+  }
+
+  /** A plain fraction (load test): `part` of `whole`, one colour. */
+  updateSimple(part, whole) {
+    const pct = percent(part, whole);
+    this.sent.style.width = `${pct}%`;
+    this.failed.style.width = '0%';
+    this.cancelled.style.width = '0%';
+    setText(this.text, `${Math.floor(pct)}%`);
+    this.track.setAttribute('aria-valuenow', String(Math.floor(pct)));
+    this.track.setAttribute('aria-valuetext', `${fmtInt(part)} of ${fmtInt(whole)}`);
+  }
+}
+
+const LIVE_LABELS = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', stopped: 'Stopped' };
+
+/** "Live" / "Reconnecting…": tells the reader whether the numbers are moving on their own. */
+export class LiveIndicator {
+  constructor() {
+    this.el = h('span', { className: 'live', dataset: { role: 'live-indicator' } });
+    this.set('connecting');
+  }
+
+  set(state) {
+    this.el.dataset.state = state;
+    this.el.className = `live live--${state}`;
+    setText(this.el, LIVE_LABELS[state] || state);
+  }
+}
+
+/** An alert box; `role=alert` for errors (announced at once), `status` for notices. */
+export function alertBox(kind, ...content) {
+  return h('div', { className: `alert alert--${kind}`, role: kind === 'error' ? 'alert' : 'status' }, ...content);
+}
+
+/** A region that shows one message at a time (or nothing). */
+export class MessageArea {
+  constructor(id) {
+    this.el = h('div', { id, className: 'message-area' });
+  }
+
+  show(kind, ...content) {
+    replace(this.el, alertBox(kind, ...content));
+  }
+
+  clear() {
+    this.el.replaceChildren();
+  }
+}
+
+/**
+ * A labelled form field: the <label> is tied to the control by id, and the hint and error
+ * paragraphs by aria-describedby, so screen readers read them with the field.
+ */
+export function field({ id, label, control, hint = null, className = '' }) {
+  control.id = id;
+  const hintEl = hint ? h('p', { className: 'field__hint', id: `${id}-hint` }, hint) : null;
+  const errorEl = h('p', { className: 'field__error', id: `${id}-error`, hidden: true });
+  const describedBy = [hintEl ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(' ');
+  control.setAttribute('aria-describedby', describedBy);
+  const wrapper = h('div', { className: `field ${className}`.trim() }, h('label', { for: id }, label), hintEl, control, errorEl);
+  return { wrapper, control, errorEl };
+}
+
+/** Show (or with no content, clear) a field's error. */
+export function setFieldError(f, ...content) {
+  const has = content.length > 0;
+  replace(f.errorEl, ...content);
+  f.errorEl.hidden = !has;
+  if (has) f.control.setAttribute('aria-invalid', 'true');
+  else f.control.removeAttribute('aria-invalid');
+  f.wrapper.classList.toggle('field--invalid', has);
+}
+
+/** A table inside its own horizontally scrollable container (keeps the page itself from overflowing). */
+export function table(caption, headers, { id = null, numeric = [] } = {}) {
+  const body = h('tbody');
+  const head = h(
+    'thead',
+    {},
+    h('tr', {}, headers.map((title, i) => h('th', { scope: 'col', className: numeric.includes(i) ? 'num' : null }, title))),
+  );
+  const tableEl = h('table', { className: 'table', id }, caption ? h('caption', { className: 'sr-only' }, caption) : null, head, body);
+  // tabindex lets keyboard users scroll a wide table; the label names the region.
+  const wrap = h('div', { className: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption || 'Table' }, tableEl);
+  return { wrap, table: tableEl, body };
+}
+
+/** A labelled figure: <dl> entries like "Sent 1,234". */
+export function stat(label, role) {
+  const value = h('dd', { className: 'stat__value', dataset: { count: role } }, '—');
+  return { el: h('div', { className: `stat stat--${role}` }, h('dt', { className: 'stat__label' }, label), value), value };
+}
+
+/** Set a stat's number (formatted for reading, raw in data-value for scripts and tests). */
+export function setStat(s, n) {
+  s.value.dataset.value = String(n);
+  setText(s.value, fmtInt(n));
+}
+
+/** A page heading that receives focus after navigation (screen readers announce the new page). */
+export function pageHeading(text) {
+  return h('h1', { className: 'page-title', tabindex: '-1' }, text);
+}

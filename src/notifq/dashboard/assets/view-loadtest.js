@@ -1,0 +1,265 @@
+// #/load-test: fire N notifications through the batch API and watch the workers drain them.
+//
+// Requests are POST /notifications with JSON arrays (at most 1000 items, the API's batch
+// limit) to load+N@example.com (example.com goes to the mock provider), a few in flight at
+// once. The drain is measured from GET /stats, polled every second: the growth of
+// sent + failed since the start (all traffic, so run it on a quiet system for clean numbers).
+
+import { api, request } from './api.js';
+import { MessageArea, ProgressBar, field, pageHeading, setFieldError, setStat, stat, table } from './components.js';
+import { RateChart } from './chart.js';
+import { fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText, sleep } from './dom.js';
+
+const MAX_BATCH = 1000;
+const STATS_INTERVAL_MS = 1000;
+const STATUSES = ['pending', 'queued', 'sending', 'sent', 'failed', 'cancelled'];
+
+export function renderLoadTest(container, { signal }) {
+  const f = {
+    total: field({ id: 'lt-total', label: 'Total notifications', control: numberInput(1, 1_000_000, 2000) }),
+    batch: field({ id: 'lt-batch', label: `Batch size (1–${fmtInt(MAX_BATCH)} per request)`, control: numberInput(1, MAX_BATCH, 500) }),
+    concurrency: field({ id: 'lt-concurrency', label: 'Requests in flight (1–16)', control: numberInput(1, 16, 4) }),
+  };
+  const start = h('button', { type: 'submit', className: 'btn btn--primary', id: 'lt-start' }, 'Start load test');
+  const stop = h('button', { type: 'button', className: 'btn btn--danger', id: 'lt-stop', hidden: true }, 'Stop');
+  const messages = new MessageArea('lt-message');
+  const form = h(
+    'form',
+    { className: 'card form', id: 'load-test-form', novalidate: true, 'aria-labelledby': 'lt-form-title' },
+    h('h2', { id: 'lt-form-title' }, 'Settings'),
+    h('p', { className: 'muted' }, 'Sends bulk email notifications to load+N@example.com, which the mock provider accepts. Leaving this page stops sending (queued messages are still delivered).'),
+    h('div', { className: 'form__row form__row--3' }, f.total.wrapper, f.batch.wrapper, f.concurrency.wrapper),
+    h('div', { className: 'btn-row' }, start, stop),
+  );
+
+  const status = h('p', { className: 'lt-status', id: 'lt-status', role: 'status' }, 'Idle.');
+  const acceptedBar = new ProgressBar({ label: 'Accepted by the API' });
+  const drainedBar = new ProgressBar({ label: 'Delivered by the workers' });
+  const figures = {
+    accepted: stat('Accepted', 'accepted'),
+    acceptRate: stat('Accepted per second', 'accept-rate'),
+    drained: stat('Finished (sent + failed)', 'drained'),
+    drainRate: stat('Drained per second', 'drain-rate'),
+    backlog: stat('Waiting (queued + sending)', 'backlog'),
+    sendRate: stat('Send rate, 1-min average', 'send-rate'),
+  };
+  const chart = new RateChart({ label: 'Messages finished per second (all traffic)' });
+  const byChannel = table('Messages by channel and status', ['Channel', ...STATUSES.map(capitalize)], { id: 'lt-stats-table', numeric: [1, 2, 3, 4, 5, 6] });
+  const queueDepth = h('p', { className: 'muted', id: 'lt-queue-depth' });
+
+  const title = pageHeading('Load test');
+  container.replaceChildren(
+    h('div', { className: 'page-header' }, title),
+    messages.el,
+    form,
+    h(
+      'section',
+      { className: 'card', 'aria-labelledby': 'lt-run-title' },
+      h('h2', { id: 'lt-run-title' }, 'This run'),
+      status,
+      h('h3', { className: 'label' }, 'Accepted by the API'),
+      acceptedBar.el,
+      h('h3', { className: 'label' }, 'Finished by the workers'),
+      drainedBar.el,
+      h('dl', { className: 'stats', id: 'lt-stats' }, Object.values(figures).map((s) => s.el)),
+    ),
+    h('section', { className: 'card', 'aria-labelledby': 'lt-chart-title' }, h('h2', { id: 'lt-chart-title' }, 'Finished per second'), chart.el),
+    h('section', { className: 'card', 'aria-labelledby': 'lt-system-title' }, h('h2', { id: 'lt-system-title' }, 'All messages'), byChannel.wrap, queueDepth),
+  );
+  signal.addEventListener('abort', () => chart.dispose(), { once: true });
+
+  let run = null; // the current or last run: {total, accepted, startedAt, baseline, ...}
+  let samples = []; // [{at, finished}] from /stats, for the drain rate
+  let lastFinished = null;
+
+  /** One /stats reading: the drain numbers, the chart, the table. */
+  function onStats(stats) {
+    const by = stats.byStatus || {};
+    const finished = (by.sent || 0) + (by.failed || 0);
+    const sentTotal = by.sent || 0;
+    const failedTotal = by.failed || 0;
+    if (lastFinished) chart.add(chart.now(), Math.max(0, sentTotal - lastFinished.sent), Math.max(0, failedTotal - lastFinished.failed));
+    lastFinished = { sent: sentTotal, failed: failedTotal };
+    const now = performance.now();
+    samples = [...samples.filter((s) => now - s.at <= 5000), { at: now, finished }];
+    const oldest = samples[0];
+    const drainRate = now > oldest.at ? ((finished - oldest.finished) * 1000) / (now - oldest.at) : 0;
+    setStat(figures.sendRate, stats.sendRatePerSecond || 0);
+    setText(figures.sendRate.value, fmtRate(stats.sendRatePerSecond || 0));
+    setStat(figures.backlog, (by.queued || 0) + (by.sending || 0) + (by.pending || 0));
+    renderChannels(byChannel.body, stats.byChannel || {});
+    const depth = stats.queueDepth || {};
+    setText(queueDepth, `Queue depth: ${fmtInt(depth.bulk || 0)} bulk and ${fmtInt(depth.transactional || 0)} transactional batch jobs waiting.`);
+    if (!run) return;
+    if (run.baseline === null) run.baseline = finished;
+    run.drained = Math.max(0, finished - run.baseline);
+    setStat(figures.drained, run.drained);
+    setStat(figures.drainRate, Math.round(drainRate));
+    setText(figures.drainRate.value, fmtRate(drainRate));
+    drainedBar.updateSimple(Math.min(run.drained, run.total), run.total);
+    if (run.sendingDone && !run.drainedAt && run.drained >= run.accepted) {
+      run.drainedAt = performance.now();
+      setText(status, `Done: ${fmtInt(run.accepted)} accepted in ${fmtDuration(run.acceptSeconds, { precise: true })}, all finished after ${fmtDuration((run.drainedAt - run.startedAt) / 1000, { precise: true })}.`);
+      status.dataset.state = 'drained';
+    }
+  }
+
+  async function pollStats() {
+    while (!signal.aborted) {
+      try {
+        const { data, response } = await requestStats(signal);
+        chart.setServerDate(response.headers.get('Date'));
+        onStats(data);
+      } catch (error) {
+        if (isAbort(error) || error.status === 401) return;
+        messages.show('error', `Could not read /stats: ${error.message}`);
+      }
+      try {
+        await sleep(STATS_INTERVAL_MS, signal);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const values = readSettings(f);
+    if (!values) return;
+    messages.clear();
+    const controller = new AbortController();
+    const onLeave = () => controller.abort();
+    signal.addEventListener('abort', onLeave, { once: true });
+    stop.onclick = () => controller.abort();
+    start.disabled = true;
+    stop.hidden = false;
+    run = { ...values, accepted: 0, drained: 0, baseline: null, startedAt: performance.now(), sendingDone: false, drainedAt: null, acceptSeconds: 0 };
+    status.dataset.state = 'sending';
+    setText(status, `Sending ${fmtInt(values.total)} notifications…`);
+    try {
+      // The drain baseline is the /stats reading before the first request.
+      const { data } = await requestStats(controller.signal);
+      run.baseline = (data.byStatus?.sent || 0) + (data.byStatus?.failed || 0);
+      await fire(values, controller.signal, (n) => {
+        run.accepted += n;
+        run.acceptSeconds = (performance.now() - run.startedAt) / 1000;
+        setStat(figures.accepted, run.accepted);
+        setText(figures.acceptRate.value, fmtRate(run.accepted / Math.max(0.001, run.acceptSeconds)));
+        figures.acceptRate.value.dataset.value = String(run.accepted / Math.max(0.001, run.acceptSeconds));
+        acceptedBar.updateSimple(run.accepted, run.total);
+      });
+      run.sendingDone = true;
+      status.dataset.state = 'draining';
+      setText(status, `${fmtInt(run.accepted)} accepted in ${fmtDuration(run.acceptSeconds, { precise: true })}; waiting for the workers…`);
+    } catch (error) {
+      run.sendingDone = true;
+      if (isAbort(error)) {
+        status.dataset.state = 'stopped';
+        setText(status, `Stopped after ${fmtInt(run.accepted)} accepted.`);
+      } else if (error.status !== 401) {
+        status.dataset.state = 'failed';
+        setText(status, `Stopped after ${fmtInt(run.accepted)} accepted.`);
+        messages.show('error', `A request failed: ${error.message}`);
+      }
+    } finally {
+      signal.removeEventListener('abort', onLeave);
+      start.disabled = false;
+      stop.hidden = true;
+    }
+  });
+
+  resetFigures();
+  pollStats();
+
+  function resetFigures() {
+    for (const s of Object.values(figures)) setStat(s, 0);
+    acceptedBar.updateSimple(0, 1);
+    drainedBar.updateSimple(0, 1);
+  }
+}
+
+/** GET /stats with its response (the Date header sets the chart's clock). */
+function requestStats(signal) {
+  return request('/stats', { signal });
+}
+
+/** Read and check the form; shows field errors and returns null when something is off. */
+function readSettings(f) {
+  const rules = [
+    ['total', 1, 1_000_000],
+    ['batch', 1, MAX_BATCH],
+    ['concurrency', 1, 16],
+  ];
+  const values = {};
+  let ok = true;
+  for (const [key, min, max] of rules) {
+    const value = Number(f[key].control.value);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      setFieldError(f[key], `Enter a whole number from ${fmtInt(min)} to ${fmtInt(max)}.`);
+      if (ok) f[key].control.focus();
+      ok = false;
+    } else setFieldError(f[key]);
+    values[key] = value;
+  }
+  return ok ? values : null;
+}
+
+/** Send `total` notifications in batches, `concurrency` requests at a time; `onAccepted(n)` per batch. */
+async function fire({ total, batch, concurrency }, outer, onAccepted) {
+  // A private controller: the first failed request stops the other lanes too.
+  const controller = new AbortController();
+  const forward = () => controller.abort(outer.reason);
+  outer.addEventListener('abort', forward, { once: true });
+  const { signal } = controller;
+  let next = 0;
+  const stamp = new Date().toISOString();
+  async function lane() {
+    while (next < total) {
+      signal.throwIfAborted();
+      const first = next;
+      const size = Math.min(batch, total - first);
+      next += size;
+      const items = Array.from({ length: size }, (_, i) => ({
+        channel: 'email',
+        to: `load+${first + i + 1}@example.com`,
+        subject: `Load test ${stamp}`,
+        body: `Load test message ${first + i + 1} of ${total}.`,
+        priority: 'bulk',
+      }));
+      await api('/notifications', { method: 'POST', body: items, signal });
+      onAccepted(size);
+    }
+  }
+  const lanes = Array.from({ length: Math.min(concurrency, Math.ceil(total / batch)) }, lane);
+  try {
+    await Promise.all(lanes);
+  } catch (error) {
+    controller.abort();
+    await Promise.allSettled(lanes);
+    throw error;
+  } finally {
+    outer.removeEventListener('abort', forward);
+  }
+}
+
+function renderChannels(body, byChannel) {
+  const channels = Object.keys(byChannel).sort();
+  if (!channels.length) {
+    replace(body, h('tr', {}, h('td', { colspan: String(STATUSES.length + 1), className: 'muted' }, 'No messages yet.')));
+    return;
+  }
+  replace(
+    body,
+    channels.map((channel) =>
+      h('tr', {}, h('th', { scope: 'row' }, channel), STATUSES.map((s) => h('td', { className: 'num' }, fmtInt(byChannel[channel][s] || 0)))),
+    ),
+  );
+}
+
+function numberInput(min, max, value) {
+  return h('input', { type: 'number', min: String(min), max: String(max), step: '1', value: String(value), inputmode: 'numeric', required: true });
+}
+
+function capitalize(s) {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
