@@ -457,7 +457,7 @@ class Bench:
         print(f"  postgres: {name} = {await self.db.fetchval(f'SHOW {name}')}", flush=True)
 
     async def background_activity(self) -> dict[str, int]:
-        """Checkpoints and autovacuum/autoanalyze runs so far: what competes with the sends for the cores."""
+        """Checkpoints, autovacuum/autoanalyze runs and sessions so far: what competes with the sends."""
         assert self.db is not None
         major = int(str(await self.db.fetchval("SHOW server_version_num"))) // 10000
         checkpoints = ("SELECT num_timed + num_requested FROM pg_stat_checkpointer" if major >= 17
@@ -465,7 +465,10 @@ class Bench:
         vacuums = await self.db.fetchval(
             "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_user_tables"
         )
-        return {"checkpoints": int(await self.db.fetchval(checkpoints)), "autovacuum_runs": int(vacuums)}
+        # New connections: an API pool that overflows opens (and closes) one per request.
+        sessions = await self.db.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return {"checkpoints": int(await self.db.fetchval(checkpoints)), "autovacuum_runs": int(vacuums),
+                "sessions_opened": int(sessions)}  # fmt: skip
 
     async def server_version(self) -> str:
         assert self.db is not None

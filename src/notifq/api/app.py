@@ -33,8 +33,11 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(database_url)
+        # /ready gets its own connection: a busy API (every pooled connection in use) is not a dead database.
+        probe_engine = create_engine(database_url, pool_size=1, pool_timeout=2)
         redis = redis_client(redis_url)
         app.state.engine = engine
+        app.state.probe_engine = probe_engine
         app.state.redis = redis
         app.state.campaigns = CampaignService(engine, redis, settings)
         app.state.notifications = NotificationService(engine, redis, settings)
@@ -44,6 +47,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await redis.aclose()
             await engine.dispose()
+            await probe_engine.dispose()
 
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
                     middleware=[Middleware(SecurityHeaders)])  # fmt: skip

@@ -53,7 +53,8 @@ def is_unavailable(exc: BaseException) -> bool:
     """A dependency did not answer (as opposed to a bug): PostgreSQL or Redis down, refused, timed out."""
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)):
         return True
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+    # sa_exc.TimeoutError: every pooled connection is busy (the pools never overflow, db/engine.py).
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True

@@ -43,7 +43,7 @@ async def login(request: Request) -> Response:
     ok = await asyncio.to_thread(verify_password, password, admin.password_hash if admin else None)
     if not ok or admin is None:
         await throttle.failed(email, address)
-        log.warning("login failed for %s from %s", email, address)
+        log.warning("login failed for %r from %s", email[:100], address)
         raise Unauthorized("wrong email or password")
     await throttle.succeeded(email, address)
     log.info("admin %s logged in from %s", email, address, extra={"admin_id": admin.id})
@@ -59,7 +59,7 @@ async def ready(request: Request) -> Response:
     checks: dict[str, Any] = {}
 
     async def check_db() -> None:
-        async with request.app.state.engine.connect() as conn:
+        async with request.app.state.probe_engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     for name, probe in (("postgres", check_db), ("redis", request.app.state.redis.ping)):

@@ -22,7 +22,7 @@ from arq.connections import RedisSettings
 from arq.worker import func
 
 from notifq.api.app import redis_client
-from notifq.db.engine import create_engine
+from notifq.db.engine import COMMAND_TIMEOUT_SECONDS, create_engine
 from notifq.providers.factory import ProviderFactory
 from notifq.queue import DELIVER_FUNCTION, LANES, lane_queue
 from notifq.settings import Settings
@@ -36,6 +36,10 @@ from notifq.worker.scheduler import run_scheduler
 
 log = logging.getLogger("notifq.worker")
 TRANSACTIONAL_JOBS = 16
+# Connections for the transactional lane: its jobs hold one only for a claim or a record, so
+# 8 serve 16 jobs; beyond that a job waits for a pooled connection (never opens a new one).
+# +3: the scheduler, and the reconciler (which records outcomes while holding its lock).
+TRANSACTIONAL_DB_SLOTS = 8
 POLL_DELAY = {"transactional": 0.01, "bulk": 0.05}
 
 
@@ -55,7 +59,8 @@ class WorkerRuntime:
         self.deps = deps = WorkerDeps(
             settings=s,
             # Autocommit: each hot-path statement is its own transaction (see db/transitions.py).
-            engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_JOBS // 4 + 3)
+            engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_DB_SLOTS + 3,
+                                 pool_timeout=COMMAND_TIMEOUT_SECONDS + 30)
             .execution_options(isolation_level="AUTOCOMMIT"),
             redis=redis_client(s.redis_url),
             providers=self.providers(s),
