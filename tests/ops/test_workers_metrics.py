@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 from collections import defaultdict
 
 import httpx
@@ -80,14 +79,13 @@ async def test_a_killed_worker_disappears_within_the_liveness_window(
         await wait_for(listed, within=30)
     finally:
         stop_process(proc, signal.SIGKILL)
-    killed_at = time.monotonic()
 
     async def gone() -> bool:
         workers: list[dict[str, object]] = (await _workers(client, fast_auth))["workers"]  # type: ignore[assignment]
         return not any(w["pid"] == proc.pid for w in workers)
 
-    await wait_for(gone, within=LIVENESS_SECONDS + 3)
-    assert time.monotonic() - killed_at <= LIVENESS_SECONDS + 3
+    # Its hash expires LIVENESS_SECONDS after the last beat; the margin absorbs a loaded CI machine.
+    await wait_for(gone, within=LIVENESS_SECONDS + 10)
 
 
 async def test_workers_needs_a_token(client: httpx.AsyncClient) -> None:

@@ -8,6 +8,7 @@ script that renders user data with `textContent` only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -50,11 +51,20 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class DashboardAssets(StaticFiles):
+    """`no-cache`: browsers revalidate (ETag) instead of mixing old and new modules after an upgrade."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 async def index(request: Request) -> Response:
     return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 ROUTES = [
     Route("/", index, methods=["GET"]),
-    Mount("/assets", app=StaticFiles(directory=DASHBOARD_DIR / "assets", check_dir=False), name="assets"),
+    Mount("/assets", app=DashboardAssets(directory=DASHBOARD_DIR / "assets", check_dir=False), name="assets"),
 ]

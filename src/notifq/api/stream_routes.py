@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,12 +23,13 @@ from starlette.routing import Route
 from notifq.api.requests import require_admin
 from notifq.api.serializers import campaign_json, iso
 from notifq.campaigns import CampaignService, parse_id
-from notifq.errors import NotFound
+from notifq.errors import NotFound, Unauthorized
 
 LIST_INTERVAL_SECONDS = 1.0
 DETAIL_INTERVAL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 LIST_SIZE = 50
+log = logging.getLogger("notifq.api")
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # nginx would otherwise buffer the stream
 
 
@@ -39,9 +41,17 @@ def _service(request: Request) -> CampaignService:
 async def _events(
     request: Request, event: str, snapshot: Callable[[], Awaitable[dict[str, Any] | None]], interval: float
 ) -> AsyncIterator[str]:
+    """Ends (the client reconnects) when the token expires, the subject disappears or a read fails."""
     last, last_sent = "", time.monotonic()
     while True:
-        body = await snapshot()
+        try:
+            require_admin(request)  # the token was checked when the stream opened; it may expire since
+            body = await snapshot()
+        except Unauthorized:
+            return
+        except Exception as exc:  # PostgreSQL gone mid-stream: end it cleanly, not with a traceback
+            log.warning("event stream %s ended: %s: %s", request.url.path, type(exc).__name__, exc)
+            return
         if body is None:  # the subject disappeared (e.g. deleted): end the stream
             return
         data = json.dumps(body, separators=(",", ":"))
@@ -51,9 +61,7 @@ async def _events(
         elif time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
             last_sent = time.monotonic()
             yield ": keepalive\n\n"
-        await asyncio.sleep(interval)
-        if await request.is_disconnected():
-            return
+        await asyncio.sleep(interval)  # a disconnect cancels this generator (Starlette's StreamingResponse)
 
 
 async def campaigns_stream(request: Request) -> Response:

@@ -14,10 +14,11 @@ import uuid
 from collections import Counter, defaultdict, deque
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from notifq.telemetry import (
-    HEARTBEAT_SECONDS,
     LATENCY_BUCKETS,
+    LIVENESS_SECONDS,
     METRICS_KEY,
     WORKER_KEY,
     WORKERS_KEY,
@@ -100,15 +101,17 @@ class WorkerMetrics:
         key = WORKER_KEY + self.id
         if alive:
             pipe.hset(key, mapping=self.beat(now).to_hash())
-            pipe.expire(key, int(HEARTBEAT_SECONDS * 10))
+            pipe.expire(key, int(LIVENESS_SECONDS))  # liveness: Redis drops a silent worker's hash
             pipe.zadd(WORKERS_KEY, {self.id: now})
         else:
             pipe.delete(key)
             pipe.zrem(WORKERS_KEY, self.id)
         try:
             await pipe.execute()
-        except BaseException:
-            # Redis unreachable (or we are cancelled): keep the increments for the next beat.
+        except RedisConnectionError:
+            # Could not connect: nothing was applied, so keep the increments for the next beat.
+            # (After a timeout or a cancellation the pipeline may have been applied; resending
+            # would count twice, and a counter that is too high never corrects itself.)
             self._unpublished_counts.update(pending)
             for name, seconds in sums.items():
                 self._unpublished_sums[name] += seconds
