@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import fcntl
+import getpass
+import io
 import json
 import os
 import pty
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq import idempotency
+from notifq.client import commands
+from notifq.client.api import ApiError, Unreachable, UsageError, check_idempotency_key
+from notifq.client.commands import terminal_safe_json
+from notifq.client.progress import OUTAGE_TOLERANCE_SECONDS, ProgressView, RateMeter, Snapshot, describe, watch
 from notifq.client.recipients import parse_csv
+from notifq.errors import ValidationError
 from tests.api.support import row_counts
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.harness import running_worker
@@ -85,10 +98,14 @@ async def test_create_with_count_and_watch_completes_with_exit_0(live_api: LiveA
 
 
 async def test_watch_on_a_terminal_redraws_one_line(live_api: LiveApi, cli_env: dict[str, str]) -> None:
-    """On a TTY each update rewrites the same line with \\r, and fits the (default 80-column) width."""
+    """On a TTY each update rewrites the same line with \\r, and fits the terminal's 80-column width."""
     master, slave = pty.openpty()
+    # An 80x24 terminal both ways the child may ask (COLUMNS/LINES first, then the tty), so a COLUMNS
+    # inherited from the developer's shell or the CI runner cannot change the width measured below.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {**cli_env, "COLUMNS": "80", "LINES": "24"}
     async with running_worker(live_api.settings):
-        proc = _spawn(["campaign", "create", "--name", "Tty", "--count", "200", "--watch"], cli_env, stdout=slave)
+        proc = _spawn(["campaign", "create", "--name", "Tty", "--count", "200", "--watch"], env, stdout=slave)
         os.close(slave)
         output = await asyncio.to_thread(_read_all, master)
         returncode = await asyncio.to_thread(proc.wait, 60)
@@ -248,6 +265,163 @@ async def test_an_unreachable_api_exits_4(cli_env: dict[str, str]) -> None:
     assert "Traceback" not in done.stderr
 
 
+def _run(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    """The CLI against a port nothing listens on: any request would exit 4, so exit 2 proves none was made."""
+    env = _env(f"http://127.0.0.1:{_free_port()}", "some-token")
+    done = subprocess.run([sys.executable, "-m", "notifq", *args], env=env, input=stdin, capture_output=True,
+                          timeout=60)  # fmt: skip
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--count", "1", "--idempotency-key", "ключ-1"], b"", "printable ASCII"),  # httpx: UnicodeEncodeError
+        (["--count", "1", "--idempotency-key", "a\x01b"], b"", "printable ASCII"),  # httpx: LocalProtocolError
+        (["--count", "1", "--idempotency-key", ""], b"", "printable ASCII"),
+        (["--recipients", "-", "--body-file", "-"], b"a@example.com\n", "cannot both read stdin"),
+        (["--recipients", "-"], b"to\n\xffa@example.com\n", "not UTF-8"),
+        (["--count", "1", "--body-file", "-"], b"\xfe\xff", "not UTF-8"),
+        (["--count", "1", "--api-url", "http://[::1"], b"", "API URL"),  # ValueError from urlsplit
+        (["--count", "1", "--api-url", "http://h:notaport"], b"", "API URL"),  # httpx.InvalidURL
+    ],
+)
+def test_bad_input_exits_2_before_any_request(args: list[str], stdin: bytes, message: str) -> None:
+    done = _run(["campaign", "create", "--name", "X", *args], stdin)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_the_idempotency_key_rule_is_the_servers() -> None:
+    for key in ("launch-1", "x" * 255, "x" * 256, "", "a b", "ключ", "a\x01", "tab\there", "del\x7f"):
+        try:
+            idempotency.check_key(key)
+            server_accepts = True
+        except ValidationError:
+            server_accepts = False
+        try:
+            check_idempotency_key(key)
+            client_accepts = True
+        except UsageError:
+            client_accepts = False
+        assert client_accepts == server_accepts, key
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("raised", "code"), [(EOFError, 2), (KeyboardInterrupt, 130)])
+def test_login_ended_at_the_password_prompt_exits_cleanly(
+    raised: type[BaseException], code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-D (EOFError) or Ctrl-C at getpass's prompt: a message and an exit code, not a traceback."""
+
+    def prompt(text: str) -> str:
+        raise raised
+
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.setattr(getpass, "getpass", prompt)
+    login = commands._guarded(commands.cmd_login)
+    with pytest.raises(SystemExit) as exited:
+        login(argparse.Namespace(email="a@example.com", api_url="http://127.0.0.1:9"))
+    assert exited.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith("\n") and ("no password given" if code == 2 else "interrupted") in err
+
+
+def test_json_and_progress_lines_escape_what_could_drive_a_terminal() -> None:
+    value = {"name": "DEL\x7f CSI\x9b[2J bidi\u202e nl\n é 😀", "odd": "\ud800", "tag": "\U000e0001"}
+    shown = terminal_safe_json(value)
+    assert all(c.isprintable() or c == "\n" for c in shown), shown
+    assert "é 😀" in shown and "\\u007f" in shown and "\\u009b" in shown and "\\u202e" in shown
+    assert "\\udb40\\udc01" in shown  # beyond U+FFFF: a surrogate pair, as JSON spells it
+    assert json.loads(shown) == value
+    line = describe(Snapshot("processing\x1b[2J", 10, 1, 0, 0), 1.0, 0.0)
+    assert "\x1b" not in line and line.endswith("processing\\x1b[2J")
+
+
+def test_rate_and_eta_never_go_negative_when_failed_messages_are_requeued() -> None:
+    meter = RateMeter()
+    for at, finished in ((0.0, 0), (1.0, 50), (2.0, 100), (3.0, 60)):  # a retry requeued 40 failed messages
+        meter.add(at, finished)
+        assert (meter.rate() or 0) >= 0
+    assert meter.rate() is None  # measured afresh from the drop
+    meter.add(4.0, 70)
+    assert meter.rate() == 10
+    line = describe(Snapshot("processing", 100, 50, 10, 0), -5.0, 3.0)
+    assert "0 msg/s" in line and "ETA -" in line and "-5" not in line
+    assert Snapshot("processing", 10, 30, 0, 0).percent == 100  # counts beyond the total stay within the bar
+
+
+def test_watch_rides_out_gateway_errors_and_says_why_a_campaign_waits() -> None:
+    now = [0.0]
+
+    def campaign(status: str, sent: int, **extra: Any) -> dict[str, Any]:
+        return {"status": status, "totalMessages": 10, "progress": {"sent": sent}, **extra}
+
+    answers: list[Any] = [
+        campaign("scheduled", 0, sendAt="2030-01-01T09:00:00Z"),
+        campaign("scheduled", 0, sendAt="2030-01-01T09:00:00Z"),
+        ApiError(502, "http_502", "Bad Gateway"),
+        ApiError(503, "unavailable", "down"),
+        ApiError(504, "http_504", "Gateway Timeout"),
+        Unreachable("refused"),
+        campaign("processing", 4),
+        campaign("paused", 5),
+        campaign("paused", 5),
+        campaign("completed", 10),
+    ]
+
+    def fetch() -> Mapping[str, Any]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            now[0] += 5  # each failed request took a while
+            raise answer
+        return dict(answer)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    out = io.StringIO()
+    final = watch(fetch, ProgressView(out, interactive=False, clock=lambda: now[0]), sleep=sleep, clock=lambda: now[0])
+    assert final["status"] == "completed" and not answers
+    lines = out.getvalue().splitlines()
+    notes = [line for line in lines if "waiting" in line]
+    assert notes == [
+        "the campaign is scheduled for 2030-01-01 09:00:00Z; waiting for it to start "
+        "(Ctrl-C stops watching, not the campaign)",
+        "the campaign is paused; waiting for it to be resumed (Ctrl-C stops watching, not the campaign)",
+    ]
+    assert lines[-1].endswith("completed")
+
+    # A 500 is a real refusal; a longer outage than the tolerance ends the watch with the last error.
+    answers[:] = [campaign("processing", 1), ApiError(500, "internal_error", "boom")]
+    with pytest.raises(ApiError):
+        watch(fetch, ProgressView(io.StringIO(), interactive=False), sleep=sleep, clock=lambda: now[0])
+    answers[:] = [campaign("processing", 1), *[ApiError(503, "unavailable", "down")] * 10]
+    with pytest.raises(ApiError):
+        watch(fetch, ProgressView(io.StringIO(), interactive=False), sleep=sleep, clock=lambda: now[0])
+    assert OUTAGE_TOLERANCE_SECONDS == 30
+    assert len(answers) == 4  # the 6th failure (6 x 5.5 s since the last answer) passed 30 s
+
+
+async def test_a_reader_that_leaves_early_gives_exit_141_quietly(cli_env: dict[str, str]) -> None:
+    """`notifq … | head`: 141 (128 + SIGPIPE) as a shell reports for other commands, not 1 ("failures")."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    try:
+        args = [sys.executable, "-m", "notifq", "campaign", "list", "--json"]
+        done = await asyncio.to_thread(subprocess.run, args, env=cli_env, stdout=write_end, stderr=subprocess.PIPE,
+                                       text=True, timeout=60)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
+
+
 async def test_ctrl_c_while_watching_exits_130_without_a_traceback(cli_env: dict[str, str]) -> None:
     created = await notifq("campaign", "create", "--name", "Stuck", "--count", "5", env=cli_env)  # no worker
     proc = _spawn(["campaign", "show", created.stdout.strip(), "--watch"], cli_env, stdout=subprocess.PIPE, text=True)
@@ -284,7 +458,7 @@ async def test_login_prints_a_token_that_works(live_api: LiveApi, admin_id: uuid
 
 async def test_workers_lists_the_running_worker(live_api: LiveApi, cli_env: dict[str, str]) -> None:
     async with running_worker(live_api.settings):
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while True:
             as_json = await notifq("workers", "--json", env=cli_env)
             assert as_json.returncode == 0, as_json.stderr

@@ -35,7 +35,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-TIMEOUT_MS = 15_000
+# Every wait is for a condition, so a generous limit costs nothing when things work, and spares a loaded
+# 2-core CI machine (Chromium, the API, PostgreSQL, Redis and a worker share it) from timing out.
+TIMEOUT_MS = 30_000
 
 # Records every CSP violation the page reports (injected before any page script runs).
 CSP_RECORDER = """

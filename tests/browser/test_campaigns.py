@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from playwright.async_api import expect
+from playwright.async_api import Response, Route, expect
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.browser.conftest import Ui
+from tests.conftest import wait_for
 from tests.harness import running_worker
 from tests.live import LiveApi
 
@@ -20,6 +22,19 @@ RECIPIENTS = 500
 CAMPAIGN_URL = re.compile(r"#/campaigns/[0-9a-f-]{36}$")
 # The progress element of the campaign page: data-done / data-total are its raw numbers.
 PROGRESS_DONE = "() => Number(document.querySelector('#main .card .progress')?.dataset.done ?? -1)"
+# Mid-run, with a time left shown: one condition, so the ETA is checked while the run is still going.
+MID_RUN = f"""() => {{
+  const done = ({PROGRESS_DONE})();
+  return done >= 100 && done <= 400 && (document.querySelector('#campaign-eta')?.textContent || '').includes('left at');
+}}"""
+# From now on, remember the fewest rows the failed-messages table ever holds.
+WATCH_FAILED_ROWS = """() => {
+  const body = document.querySelector('#failed-table tbody');
+  window.__fewestFailedRows = body.children.length;
+  new MutationObserver(() => {
+    window.__fewestFailedRows = Math.min(window.__fewestFailedRows, body.children.length);
+  }).observe(body, { childList: true });
+}"""
 
 
 async def _create_in_form(ui: Ui, name: str, recipients: str, subject: str = "", body: str = "") -> str:
@@ -60,13 +75,13 @@ async def test_a_campaign_from_the_form_progresses_live_and_its_failures_are_ret
     badge = page.locator("#main .page-header .badge")
     await expect(badge).to_have_attribute("data-status", "processing")
 
-    # ~80 messages/s: 500 take ~6 s, long enough to see the bar mid-way; 10% fail for good (1 attempt).
-    slow = live_api.settings.with_(rate_limit=80.0, mock_failure_rate=0.1, max_attempts=1)
+    # ~50 messages/s: 500 take ~10 s, so even a slow CI machine sees the bar mid-way with a time left (checked
+    # before the screenshot: after it the run may be over); 10% fail for good (1 attempt).
+    slow = live_api.settings.with_(rate_limit=50.0, mock_failure_rate=0.1, max_attempts=1)
     async with running_worker(slow):
-        await page.wait_for_function(f"() => ({PROGRESS_DONE})() >= 100 && ({PROGRESS_DONE})() <= 400")
+        await page.wait_for_function(MID_RUN, timeout=30_000)
         await ui.screenshot("campaign-mid-run")
-        await expect(page.locator("#campaign-eta")).to_contain_text("left at")
-        await expect(badge).to_have_attribute("data-status", "completed_with_failures", timeout=30_000)
+        await expect(badge).to_have_attribute("data-status", "completed_with_failures", timeout=60_000)
 
     assert await page.evaluate("window.__noReload") == 1
     await expect(page.locator("#main .card .progress")).to_have_attribute("data-done", str(RECIPIENTS))
@@ -91,7 +106,7 @@ async def test_a_campaign_from_the_form_progresses_live_and_its_failures_are_ret
     async with running_worker(live_api.settings.with_(mock_failure_rate=0.0)):
         await page.click("#action-retry")
         await expect(page.locator("#campaign-message")).to_contain_text(f"{failed} failed messages were queued again")
-        await expect(badge).to_have_attribute("data-status", "completed", timeout=30_000)
+        await expect(badge).to_have_attribute("data-status", "completed", timeout=60_000)
     await expect(page.locator('#campaign-stats [data-count="sent"]')).to_have_attribute("data-value", str(RECIPIENTS))
     await expect(page.locator("#failed-empty")).to_be_visible()
     await expect(page.locator("#action-retry")).to_have_count(0)
@@ -105,6 +120,77 @@ async def test_a_campaign_from_the_form_progresses_live_and_its_failures_are_ret
     await expect(row.locator(".badge")).to_have_attribute("data-status", "completed")
     await expect(row.locator("[data-role=percent]")).to_have_text("100%")
     await ui.screenshot("campaign-list")
+
+
+async def test_new_failures_keep_the_failed_pages_already_shown(
+    ui: Ui, api: httpx.AsyncClient, live_api: LiveApi
+) -> None:
+    """A reader who clicked "Show more" keeps those rows while failures keep coming (no reset to page 1)."""
+    r = await api.post("/campaigns", json={"name": "Paged failures", "recipientCount": 400})
+    campaign_id = r.json()["id"]
+
+    async def failed_count() -> int:
+        return int((await api.get(f"/campaigns/{campaign_id}")).json()["failedCount"])
+
+    page = ui.page
+    rows = page.locator("#failed-table tbody tr")
+    badge = page.locator("#main .page-header .badge")
+    async with running_worker(live_api.settings.with_(rate_limit=80.0, mock_failure_rate=1.0, max_attempts=1)):
+        # Paused with more than one page (100) failed: "Show more" has rows to load, and more failures are to come.
+        await wait_for(lambda: _at_least(failed_count, 150))
+        assert (await api.post(f"/campaigns/{campaign_id}/pause")).status_code in (200, 202)
+        await ui.login()
+        await page.evaluate(f"location.hash = '#/campaigns/{campaign_id}'")
+        await expect(rows).to_have_count(100)
+        await page.get_by_role("button", name="Show more").click()
+        await page.wait_for_function("() => document.querySelectorAll('#failed-table tbody tr').length > 100")
+        shown = await rows.count()
+        await page.evaluate(WATCH_FAILED_ROWS)
+
+        def reloads_page_one(response: Response) -> bool:
+            url = response.url
+            return "/messages?" in url and "status=failed" in url and "cursor=" not in url
+
+        async with page.expect_response(reloads_page_one, timeout=30_000):
+            assert (await api.post(f"/campaigns/{campaign_id}/resume")).status_code in (200, 202)
+        await expect(badge).to_have_attribute("data-status", "completed_with_failures", timeout=60_000)
+    await expect(page.locator("#failed-section .card__subtitle")).to_contain_text("400 failed")
+    assert await page.evaluate("window.__fewestFailedRows") >= shown
+    # The rest comes with "Show more", each message once.
+    while await page.get_by_role("button", name="Show more").is_visible():
+        before = await rows.count()
+        await page.get_by_role("button", name="Show more").click()
+        await page.wait_for_function(f"() => document.querySelectorAll('#failed-table tbody tr').length > {before}")
+    ids = await page.eval_on_selector_all("#failed-table tbody tr", "(trs) => trs.map((tr) => tr.dataset.messageId)")
+    assert len(ids) == len(set(ids)) == 400
+
+
+async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() >= n
+
+
+async def test_the_list_orders_campaigns_by_time_not_by_timestamp_text(ui: Ui) -> None:
+    """Fractional seconds of varying length (and offsets) sort by the instant they name, then by id."""
+
+    def campaign(cid: str, created: str) -> dict[str, object]:
+        return {"id": cid, "name": cid, "channel": "email", "status": "pending", "totalMessages": 1, "sentCount": 0,
+                "failedCount": 0, "progress": {"pending": 1}, "createdAt": created}  # fmt: skip
+
+    items = [
+        campaign("00000000-0000-4000-8000-00000000000a", "2024-05-01T10:00:00Z"),
+        campaign("00000000-0000-4000-8000-00000000000b", "2024-05-01T10:00:00.5Z"),
+        campaign("00000000-0000-4000-8000-00000000000c", "2024-05-01T09:59:59.999+00:00"),
+        # The same instant as a: the larger id comes first, as the API orders them.
+        campaign("00000000-0000-4000-8000-00000000000d", "2024-05-01T12:00:00.000+02:00"),
+    ]
+
+    async def fake_list(route: Route) -> None:
+        await route.fulfill(json={"items": items, "nextCursor": None})
+
+    await ui.page.route(re.compile(r"/campaigns\?"), fake_list)
+    await ui.login()
+    order = ui.page.locator("#campaigns-table tbody tr a.campaign-link")
+    await expect(order).to_have_text([items[1]["name"], items[3]["name"], items[0]["name"], items[2]["name"]])
 
 
 async def test_markup_in_a_campaign_name_is_shown_as_text(ui: Ui, api: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,6 +24,37 @@ PARSE_CHUNKS = """async (chunks) => {
 PARSE_CSV = """async (text) => {
   const { recipientsFromCsv } = await import('/assets/csv.js');
   return recipientsFromCsv(text);
+}"""
+# What request() makes of a 2xx answer that is not JSON (a proxy's page): the error's name, code and status.
+NOT_JSON = """async () => {
+  const { request, saveSession } = await import('/assets/api.js');
+  saveSession('some-token', null);
+  try {
+    await request('/not-json');
+    return null;
+  } catch (error) {
+    return [error.name, error.code, error.status];
+  }
+}"""
+# Two days of one bucket a second (a tab left open), then the chart's window and rate: no RangeError,
+# and only about the last MAX_WINDOW buckets kept. Then a campaign that finished long ago, seeded from
+# its timeline: its points stay (pruning is relative to the newest bucket, not to now).
+CHART_BUCKETS = """async () => {
+  const { RateChart } = await import('/assets/chart.js');
+  const chart = new RateChart({ label: 'test' });
+  const start = Date.now() - 2 * 86400 * 1000;
+  for (let i = 0; i < 2 * 86400; i += 1) chart.add(start + i * 1000, 1, 0);
+  const [first, last] = chart.window();
+  const live = { size: chart.buckets.size, span: last - first + 1, rate: chart.rate(10) };
+  const longAgo = Date.now() - 30 * 86400 * 1000;
+  const points = Array.from({ length: 700 }, (_, i) => ({ at: new Date(longAgo + i * 1000).toISOString(), sent: 2 }));
+  chart.seed(1, points);
+  chart.freeze(longAgo + 699 * 1000);
+  const [f2, l2] = chart.window();
+  let shown = 0;
+  for (let k = f2; k <= l2; k += 1) if (chart.buckets.has(k)) shown += 1;
+  chart.dispose();
+  return { live, seeded: { size: chart.buckets.size, shown, rate: chart.rate(10) } };
 }"""
 
 
@@ -48,6 +80,28 @@ async def test_the_csv_reader_accepts_semicolons_and_files_without_a_header(ui: 
     assert headerless["recipients"] == ["ana@example.com", "li@example.com"]
     assert headerless["lines"] == [1, 3]
     assert headerless["hasHeader"] is False
+    # A column named __proto__ is a variable like any other, and JSON.stringify (what request() sends) keeps it.
+    sent = await ui.page.evaluate(
+        "async (text) => JSON.stringify((await import('/assets/csv.js')).recipientsFromCsv(text).recipients)",
+        "to,__proto__,name\nana@example.com,P,Ana\n",
+    )
+    assert json.loads(sent) == [{"to": "ana@example.com", "vars": {"__proto__": "P", "name": "Ana"}}]
+
+
+async def test_a_2xx_answer_that_is_not_json_is_an_api_error(ui: Ui) -> None:
+    await ui.page.route("**/not-json", lambda route: route.fulfill(status=200, content_type="text/html",
+                                                                   body="<html>proxy</html>"))  # fmt: skip
+    await ui.page.goto(ui.base_url + "/")
+    assert await ui.page.evaluate(NOT_JSON) == ["ApiError", "bad_response", 200]
+
+
+async def test_the_rate_chart_keeps_a_bounded_window_of_buckets(ui: Ui) -> None:
+    await ui.page.goto(ui.base_url + "/")
+    result = await ui.page.evaluate(CHART_BUCKETS)
+    assert result["live"]["span"] == 300 and result["live"]["rate"] == 1
+    assert result["live"]["size"] <= 2 * 300 + 1, result
+    assert result["seeded"]["shown"] == 300 and result["seeded"]["rate"] == 2, result
+    assert result["seeded"]["size"] <= 2 * 300 + 1, result
 
 
 async def test_a_dropped_stream_reconnects_and_leaving_the_page_closes_it(
@@ -77,7 +131,9 @@ async def test_a_dropped_stream_reconnects_and_leaving_the_page_closes_it(
     assert len([r for r in ui.requests if urlsplit(r.url).path == f"/campaigns/{campaign_id}"]) >= 2
 
     async with running_worker(live_api.settings):
-        await expect(page.locator("#main .page-header .badge")).to_have_attribute("data-status", "completed")
+        await expect(page.locator("#main .page-header .badge")).to_have_attribute(
+            "data-status", "completed", timeout=60_000
+        )
     await expect(page.locator('#campaign-stats [data-count="sent"]')).to_have_attribute("data-value", "300")
 
     # Leaving the page aborts its stream (AbortController), so no connection outlives its view.

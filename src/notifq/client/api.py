@@ -41,13 +41,35 @@ class ApiError(ClientError):
 
 
 def check_url(url: str) -> str:
-    """Refused early so a typo is a usage error rather than a confusing transport error."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"the API URL must look like http://host:port, not {url!r}")
+    """Refused early so a typo is a usage error rather than a confusing transport error (or a traceback)."""
+    shape = f"the API URL must look like http://host:port, not {url!r}"
+    stripped = url.strip()
+    if not stripped.isprintable() or any(c.isspace() for c in stripped):
+        raise UsageError(shape)
+    try:
+        # urlsplit raises ValueError for `http://[::1` (an unclosed IPv6 bracket); `.port` for `h:notaport`
+        # or a port outside 0-65535. Both would otherwise escape as tracebacks.
+        parts = urlsplit(stripped)
+        parts.port  # noqa: B018 - evaluated for its validation only
+    except ValueError:
+        raise UsageError(shape) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(shape)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise UsageError("the API URL must not carry a query, fragment or credentials")
-    return url.strip().rstrip("/")
+    return stripped.rstrip("/")
+
+
+# The server's rule (notifq.idempotency.check_key), repeated here: the client must not import the server's
+# modules (SQLAlchemy and all), and httpx cannot send other characters in a header anyway (non-ASCII raises
+# UnicodeEncodeError, control characters LocalProtocolError, which would look like an unreachable API).
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def check_idempotency_key(key: str) -> str:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise UsageError(f"--idempotency-key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters")
+    return key
 
 
 def check_token(token: str) -> str:
@@ -79,14 +101,17 @@ def _error(response: httpx.Response) -> ApiError:
 class ApiClient:
     def __init__(self, base_url: str, *, timeout: float = 120.0, transport: httpx.BaseTransport | None = None):
         self.base_url = check_url(base_url)
-        # Redirects are not followed: a redirect to another host would carry the bearer token there.
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            headers={"User-Agent": f"notifq-cli/{__version__}", "Accept": "application/json"},
-            follow_redirects=False,
-            transport=transport,
-        )
+        try:
+            # Redirects are not followed: a redirect to another host would carry the bearer token there.
+            self._http = httpx.Client(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(timeout, connect=5.0),
+                headers={"User-Agent": f"notifq-cli/{__version__}", "Accept": "application/json"},
+                follow_redirects=False,
+                transport=transport,
+            )
+        except httpx.InvalidURL as exc:  # whatever check_url let through but httpx's stricter parser does not
+            raise UsageError(f"the API URL is invalid: {exc}") from None
 
     def __enter__(self) -> ApiClient:
         return self
@@ -101,9 +126,14 @@ class ApiClient:
         self._http.headers["Authorization"] = f"Bearer {check_token(token)}"
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None) -> Any:  # fmt: skip
+                headers: dict[str, str] | None = None, timeout: float | None = None) -> Any:  # fmt: skip
+        """`timeout` (seconds) replaces the client's for this request only."""
+        limit = httpx.Timeout(timeout, connect=min(5.0, timeout)) if timeout is not None else self._http.timeout
         try:
-            response = self._http.request(method, path, json=body, params=params, headers=headers)
+            response = self._http.request(method, path, json=body, params=params, headers=headers, timeout=limit)
+        except UnicodeEncodeError:
+            # A command-line value that is not valid UTF-8 (Python keeps undecodable bytes as lone surrogates).
+            raise UsageError("a value given on the command line is not valid UTF-8 text") from None
         except httpx.TimeoutException:
             raise Unreachable(f"the API at {self.base_url} did not answer in time") from None
         except httpx.TransportError as exc:
@@ -123,12 +153,14 @@ class ApiClient:
         return token
 
     def create_campaign(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        headers = {"Idempotency-Key": check_idempotency_key(idempotency_key)} if idempotency_key is not None else None
         return _object(self.request("POST", "/campaigns", body=body, headers=headers))
 
-    def campaign(self, campaign_id: str) -> dict[str, Any]:
-        # Quoted whole, so an id like `../auth/login` cannot address another endpoint.
-        return _object(self.request("GET", f"/campaigns/{quote(campaign_id, safe='')}"))
+    def campaign(self, campaign_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        # Quoted whole, so an id like `../auth/login` cannot address another endpoint; surrogateescape sends
+        # undecodable command-line bytes as they were typed (the API then answers 404) instead of raising.
+        path = f"/campaigns/{quote(campaign_id, safe='', errors='surrogateescape')}"
+        return _object(self.request("GET", path, timeout=timeout))
 
     def campaigns(self, *, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("status", status), ("limit", limit)) if v is not None}

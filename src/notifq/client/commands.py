@@ -15,14 +15,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from notifq.client.api import ApiClient, ApiError, ClientError, Unreachable, UsageError
-from notifq.client.progress import ProgressView, Snapshot, bar, exit_code, watch
-from notifq.client.recipients import Recipients, read_recipients
+from notifq.client.api import ApiClient, ApiError, ClientError, Unreachable, UsageError, check_idempotency_key
+from notifq.client.progress import WATCH_REQUEST_SECONDS, ProgressView, Snapshot, bar, exit_code, watch
+from notifq.client.recipients import Recipients, read_recipients, read_stdin
 from notifq.client.tables import age, clean, table, timestamp
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_EMAIL = "admin@notifq.dev"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+# 128 + SIGPIPE, what a shell reports for a command killed by SIGPIPE (`yes | head`): not 1, which means
+# "the campaign ended with failures". Python ignores SIGPIPE, so this is set by hand.
+EXIT_BROKEN_PIPE = 141
 CAMPAIGN_STATUSES = (
     "scheduled", "pending", "processing", "paused", "completed", "completed_with_failures", "cancelled",
 )  # fmt: skip
@@ -34,7 +37,8 @@ exit codes:
   2    usage error: bad options, an unreadable or empty CSV, no credentials
   3    the API refused the request (4xx/5xx); its error code and message go to stderr
   4    the API is unreachable (connection refused, DNS, timeout)
-  130  interrupted (Ctrl-C)"""
+  130  interrupted (Ctrl-C)
+  141  the reader of stdout went away (`notifq campaign list | head -1`); nothing more is printed"""
 
 CONNECTION = """\
 connection:
@@ -83,7 +87,21 @@ def _connect(args: argparse.Namespace) -> ApiClient:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    print(terminal_safe_json(value))
+
+
+def terminal_safe_json(value: Any) -> str:
+    """Indented JSON that keeps readable non-ASCII text but escapes what tables.clean escapes.
+
+    json.dumps escapes only C0 controls; DEL, C1 controls (U+009B is a CSI on many terminals), bidi overrides
+    and lone surrogates would reach the terminal raw. Outside strings the output is printable ASCII, spaces
+    and the indentation's newlines, so every other non-printable character is inside a string, where a
+    \\u escape (json.dumps of the one character: a surrogate pair beyond U+FFFF) means the same.
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
 
 
 def _view(stream: Any) -> ProgressView:
@@ -95,9 +113,14 @@ def _view(stream: Any) -> ProgressView:
 
 def _campaign_body(args: argparse.Namespace) -> tuple[dict[str, Any], Recipients | None]:
     body: dict[str, Any] = {"name": args.name, "channel": args.channel}
-    if args.body_file is not None:
+    if args.body_file == "-" and args.recipients == "-":
+        # The first reader would take all of stdin and leave the other nothing.
+        raise UsageError("--recipients - and --body-file - cannot both read stdin; give one of them a file")
+    if args.body_file == "-":
+        args.body = read_stdin()
+    elif args.body_file is not None:
         try:
-            args.body = sys.stdin.read() if args.body_file == "-" else Path(args.body_file).read_text(encoding="utf-8")
+            args.body = Path(args.body_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {args.body_file}: {exc}") from None
     for field, value in (("subject", args.subject), ("body", args.body), ("sendAt", args.send_at)):
@@ -112,6 +135,8 @@ def _campaign_body(args: argparse.Namespace) -> tuple[dict[str, Any], Recipients
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    if args.idempotency_key is not None:
+        check_idempotency_key(args.idempotency_key)  # before reading stdin or logging in
     body, recipients = _campaign_body(args)
     with _connect(args) as client:
         try:
@@ -119,17 +144,19 @@ def cmd_create(args: argparse.Namespace) -> int:
         except ApiError as exc:
             _report(exc, recipients)
             return EXIT_REFUSED
+        campaign_id = campaign.get("id")
+        if not isinstance(campaign_id, str):
+            raise ApiError(202, "bad_response", "the API's answer holds no campaign id")
         if not args.watch:
             if args.json:
                 _print_json(campaign)
             else:
-                print(campaign["id"])
+                print(clean(campaign_id))
             return EXIT_OK
         # With --json stdout stays one JSON document: the progress goes to stderr.
         if not args.json:
-            print(campaign["id"], flush=True)
-        campaign_id = str(campaign["id"])
-        final = watch(lambda: client.campaign(campaign_id), _view(sys.stderr if args.json else sys.stdout), campaign)
+            print(clean(campaign_id), flush=True)
+        final = watch(_watcher(client, campaign_id), _view(sys.stderr if args.json else sys.stdout), campaign)
         if args.json:
             _print_json(final)
         return exit_code(Snapshot.of(final))
@@ -159,13 +186,17 @@ def summary(campaign: Mapping[str, Any]) -> str:
     return "\n".join(f"{label:<10} {clean(value)}" for label, value in rows)
 
 
+def _watcher(client: ApiClient, campaign_id: str) -> Callable[[], Mapping[str, Any]]:
+    """One poll of a watch: a short timeout, so a hung request cannot outlast watch()'s outage tolerance."""
+    return lambda: client.campaign(campaign_id, timeout=WATCH_REQUEST_SECONDS)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         campaign: Mapping[str, Any] = client.campaign(args.id)
         code = EXIT_OK
         if args.watch:
-            campaign = watch(lambda: client.campaign(args.id), _view(sys.stderr if args.json else sys.stdout),
-                             campaign)  # fmt: skip
+            campaign = watch(_watcher(client, args.id), _view(sys.stderr if args.json else sys.stdout), campaign)
             code = exit_code(Snapshot.of(campaign))
     if args.json:
         _print_json(campaign)
@@ -234,13 +265,31 @@ def _rate(value: Any) -> Any:
 def cmd_login(args: argparse.Namespace) -> int:
     email = args.email or os.environ.get("NOTIFQ_ADMIN_EMAIL") or DEFAULT_EMAIL
     # getpass prompts on the terminal itself, so stdout keeps nothing but the token.
-    tty = sys.stdin.isatty()
-    password = getpass.getpass(f"password for {email}: ") if tty else sys.stdin.readline().rstrip("\r\n")
+    tty = sys.stdin is not None and sys.stdin.isatty()
+    try:
+        password = getpass.getpass(f"password for {email}: ") if tty else _password_line()
+    except (EOFError, KeyboardInterrupt) as exc:
+        if tty:
+            print(file=sys.stderr)  # the prompt's line was left open: the message starts on its own
+        if isinstance(exc, KeyboardInterrupt):
+            raise  # 130, by _guarded
+        raise UsageError("no password given (end of input)") from None
     if not password:
         raise UsageError("empty password")
     with ApiClient(_api_url(args)) as client:
         print(client.login(email, password))
     return EXIT_OK
+
+
+def _password_line() -> str:
+    """One line of stdin (`echo "$PASSWORD" | notifq login`); empty at end of input."""
+    if sys.stdin is None:
+        return ""
+    try:
+        line = sys.stdin.buffer.readline().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the password on stdin is not UTF-8 text") from None
+    return line.rstrip("\r\n")
 
 
 # --- errors and exit codes ----------------------------------------------------------------------------------------
@@ -270,6 +319,9 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     def run(args: argparse.Namespace) -> None:
         try:
             code = command(args)
+            # Flushed here, not at exit: stdout into a pipe is buffered, and a reader that already left would
+            # otherwise raise at interpreter shutdown, past the handler below ("Exception ignored", exit 120).
+            sys.stdout.flush()
         except UsageError as exc:
             print(f"notifq: {exc}", file=sys.stderr)
             code = EXIT_USAGE
@@ -287,8 +339,9 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             code = EXIT_INTERRUPTED
         except BrokenPipeError:
             # `notifq campaign list | head`: the reader left; say nothing, and keep Python from complaining at exit.
+            # 141 (128 + SIGPIPE) as for any command cut off by its reader; 1 would mean "ended with failures".
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            code = EXIT_FAILED
+            code = EXIT_BROKEN_PIPE
         sys.exit(code)
 
     return run

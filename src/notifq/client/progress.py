@@ -15,12 +15,19 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from notifq.client.api import ApiError, Unreachable
+from notifq.client.tables import clean, timestamp
 
 TERMINAL_STATUSES = frozenset({"completed", "completed_with_failures", "cancelled"})
+# Statuses in which nothing moves until a time or an operator says so: said once, or the watch looks stuck.
+WAITING_STATUSES = frozenset({"scheduled", "paused"})
 POLL_SECONDS = 0.5
 PLAIN_EVERY_SECONDS = 1.0
 # A restarting API or a short PostgreSQL/Redis outage should not end a long watch.
 OUTAGE_TOLERANCE_SECONDS = 30.0
+# Each poll's own limit, well under the tolerance: one hung request must not hold the watch past it.
+WATCH_REQUEST_SECONDS = 10.0
+# What a proxy or load balancer in front of a restarting API answers: an outage, not a refusal.
+OUTAGE_STATUSES = frozenset({502, 503, 504})
 MIN_BAR_WIDTH, MAX_BAR_WIDTH = 10, 30
 
 
@@ -49,8 +56,8 @@ class Snapshot:
 
     @property
     def percent(self) -> int:
-        """Rounded down, so 100% means every message really finished."""
-        return self.finished * 100 // self.total if self.total else 100
+        """Rounded down, so 100% means every message really finished; within 0-100 whatever the API says."""
+        return min(100, max(0, self.finished * 100 // self.total)) if self.total > 0 else 100
 
     @property
     def terminal(self) -> bool:
@@ -70,6 +77,10 @@ class RateMeter:
         self.samples: deque[tuple[float, int]] = deque()
 
     def add(self, at: float, finished: int) -> None:
+        if self.samples and finished < self.samples[-1][1]:
+            # Fewer finished than before: failed messages were queued again (retry). A rate across that drop
+            # would be negative; measure afresh from here.
+            self.samples.clear()
         self.samples.append((at, finished))
         while len(self.samples) > 2 and at - self.samples[1][0] >= self.window:
             self.samples.popleft()
@@ -78,7 +89,7 @@ class RateMeter:
         if len(self.samples) < 2:
             return None
         (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
+        return max(0.0, (n1 - n0) / (t1 - t0)) if t1 > t0 else None
 
 
 def duration(seconds: float) -> str:
@@ -100,14 +111,24 @@ def describe(snapshot: Snapshot, rate: float | None, elapsed: float) -> str:
     if snapshot.cancelled:
         parts.append(f"cancelled {snapshot.cancelled}")
     parts.append(f"of {snapshot.total}")
+    rate = max(0.0, rate) if rate is not None else None  # never a negative rate or ETA, whatever the caller gives
     parts.append(f"{rate:.0f} msg/s" if rate is not None else "- msg/s")
     if snapshot.terminal:
         parts.append(f"watched {duration(elapsed)}")
     else:
-        remaining = snapshot.total - snapshot.finished
+        remaining = max(0, snapshot.total - snapshot.finished)
         parts.append(f"ETA {duration(remaining / rate)}" if rate else "ETA -")
-    parts.append(snapshot.status)
+    parts.append(clean(snapshot.status))  # from the API: escaped like every other value shown
     return "  ".join(parts)
+
+
+def waiting_note(campaign: Mapping[str, Any]) -> str:
+    """Why a watched campaign does not move, said once when it enters a waiting status."""
+    hint = "Ctrl-C stops watching, not the campaign"
+    if campaign.get("status") == "scheduled":
+        when = f" for {timestamp(campaign['sendAt'])}" if campaign.get("sendAt") else ""
+        return f"the campaign is scheduled{when}; waiting for it to start ({hint})"
+    return f"the campaign is paused; waiting for it to be resumed ({hint})"
 
 
 class ProgressView:
@@ -137,6 +158,15 @@ class ProgressView:
             self.last_plain = now
         self.last_line = line
 
+    def note(self, text: str) -> None:
+        """A line of its own, printed once; on a terminal it takes the progress line's place (redrawn below)."""
+        if self.interactive:
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r" + text[: max(width, 1)] + "\x1b[K\n")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """Ends the redrawn line, so whatever follows (a summary, a shell prompt, ^C) starts on its own."""
         if self.interactive and self.last_line:
@@ -147,24 +177,31 @@ class ProgressView:
 def watch(fetch: Callable[[], Mapping[str, Any]], view: ProgressView, first: Mapping[str, Any] | None = None,
           sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
           ) -> Mapping[str, Any]:  # fmt: skip
-    """Polls until a terminal status and returns the final campaign."""
+    """Polls until a terminal status and returns the final campaign.
+
+    No answer, or a 502/503/504, is an outage: tolerated for OUTAGE_TOLERANCE_SECONDS since the last good
+    answer (so the time a hung request took counts too), then raised.
+    """
     campaign = first if first is not None else fetch()
-    outage_since: float | None = None
+    answered_at = clock()
+    announced: str | None = None  # the waiting status already explained
     try:
         while True:
             snapshot = Snapshot.of(campaign)
+            if snapshot.status in WAITING_STATUSES and snapshot.status != announced:
+                view.note(waiting_note(campaign))
+            announced = snapshot.status if snapshot.status in WAITING_STATUSES else None
             view.update(snapshot)
             if snapshot.terminal:
                 return campaign
             sleep(POLL_SECONDS)
             try:
                 campaign = fetch()
-                outage_since = None
+                answered_at = clock()
             except (Unreachable, ApiError) as exc:
-                if isinstance(exc, ApiError) and exc.status != 503:
+                if isinstance(exc, ApiError) and exc.status not in OUTAGE_STATUSES:
                     raise
-                outage_since = outage_since if outage_since is not None else clock()
-                if clock() - outage_since > OUTAGE_TOLERANCE_SECONDS:
+                if clock() - answered_at > OUTAGE_TOLERANCE_SECONDS:
                     raise
     finally:
         view.close()

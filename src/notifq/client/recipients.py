@@ -27,10 +27,28 @@ class Recipients:
         return self.lines[index] if isinstance(index, int) and 0 <= index < len(self.lines) else None
 
 
+def read_stdin(encoding: str = "utf-8") -> str:
+    """All of stdin as text, refused (exit 2) like an unreadable file when it is not UTF-8.
+
+    The bytes are decoded here rather than by sys.stdin, whose decoding depends on the locale (strict, or
+    surrogateescape in UTF-8 mode) and would either raise a bare UnicodeDecodeError or pass junk on. Newlines
+    are translated as Path.read_text does, so stdin and a file give the same text.
+    """
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise UsageError("cannot read stdin: it is closed")
+    try:
+        text = sys.stdin.buffer.read().decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read stdin: not UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read stdin: {exc}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_recipients(source: str) -> Recipients:
     """`source` is a path, or `-` for stdin."""
     if source == "-":
-        text = sys.stdin.read()
+        text = read_stdin("utf-8-sig")
     else:
         try:
             # utf-8-sig: spreadsheet exports often start with a byte order mark, which would hide the `to` header.

@@ -110,8 +110,21 @@ export async function request(path, { method = 'GET', body, signal, headers = {}
     throw await toApiError(response);
   }
   if (!response.ok) throw await toApiError(response);
-  const data = response.status === 204 ? null : await response.json();
+  const data = response.status === 204 ? null : await readJson(response);
   return { data, response };
+}
+
+/**
+ * A 2xx body as JSON. Anything else (a proxy's HTML page, a truncated body) is an ApiError like any other
+ * failed call, so views show their usual message instead of a bare SyntaxError.
+ */
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch (error) {
+    if (error?.name === 'AbortError') throw error;
+    throw new ApiError(response.status, 'bad_response', `The server answered ${response.status} without readable JSON.`);
+  }
 }
 
 /** Like `request`, resolving to the JSON body only. */
@@ -134,7 +147,8 @@ export async function login(email, password) {
     throw new ApiError(0, 'network_error', 'The server could not be reached. Check your connection.');
   }
   if (!response.ok) throw await toApiError(response);
-  const data = await response.json();
+  const data = await readJson(response);
+  if (typeof data?.token !== 'string') throw new ApiError(response.status, 'bad_response', 'The login answer holds no token.');
   saveSession(data.token, data.expiresAt);
   return data;
 }

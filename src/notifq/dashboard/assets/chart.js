@@ -15,7 +15,8 @@ export class RateChart {
   constructor({ label }) {
     this.label = label;
     this.bucketMs = 1000;
-    this.buckets = new Map(); // bucket index -> {sent, failed}
+    this.buckets = new Map(); // bucket index -> {sent, failed}; only the last MAX_WINDOW or so (see prune)
+    this.newest = -Infinity; // the highest bucket index ever added
     this.skewMs = 0; // server time minus browser time
     this.endMs = null; // freeze the right edge once the campaign is finished
     this.startMs = null;
@@ -58,6 +59,7 @@ export class RateChart {
   seed(bucketSeconds, points) {
     this.bucketMs = Math.max(1, Number(bucketSeconds) || 1) * 1000;
     this.buckets.clear();
+    this.newest = -Infinity;
     for (const p of points || []) this.add(Date.parse(p.at), p.sent || 0, p.failed || 0);
     this.schedule();
   }
@@ -70,7 +72,22 @@ export class RateChart {
     bucket.sent += sent;
     bucket.failed += failed;
     this.buckets.set(key, bucket);
+    this.newest = Math.max(this.newest, key);
+    this.prune();
     this.schedule();
+  }
+
+  /**
+   * Forget buckets that can no longer be shown: a tab left open for days would otherwise keep one per
+   * second for ever (and the chart slow down with it). Older than MAX_WINDOW before the newest bucket is
+   * off the left edge whatever the right edge is (now, or a finished campaign's end, both at or after the
+   * newest data). Relative to the newest bucket rather than to now, so seeding a campaign that finished
+   * long ago keeps its points. A full pass only once the map has doubled: amortised O(1) per add.
+   */
+  prune() {
+    if (this.buckets.size <= 2 * MAX_WINDOW) return;
+    const oldest = this.newest - MAX_WINDOW;
+    for (const key of this.buckets.keys()) if (key < oldest) this.buckets.delete(key);
   }
 
   /** Stop (or with null, resume) moving the right edge with the clock. */
@@ -98,7 +115,15 @@ export class RateChart {
       }
     }
     if (first === null) return 0;
-    const earlier = [...this.buckets.keys()].some((k) => k < first);
+    // Any activity before the first busy bucket? (A loop with an early exit: this runs every second, and
+    // copying every key into an array each time is what it must not do.)
+    let earlier = false;
+    for (const k of this.buckets.keys()) {
+      if (k < first) {
+        earlier = true;
+        break;
+      }
+    }
     const span = earlier ? n : last - first + 1;
     return total / ((span * this.bucketMs) / 1000);
   }
@@ -121,9 +146,10 @@ export class RateChart {
   /** The visible window of bucket indexes [first, last]: from the start (or the oldest data) to now. */
   window() {
     const lastKey = Math.floor((this.endMs ?? this.now()) / this.bucketMs);
-    const keys = [...this.buckets.keys()];
-    if (this.startMs) keys.push(Math.floor(this.startMs / this.bucketMs));
-    const earliest = keys.length ? Math.min(...keys) : lastKey;
+    // A loop, not Math.min(...keys): spreading a large array into arguments throws a RangeError.
+    let earliest = this.startMs ? Math.floor(this.startMs / this.bucketMs) : Infinity;
+    for (const k of this.buckets.keys()) if (k < earliest) earliest = k;
+    if (earliest === Infinity) earliest = lastKey;
     const span = Math.min(MAX_WINDOW, Math.max(MIN_WINDOW, lastKey - earliest + 1));
     return [lastKey - span + 1, lastKey];
   }

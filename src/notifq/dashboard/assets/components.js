@@ -143,18 +143,42 @@ export function setFieldError(f, ...content) {
   f.wrapper.classList.toggle('field--invalid', has);
 }
 
-/** A table inside its own horizontally scrollable container (keeps the page itself from overflowing). */
-export function table(caption, headers, { id = null, numeric = [] } = {}) {
-  const body = h('tbody');
+/**
+ * A table inside its own horizontally scrollable container (keeps the page itself from overflowing).
+ *
+ * `cards`: on phones the rows are laid out as cards (`display: grid` on <tr>, see app.css). Some
+ * browsers (WebKit) then drop the elements' implicit table roles, so screen readers would no longer
+ * announce a table, rows or column headers. Explicit ARIA roles keep them; the rows added to such a
+ * table must carry role=row and role=cell too (see `cardRow`).
+ */
+export function table(caption, headers, { id = null, numeric = [], cards = false } = {}) {
+  const role = (name) => (cards ? name : null);
+  const body = h('tbody', { role: role('rowgroup') });
   const head = h(
     'thead',
-    {},
-    h('tr', {}, headers.map((title, i) => h('th', { scope: 'col', className: numeric.includes(i) ? 'num' : null }, title))),
+    { role: role('rowgroup') },
+    h(
+      'tr',
+      { role: role('row') },
+      headers.map((title, i) => h('th', { scope: 'col', role: role('columnheader'), className: numeric.includes(i) ? 'num' : null }, title)),
+    ),
   );
-  const tableEl = h('table', { className: 'table', id }, caption ? h('caption', { className: 'sr-only' }, caption) : null, head, body);
+  const tableEl = h(
+    'table',
+    { className: cards ? 'table table--cards' : 'table', id, role: role('table') },
+    caption ? h('caption', { className: 'sr-only' }, caption) : null,
+    head,
+    body,
+  );
   // tabindex lets keyboard users scroll a wide table; the label names the region.
   const wrap = h('div', { className: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption || 'Table' }, tableEl);
   return { wrap, table: tableEl, body };
+}
+
+/** A row for a `cards` table: role=row and role=cell survive the phone layout (see `table`). */
+export function cardRow(props, cells) {
+  for (const cell of cells) cell.setAttribute('role', 'cell');
+  return h('tr', { ...props, role: 'row' }, cells);
 }
 
 /** A labelled figure: <dl> entries like "Sent 1,234". */

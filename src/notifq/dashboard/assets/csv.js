@@ -71,7 +71,9 @@ export function recipientsFromCsv(text) {
       recipients.push(address);
       continue;
     }
-    const vars = {};
+    // No prototype: on a plain object, a column named `__proto__` would set the prototype instead of
+    // becoming a variable. JSON.stringify still sends it (an own enumerable property).
+    const vars = Object.create(null);
     header.forEach((name, i) => {
       if (i !== toIndex && name !== '') vars[name] = cells[i] ?? '';
     });

@@ -39,6 +39,8 @@ export function renderCampaign(container, { signal, params }) {
   let failedLoadedFor = null;
   let failedTimer = null;
   let failedCursor = null;
+  let failedPaged = false; // the reader loaded pages beyond the first ("Show more")
+  const failedRows = new Map(); // message id -> its <tr>
 
   /** Apply a campaign snapshot (from GET, the stream, or an action's answer). */
   function update(next) {
@@ -150,16 +152,33 @@ export function renderCampaign(container, { signal, params }) {
   }
   signal.addEventListener('abort', () => clearTimeout(failedTimer));
 
+  /**
+   * Load a page of failed messages: the next one (`cursor`, "Show more"), or the first one again
+   * because the failed count changed. That reload replaces the list only when the reader has not paged
+   * beyond it, or when failures went away (a retry requeued them, so rows may be stale). Otherwise the
+   * first page is merged into what is shown, keeping the pages the reader asked for; new failures past
+   * them come with the next "Show more" (those between the first page and the last shown, on the next
+   * reset: the cursor is opaque, so the list cannot be re-read from the middle).
+   */
   async function loadFailed(cursor) {
+    const previous = failedLoadedFor;
     // Remember what this load is for at once, so updates arriving meanwhile do not queue a duplicate.
     if (!cursor) failedLoadedFor = campaign.failedCount;
     const query = new URLSearchParams({ status: 'failed', limit: String(FAILED_PAGE) });
     if (cursor) query.set('cursor', cursor);
     try {
       const page = await api(`${path}/messages?${query}`, { signal });
-      if (!cursor) view.failed.body.replaceChildren();
-      for (const m of page.items) view.failed.body.append(failedRow(m));
-      failedCursor = page.nextCursor;
+      const replaceAll = !cursor && (!failedPaged || (previous !== null && failedLoadedFor < previous));
+      if (replaceAll) {
+        failedRows.clear();
+        view.failed.body.replaceChildren();
+        failedPaged = false;
+      }
+      for (const m of page.items) putFailedRow(m);
+      if (cursor) failedPaged = true;
+      // A merged first page keeps the cursor past the pages already shown; when those were all there was,
+      // "Show more" walks on from the first page again (rows already shown are updated, not repeated).
+      if (cursor || replaceAll || !failedCursor) failedCursor = page.nextCursor;
       view.failedMore.hidden = !failedCursor;
       const shown = view.failed.body.children.length;
       view.failedEmpty.hidden = shown > 0;
@@ -170,6 +189,19 @@ export function renderCampaign(container, { signal, params }) {
       if (isAbort(error) || error.status === 401) throw error;
       view.notice.show('error', `Could not load the failed messages: ${error.message}`);
     }
+  }
+
+  /** Show a failed message: its row updated in place, or a new row at its place in id order (the API's). */
+  function putFailedRow(m) {
+    const row = failedRow(m);
+    const known = failedRows.get(m.id);
+    failedRows.set(m.id, row);
+    if (known) return known.replaceWith(row);
+    const rowsShown = view.failed.body.children;
+    const last = rowsShown[rowsShown.length - 1];
+    // Pages come in id order, so the common case appends; only a merged first page inserts.
+    const after = !last || !idAfter(last.dataset.messageId, m.id) ? null : [...rowsShown].find((tr) => idAfter(tr.dataset.messageId, m.id));
+    view.failed.body.insertBefore(row, after);
   }
 
   view.failedMore.addEventListener('click', () => loadFailed(failedCursor).catch(() => {}));
@@ -298,6 +330,12 @@ function renderMeta(view, c) {
   if (c.sendAt) items.push(['Scheduled for', fmtDateTime(c.sendAt)]);
   if (c.completedAt) items.push(['Finished', fmtDateTime(c.completedAt)]);
   replace(view.meta, items.map(([k, v]) => h('div', { className: 'meta__item' }, h('dt', {}, k), h('dd', {}, v))));
+}
+
+/** Message ids are decimal integers as strings: a longer one is larger. */
+function idAfter(a, b) {
+  const [x, y] = [String(a), String(b)];
+  return x.length !== y.length ? x.length > y.length : x > y;
 }
 
 function failedRow(m) {

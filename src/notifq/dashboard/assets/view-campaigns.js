@@ -5,7 +5,7 @@
 // (CSS transition) instead of the table being rebuilt.
 
 import { api } from './api.js';
-import { LiveIndicator, MessageArea, ProgressBar, pageHeading, statusBadge, table, updateStatusBadge } from './components.js';
+import { LiveIndicator, MessageArea, ProgressBar, cardRow, pageHeading, statusBadge, table, updateStatusBadge } from './components.js';
 import { fmtDateTime, fmtInt, h, isAbort, setText } from './dom.js';
 import { followEvents } from './sse.js';
 
@@ -17,8 +17,8 @@ export function renderCampaigns(container, { signal }) {
   const list = table('Campaigns', ['Name', 'Status', 'Progress', 'Sent', 'Failed', 'Total', 'Created'], {
     id: 'campaigns-table',
     numeric: [3, 4, 5],
+    cards: true, // rows become cards on phones
   });
-  list.table.classList.add('table--cards'); // rows become cards on phones
   const empty = h(
     'div',
     { className: 'empty', hidden: true },
@@ -48,7 +48,7 @@ export function renderCampaigns(container, { signal }) {
       if (known) updateRow(known, campaign);
       else rows.set(campaign.id, createRow(campaign));
     }
-    const ordered = [...rows.values()].sort((a, b) => b.campaign.createdAt.localeCompare(a.campaign.createdAt));
+    const ordered = [...rows.values()].sort(newestFirst);
     ordered.forEach((row, i) => {
       if (list.body.children[i] !== row.tr) list.body.insertBefore(row.tr, list.body.children[i] || null);
     });
@@ -102,6 +102,17 @@ export function renderCampaigns(container, { signal }) {
   });
 }
 
+/**
+ * The API's order: created_at descending, then id descending. By parsed time, not by comparing the ISO
+ * strings: their fractional seconds vary in length ("10:00:00Z" vs "10:00:00.5Z"), which sorts wrongly.
+ */
+function newestFirst(a, b) {
+  const byTime = (Date.parse(b.campaign.createdAt) || 0) - (Date.parse(a.campaign.createdAt) || 0);
+  if (byTime) return byTime;
+  const [x, y] = [String(b.campaign.id), String(a.campaign.id)];
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 function createRow(campaign) {
   const link = h('a', { href: `#/campaigns/${encodeURIComponent(campaign.id)}`, className: 'campaign-link' });
   const parts = {
@@ -114,9 +125,7 @@ function createRow(campaign) {
     total: h('td', { className: 'num cell-count', 'data-label': 'Total' }),
     created: h('td', { className: 'nowrap cell-created', 'data-label': 'Created' }),
   };
-  const tr = h(
-    'tr',
-    { dataset: { campaignId: campaign.id } },
+  const tr = cardRow({ dataset: { campaignId: campaign.id } }, [
     h('td', { className: 'cell-name' }, link),
     h('td', { className: 'cell-status' }, parts.badge),
     h('td', { className: 'cell-progress' }, parts.bar.el),
@@ -124,7 +133,7 @@ function createRow(campaign) {
     parts.failed,
     parts.total,
     parts.created,
-  );
+  ]);
   const row = { campaign, tr, parts };
   updateRow(row, campaign);
   return row;

@@ -4,6 +4,10 @@
 // limit) to load+N@example.com (example.com goes to the mock provider), a few in flight at
 // once. The drain is measured from GET /stats, polled every second: the growth of
 // sent + failed since the start (all traffic, so run it on a quiet system for clean numbers).
+//
+// Stop ends the sending but lets the requests already in flight answer: the API may have
+// accepted one before its answer arrives, and aborting it would lose that count (then the
+// workers "drain" more than was "accepted"). Leaving the page does abort them.
 
 import { api, request } from './api.js';
 import { MessageArea, ProgressBar, field, pageHeading, setFieldError, setStat, stat, table } from './components.js';
@@ -97,10 +101,16 @@ export function renderLoadTest(container, { signal }) {
     setStat(figures.drainRate, Math.round(drainRate));
     setText(figures.drainRate.value, fmtRate(drainRate));
     drainedBar.updateSimple(Math.min(run.drained, run.total), run.total);
-    if (run.sendingDone && !run.drainedAt && run.drained >= run.accepted) {
+    if (run.sendingDone && !run.drainedAt && run.accepted > 0 && run.drained >= run.accepted) {
       run.drainedAt = performance.now();
-      setText(status, `Done: ${fmtInt(run.accepted)} accepted in ${fmtDuration(run.acceptSeconds, { precise: true })}, all finished after ${fmtDuration((run.drainedAt - run.startedAt) / 1000, { precise: true })}.`);
-      status.dataset.state = 'drained';
+      const after = fmtDuration((run.drainedAt - run.startedAt) / 1000, { precise: true });
+      if (run.stopped) {
+        // Not "Done": the run did not send what was asked. The state stays `stopped`.
+        setText(status, `Stopped after ${fmtInt(run.accepted)} of ${fmtInt(run.total)} accepted; all ${fmtInt(run.accepted)} finished after ${after}.`);
+      } else {
+        setText(status, `Done: ${fmtInt(run.accepted)} accepted in ${fmtDuration(run.acceptSeconds, { precise: true })}, all finished after ${after}.`);
+        status.dataset.state = 'drained';
+      }
     }
   }
 
@@ -127,20 +137,24 @@ export function renderLoadTest(container, { signal }) {
     const values = readSettings(f);
     if (!values) return;
     messages.clear();
-    const controller = new AbortController();
-    const onLeave = () => controller.abort();
-    signal.addEventListener('abort', onLeave, { once: true });
-    stop.onclick = () => controller.abort();
+    let stopping = false;
+    stop.onclick = () => {
+      stopping = true;
+      stop.disabled = true;
+      status.dataset.state = 'stopping';
+      setText(status, `Stopping: waiting for the answers to the requests already sent (${fmtInt(run.accepted)} accepted so far)…`);
+    };
     start.disabled = true;
+    stop.disabled = false;
     stop.hidden = false;
-    run = { ...values, accepted: 0, drained: 0, baseline: null, startedAt: performance.now(), sendingDone: false, drainedAt: null, acceptSeconds: 0 };
+    run = { ...values, accepted: 0, drained: 0, baseline: null, startedAt: performance.now(), sendingDone: false, stopped: false, drainedAt: null, acceptSeconds: 0 };
     status.dataset.state = 'sending';
     setText(status, `Sending ${fmtInt(values.total)} notifications…`);
     try {
       // The drain baseline is the /stats reading before the first request.
-      const { data } = await requestStats(controller.signal);
+      const { data } = await requestStats(signal);
       run.baseline = (data.byStatus?.sent || 0) + (data.byStatus?.failed || 0);
-      await fire(values, controller.signal, (n) => {
+      await fire(values, { signal, stopped: () => stopping }, (n) => {
         run.accepted += n;
         run.acceptSeconds = (performance.now() - run.startedAt) / 1000;
         setStat(figures.accepted, run.accepted);
@@ -149,20 +163,29 @@ export function renderLoadTest(container, { signal }) {
         acceptedBar.updateSimple(run.accepted, run.total);
       });
       run.sendingDone = true;
-      status.dataset.state = 'draining';
-      setText(status, `${fmtInt(run.accepted)} accepted in ${fmtDuration(run.acceptSeconds, { precise: true })}; waiting for the workers…`);
+      if (stopping && run.accepted < run.total) {
+        run.stopped = true;
+        status.dataset.state = 'stopped';
+        setText(
+          status,
+          run.accepted
+            ? `Stopped after ${fmtInt(run.accepted)} of ${fmtInt(run.total)} accepted; waiting for the workers…`
+            : 'Stopped before any notification was accepted.',
+        );
+      } else {
+        status.dataset.state = 'draining';
+        setText(status, `${fmtInt(run.accepted)} accepted in ${fmtDuration(run.acceptSeconds, { precise: true })}; waiting for the workers…`);
+      }
     } catch (error) {
       run.sendingDone = true;
-      if (isAbort(error)) {
-        status.dataset.state = 'stopped';
-        setText(status, `Stopped after ${fmtInt(run.accepted)} accepted.`);
-      } else if (error.status !== 401) {
+      run.stopped = true;
+      if (isAbort(error)) return; // the page was left
+      if (error.status !== 401) {
         status.dataset.state = 'failed';
-        setText(status, `Stopped after ${fmtInt(run.accepted)} accepted.`);
+        setText(status, `Stopped after ${fmtInt(run.accepted)} of ${fmtInt(run.total)} accepted.`);
         messages.show('error', `A request failed: ${error.message}`);
       }
     } finally {
-      signal.removeEventListener('abort', onLeave);
       start.disabled = false;
       stop.hidden = true;
     }
@@ -204,17 +227,18 @@ function readSettings(f) {
   return ok ? values : null;
 }
 
-/** Send `total` notifications in batches, `concurrency` requests at a time; `onAccepted(n)` per batch. */
-async function fire({ total, batch, concurrency }, outer, onAccepted) {
-  // A private controller: the first failed request stops the other lanes too.
-  const controller = new AbortController();
-  const forward = () => controller.abort(outer.reason);
-  outer.addEventListener('abort', forward, { once: true });
-  const { signal } = controller;
+/**
+ * Send `total` notifications in batches, `concurrency` requests at a time; `onAccepted(n)` per batch.
+ * `stopped()` (Stop) and a failed request only end the sending of new batches: requests in flight are
+ * left to answer and counted, since the API may already have accepted them. `signal` (leaving the page)
+ * aborts them. Rejects with a failed request's error once every lane has settled.
+ */
+async function fire({ total, batch, concurrency }, { signal, stopped }, onAccepted) {
   let next = 0;
+  let failed = false;
   const stamp = new Date().toISOString();
   async function lane() {
-    while (next < total) {
+    while (next < total && !stopped() && !failed) {
       signal.throwIfAborted();
       const first = next;
       const size = Math.min(batch, total - first);
@@ -226,20 +250,19 @@ async function fire({ total, batch, concurrency }, outer, onAccepted) {
         body: `Load test message ${first + i + 1} of ${total}.`,
         priority: 'bulk',
       }));
-      await api('/notifications', { method: 'POST', body: items, signal });
+      try {
+        await api('/notifications', { method: 'POST', body: items, signal });
+      } catch (error) {
+        failed = true; // the other lanes finish their current request, then stop
+        throw error;
+      }
       onAccepted(size);
     }
   }
   const lanes = Array.from({ length: Math.min(concurrency, Math.ceil(total / batch)) }, lane);
-  try {
-    await Promise.all(lanes);
-  } catch (error) {
-    controller.abort();
-    await Promise.allSettled(lanes);
-    throw error;
-  } finally {
-    outer.removeEventListener('abort', forward);
-  }
+  const results = await Promise.allSettled(lanes);
+  const rejected = results.find((r) => r.status === 'rejected');
+  if (rejected) throw rejected.reason;
 }
 
 function renderChannels(body, byChannel) {

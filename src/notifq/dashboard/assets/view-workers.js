@@ -1,9 +1,11 @@
 // #/workers: every live worker (rate, in flight, totals) and the queue, from GET /workers
 // every 1.5 s. Polling (not a stream) is enough here: the numbers are snapshots anyway.
+// Rows are keyed by worker id and updated in place: rebuilding the table every 1.5 s would
+// lose a text selection, keyboard focus and the table's scroll position each time.
 
 import { api } from './api.js';
 import { MessageArea, pageHeading, setStat, stat, table } from './components.js';
-import { fmtAgo, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText, sleep } from './dom.js';
+import { fmtAgo, fmtDuration, fmtInt, fmtRate, h, isAbort, setText, sleep } from './dom.js';
 
 const REFRESH_MS = 1500;
 const STALE_SECONDS = 10; // a heartbeat older than this is flagged: the worker may be gone
@@ -32,6 +34,32 @@ export function renderWorkers(container, { signal }) {
     h('section', { className: 'card card--flush', 'aria-label': 'Worker list' }, list.wrap, empty),
   );
 
+  const rows = new Map(); // worker id -> {tr, cells}
+
+  /** Make the table's rows the given workers, in the API's order, reusing each worker's row. */
+  function renderRows(workers) {
+    const now = Date.now();
+    const seen = new Set();
+    workers.forEach((w, i) => {
+      const id = String(w.id);
+      seen.add(id);
+      let row = rows.get(id);
+      if (!row) {
+        row = workerRow(id);
+        rows.set(id, row);
+      }
+      updateWorkerRow(row, w, now);
+      // Moved only when out of place: re-inserting a row that is already there would still drop focus in it.
+      if (list.body.children[i] !== row.tr) list.body.insertBefore(row.tr, list.body.children[i] || null);
+    });
+    for (const [id, row] of rows) {
+      if (!seen.has(id)) {
+        row.tr.remove();
+        rows.delete(id);
+      }
+    }
+  }
+
   function render(data) {
     const workers = data.workers || [];
     const queue = data.queue || {};
@@ -44,7 +72,7 @@ export function renderWorkers(container, { signal }) {
     setStat(figures.scheduled, queue.scheduledMessages || 0);
     setStat(figures.bulkJobs, queue.bulkJobs || 0);
     setStat(figures.transactionalJobs, queue.transactionalJobs || 0);
-    replace(list.body, workers.map(workerRow));
+    renderRows(workers);
     empty.hidden = workers.length > 0;
     list.wrap.hidden = workers.length === 0;
     setText(updated, `Updated ${new Date().toLocaleTimeString()}`);
@@ -67,22 +95,35 @@ export function renderWorkers(container, { signal }) {
   });
 }
 
-function workerRow(w) {
-  const now = Date.now();
+/** A worker's row, empty: `updateWorkerRow` fills it. */
+function workerRow(id) {
+  const cells = {
+    id: h('td', { className: 'mono cell-wrap' }, id),
+    host: h('td', { className: 'cell-wrap' }),
+    pid: h('td', { className: 'num' }),
+    rate: h('td', { className: 'num', dataset: { role: 'rate' } }),
+    inFlight: h('td', { className: 'num', dataset: { role: 'in-flight' } }),
+    sent: h('td', { className: 'num' }),
+    failed: h('td', { className: 'num' }),
+    retried: h('td', { className: 'num' }),
+    up: h('td', { className: 'nowrap' }),
+    seen: h('td', { className: 'nowrap' }),
+  };
+  return { tr: h('tr', { dataset: { workerId: id } }, Object.values(cells)), cells };
+}
+
+/** Set a row's cells (text only changes where it differs, see setText). */
+function updateWorkerRow({ tr, cells }, w, now) {
   const age = (now - Date.parse(w.lastSeen)) / 1000;
   const stale = age > STALE_SECONDS;
-  return h(
-    'tr',
-    { dataset: { workerId: w.id }, className: stale ? 'row--stale' : null },
-    h('td', { className: 'mono cell-wrap' }, w.id),
-    h('td', { className: 'cell-wrap' }, w.host || '—'),
-    h('td', { className: 'num' }, w.pid ?? '—'),
-    h('td', { className: 'num', dataset: { role: 'rate' } }, fmtRate(w.ratePerSecond)),
-    h('td', { className: 'num', dataset: { role: 'in-flight' } }, fmtInt(w.inFlight)),
-    h('td', { className: 'num' }, fmtInt(w.sent)),
-    h('td', { className: 'num' }, fmtInt(w.failed)),
-    h('td', { className: 'num' }, fmtInt(w.retried)),
-    h('td', { className: 'nowrap' }, w.startedAt ? fmtDuration((now - Date.parse(w.startedAt)) / 1000) : '—'),
-    h('td', { className: 'nowrap' }, stale ? `${fmtAgo(w.lastSeen, now)} (stale)` : fmtAgo(w.lastSeen, now)),
-  );
+  tr.classList.toggle('row--stale', stale);
+  setText(cells.host, w.host || '—');
+  setText(cells.pid, w.pid ?? '—');
+  setText(cells.rate, fmtRate(w.ratePerSecond));
+  setText(cells.inFlight, fmtInt(w.inFlight));
+  setText(cells.sent, fmtInt(w.sent));
+  setText(cells.failed, fmtInt(w.failed));
+  setText(cells.retried, fmtInt(w.retried));
+  setText(cells.up, w.startedAt ? fmtDuration((now - Date.parse(w.startedAt)) / 1000) : '—');
+  setText(cells.seen, stale ? `${fmtAgo(w.lastSeen, now)} (stale)` : fmtAgo(w.lastSeen, now));
 }
