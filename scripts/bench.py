@@ -477,7 +477,9 @@ class Bench:
     async def reset(self) -> None:
         """Empty tables, empty Redis, a fresh checkpoint: every measurement starts from the same state."""
         assert self.db is not None and self.redis is not None
-        await self.db.execute("TRUNCATE messages, campaigns CASCADE")
+        # Every table a scenario writes: message_events (issue 3's audit trail) was left out
+        # before, so later scenarios ran against millions of earlier events and their vacuums.
+        await self.db.execute("TRUNCATE messages, campaigns, message_events, message_counts, idempotency_keys CASCADE")
         await self.redis.flushdb()
         await self.db.execute("CHECKPOINT")
 
