@@ -37,6 +37,9 @@ function leaveView() {
 
 /** Render the view for the current hash, or the login form when there is no session. */
 function route({ focus = false } = {}) {
+  // Already at the login form (e.g. a 401 just sent us there): keep it and its notice;
+  // the new address renders once the user has logged in.
+  if (!getSession() && document.body.classList.contains('logged-out') && main.querySelector('#login-form')) return;
   leaveView();
   if (!getSession()) return showLogin('');
   document.body.classList.remove('logged-out');
