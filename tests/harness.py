@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import fields
 from typing import Any
 
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -108,3 +109,27 @@ def running_worker_with(settings: Settings, provider: Any) -> contextlib.Abstrac
             return provider
 
     return running_worker(settings, OneProvider)
+
+
+FINISHED_CAMPAIGN_STATUSES = ("completed", "completed_with_failures", "cancelled")
+
+
+async def get_json(client: httpx.AsyncClient, auth: dict[str, str], path: str) -> dict[str, Any]:
+    r = await client.get(path, headers=auth)
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+async def post_json(client: httpx.AsyncClient, auth: dict[str, str], path: str, body: Any) -> dict[str, Any]:
+    """POST an accepted request (202) and return its JSON."""
+    r = await client.post(path, json=body, headers=auth)
+    assert r.status_code == 202, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+async def finished_campaign(client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str) -> dict[str, Any] | None:
+    """The campaign once it reached a terminal status, else None: a predicate for `wait_for`."""
+    body = await get_json(client, auth, f"/campaigns/{campaign_id}")
+    return body if body["status"] in FINISHED_CAMPAIGN_STATUSES else None

@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifq.db import idempotency_repo
 from notifq.errors import Conflict, ValidationError
+from notifq.validation import IDEMPOTENCY_KEY_MAX_LENGTH, is_idempotency_key
 
 KEY_TTL_SECONDS = 24 * 3600
 # An `in_progress` key older than this belongs to a request that died; another may take it over.
 ABANDONED_AFTER_SECONDS = 120
-MAX_KEY_LENGTH = 255
+MAX_KEY_LENGTH = IDEMPOTENCY_KEY_MAX_LENGTH
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def request_hash(method: str, path: str, body: Any) -> str:
 
 
 def check_key(raw: str) -> str:
-    if not 1 <= len(raw) <= MAX_KEY_LENGTH or not raw.isascii() or not raw.isprintable():
+    if not is_idempotency_key(raw):
         raise ValidationError(
             f"`Idempotency-Key` must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
             {"header": "Idempotency-Key"},

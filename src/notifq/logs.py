@@ -15,8 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-CONTEXT_KEYS = ("campaign_id", "message_id", "notification_id", "job_id", "worker_id", "admin_id", "provider",
-                "attempt", "count", "status")  # fmt: skip
+CONTEXT_KEYS = ("campaign_id", "message_id", "worker_id", "admin_id", "provider", "attempt", "count")
 MASK = "***"
 _SECRET_NAMES = r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|authorization"
 # The name may end a longer one (SMTP_PASSWORD, access_token, client_secret: `_` is a word

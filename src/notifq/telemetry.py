@@ -65,16 +65,15 @@ class WorkerBeat:
                    sent=int(d["sent"]), failed=int(d["failed"]), retried=int(d["retried"]))  # fmt: skip
 
 
-async def live_workers(redis: Redis, now: float | None = None) -> list[WorkerBeat]:
+async def live_workers(redis: Redis) -> list[WorkerBeat]:
     """Workers whose heartbeat hash still exists; also forgets ids silent for an hour.
 
     Liveness is the hash's TTL (LIVENESS_SECONDS, renewed by every beat), kept by Redis:
     comparing the worker's clock with the API's would hide or resurrect workers on hosts
     whose clocks disagree by seconds. The sorted set only enumerates them.
     """
-    now = time.time() if now is None else now
     pipe = redis.pipeline(transaction=False)
-    pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - FORGET_SECONDS)
+    pipe.zremrangebyscore(WORKERS_KEY, "-inf", time.time() - FORGET_SECONDS)
     pipe.zrange(WORKERS_KEY, 0, -1)
     _, ids = await pipe.execute()
     if not ids:

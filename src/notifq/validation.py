@@ -257,3 +257,11 @@ def parse_choice(raw: str | None, choices: tuple[str, ...], field: str) -> str |
     if raw not in choices:
         raise ValidationError(f"`{field}` must be one of {', '.join(choices)}", {"field": field, "allowed": choices})
     return raw
+
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+def is_idempotency_key(raw: str) -> bool:
+    """1 to 255 printable ASCII characters. Shared by the API and the CLI, which checks before sending."""
+    return 1 <= len(raw) <= IDEMPOTENCY_KEY_MAX_LENGTH and raw.isascii() and raw.isprintable()

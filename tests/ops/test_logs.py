@@ -14,7 +14,7 @@ import pytest
 from notifq.logs import JsonFormatter, RedactingTextFormatter, redact
 from notifq.settings import Settings
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, wait_for
-from tests.harness import running_worker, spawn_worker, stop_process
+from tests.harness import finished_campaign, running_worker, spawn_worker, stop_process
 
 
 @pytest.mark.parametrize(
@@ -70,12 +70,7 @@ async def test_logs_carry_ids_and_no_secrets(
     await client.post("/auth/login", json={"email": ADMIN_EMAIL, "password": "wrong-password-123"})
     campaign = (await client.post("/campaigns", json={"name": "logged", "recipientCount": 50}, headers=auth)).json()
     async with running_worker(settings.with_(mock_failure_rate=0.5, max_attempts=1)):
-
-        async def finished() -> bool:
-            body = (await client.get(f"/campaigns/{campaign['id']}", headers=auth)).json()
-            return str(body["status"]).startswith("completed")
-
-        await wait_for(finished, within=30)
+        await wait_for(lambda: finished_campaign(client, auth, campaign["id"]), within=30)
     output = captured.getvalue()
     for secret in (ADMIN_PASSWORD, "wrong-password-123", token, settings.jwt_secret):
         assert secret not in output

@@ -13,7 +13,7 @@ from notifq.auth import issue_token
 from notifq.settings import Settings
 from tests.api.support import bearer
 from tests.conftest import wait_for
-from tests.harness import running_worker
+from tests.harness import finished_campaign, running_worker
 from tests.live import LiveApi
 
 
@@ -86,12 +86,7 @@ async def test_timeline_adds_up_to_the_campaign_counts(
     empty = (await client.get(f"/campaigns/{campaign['id']}/timeline", headers=fast_auth)).json()
     assert empty == {"bucketSeconds": 1, "points": []}
     async with running_worker(settings.with_(rate_limit=250.0, mock_failure_rate=0.2, max_attempts=1)):
-
-        async def finished() -> dict[str, object] | None:
-            body = (await client.get(f"/campaigns/{campaign['id']}", headers=fast_auth)).json()
-            return body if str(body["status"]).startswith("completed") else None
-
-        final = await wait_for(finished, within=30)
+        final = await wait_for(lambda: finished_campaign(client, fast_auth, campaign["id"]), within=30)
     r = await client.get(f"/campaigns/{campaign['id']}/timeline", headers=fast_auth)
     assert r.status_code == 200
     timeline = r.json()

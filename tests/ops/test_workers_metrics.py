@@ -18,7 +18,7 @@ from notifq.telemetry import LIVENESS_SECONDS, live_workers, metric_counters
 from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.rate_limit import RateLimiter
 from tests.conftest import wait_for
-from tests.harness import running_worker, spawn_worker, status_counts, stop_process
+from tests.harness import finished_campaign, running_worker, spawn_worker, status_counts, stop_process
 
 
 async def _workers(client: httpx.AsyncClient, auth: dict[str, str]) -> dict[str, object]:
@@ -26,11 +26,6 @@ async def _workers(client: httpx.AsyncClient, auth: dict[str, str]) -> dict[str,
     assert r.status_code == 200, r.text
     body: dict[str, object] = r.json()
     return body
-
-
-async def _finished(client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str) -> dict[str, object] | None:
-    body = (await client.get(f"/campaigns/{campaign_id}", headers=auth)).json()
-    return body if body["status"].startswith("completed") else None
 
 
 async def test_workers_lists_live_workers_and_forgets_stopped_ones(
@@ -54,7 +49,7 @@ async def test_workers_lists_live_workers_and_forgets_stopped_ones(
 
         r = await client.post("/campaigns", json={"name": "busy", "recipientCount": 300}, headers=fast_auth)
         campaign_id = r.json()["id"]
-        await wait_for(lambda: _finished(client, fast_auth, campaign_id), within=30)
+        await wait_for(lambda: finished_campaign(client, fast_auth, campaign_id), within=30)
 
         async def counted() -> int | None:
             workers = (await _workers(client, fast_auth))["workers"]
@@ -100,7 +95,7 @@ async def test_metrics_parse_as_prometheus_and_match_the_database(
     campaign_id = r.json()["id"]
     # Every first attempt fails about 30% of the time; two attempts, so some fail for good.
     async with running_worker(settings.with_(mock_failure_rate=0.3, max_attempts=2, retry_delays=(0.2,))) as worker:
-        await wait_for(lambda: _finished(client, fast_auth, campaign_id), within=30)
+        await wait_for(lambda: finished_campaign(client, fast_auth, campaign_id), within=30)
         assert worker.deps
         metrics = worker.deps.metrics
 
@@ -142,7 +137,7 @@ async def test_rate_limit_waits_are_counted(
     r = await client.post("/campaigns", json={"name": "slow", "recipientCount": 60}, headers=fast_auth)
     campaign_id = r.json()["id"]
     async with running_worker(settings.with_(rate_limit=40.0)):
-        await wait_for(lambda: _finished(client, fast_auth, campaign_id), within=30)
+        await wait_for(lambda: finished_campaign(client, fast_auth, campaign_id), within=30)
 
         async def waits() -> float | None:
             for family in text_string_to_metric_families((await client.get("/metrics")).text):

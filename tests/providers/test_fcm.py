@@ -32,6 +32,7 @@ from tests.fcm_server import (  # noqa: F401  (fixtures)
     google_error,
     write_service_account,
 )
+from tests.loop_probe import loop_ticks
 from tests.smtp_server import free_port
 
 MakeFcm = Callable[..., FcmProvider]
@@ -273,24 +274,13 @@ def mute_port() -> Iterator[int]:
 async def test_hanging_fcm_times_out_without_blocking_the_loop(make_fcm: MakeFcm, mute_port: int) -> None:
     provider = make_fcm(endpoint_url=f"http://127.0.0.1:{mute_port}", timeout=0.3)
     await provider._access_token()  # fetched from the fake server first
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    tick_task = asyncio.create_task(ticker())
     started = time.monotonic()
-    try:
+    async with loop_ticks() as ticks:
         with pytest.raises(TransientError) as info:
             await provider.send(push())
-    finally:
-        tick_task.cancel()
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
     assert time.monotonic() - started >= 0.25
-    assert ticks >= 4
+    assert ticks.count >= 4
 
 
 # --- classify() and Retry-After -----------------------------------------------------------------

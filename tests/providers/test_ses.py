@@ -19,6 +19,7 @@ from notifq.providers.mock import MockProvider
 from notifq.providers.ses import PERMANENT_CODES, THROTTLE_CODES, SesProvider, classify
 from notifq.settings import Settings
 from tests.aws import moto_sent_messages, unique_address
+from tests.loop_probe import loop_ticks
 
 MakeSes = Callable[..., SesProvider]
 
@@ -160,26 +161,15 @@ async def test_hanging_endpoint_times_out_without_blocking_the_event_loop(
 ) -> None:
     """While a send waits on an endpoint that never answers, other tasks keep running; it ends Transient."""
     provider = make_ses(from_email="a@notifq.test", endpoint_url=silent_server.url, timeout=0.3)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    tick_task = asyncio.create_task(ticker())
     started = time.monotonic()
-    try:
+    async with loop_ticks() as ticks:
         with pytest.raises(TransientError) as info:
             await provider.send(outgoing("reader@elsewhere.test"))
-    finally:
-        tick_task.cancel()
     elapsed = time.monotonic() - started
 
     assert isinstance(info.value.__cause__, ReadTimeoutError)
     assert elapsed >= 0.25  # the send really was in flight for a while...
-    assert ticks >= 4  # ...and the loop kept ticking meanwhile (about elapsed / 0.05 ticks)
+    assert ticks.count >= 4  # ...and the loop kept ticking meanwhile (about elapsed / 0.05 ticks)
 
 
 async def test_timed_out_send_is_attempted_only_once(

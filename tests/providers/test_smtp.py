@@ -19,6 +19,7 @@ import pytest
 from notifq.errors import ConfigError, PermanentError, ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.providers.smtp import SmtpProvider, classify_reply
+from tests.loop_probe import loop_ticks
 from tests.smtp_server import (  # noqa: F401  (fixtures)
     DROP,
     SMTP_PASSWORD,
@@ -305,23 +306,12 @@ def mute_server() -> Iterator[MuteServer]:
 
 async def test_silent_server_times_out_without_blocking_the_loop(mute_server: MuteServer, make_smtp: MakeSmtp) -> None:
     provider = make_smtp(host="127.0.0.1", port=mute_server.port, timeout=0.3)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    tick_task = asyncio.create_task(ticker())
     started = time.monotonic()
-    try:
+    async with loop_ticks() as ticks:
         with pytest.raises(TransientError):
             await provider.send(outgoing())
-    finally:
-        tick_task.cancel()
     assert time.monotonic() - started >= 0.25
-    assert ticks >= 4
+    assert ticks.count >= 4
 
 
 async def test_server_vanishing_during_data_is_not_resent(smtp_server: SmtpTestServer, make_smtp: MakeSmtp) -> None:

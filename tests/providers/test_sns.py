@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from notifq.errors import PermanentError, ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.providers.sns import PERMANENT_CODES, THROTTLE_CODES, SnsProvider, classify
+from tests.loop_probe import loop_ticks
 from tests.smtp_server import free_port
 
 MakeSns = Callable[..., SnsProvider]
@@ -174,24 +175,13 @@ async def test_hanging_endpoint_is_tried_once_without_blocking_the_loop(
 ) -> None:
     """A Publish that never answers times out (transient) after one attempt: a retry could text twice."""
     provider = make_sns(endpoint_url=silent_server.url, timeout=0.3)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    tick_task = asyncio.create_task(ticker())
     started = time.monotonic()
-    try:
+    async with loop_ticks() as ticks:
         with pytest.raises(TransientError) as info:
             await provider.send(sms())
-    finally:
-        tick_task.cancel()
     assert isinstance(info.value.__cause__, ReadTimeoutError)
     assert time.monotonic() - started >= 0.25
-    assert ticks >= 4
+    assert ticks.count >= 4
     await asyncio.sleep(0.1)  # a retry, if any, would connect by now
     assert silent_server.accepted() == 1
 

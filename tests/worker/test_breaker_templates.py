@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,7 +20,15 @@ from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.settings import Settings
 from tests.api.support import assert_error, row_counts
 from tests.conftest import wait_for
-from tests.harness import assert_counters_match, campaign_row, running_worker_with, status_counts
+from tests.harness import (
+    assert_counters_match,
+    campaign_row,
+    finished_campaign,
+    get_json,
+    post_json,
+    running_worker_with,
+    status_counts,
+)
 
 
 @pytest.fixture
@@ -93,28 +102,6 @@ class RenderingRecorder:
         return None
 
 
-async def _post(client: httpx.AsyncClient, auth: dict[str, str], path: str, body: Any) -> dict[str, Any]:
-    r = await client.post(path, json=body, headers=auth)
-    assert r.status_code == 202, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
-async def _get(client: httpx.AsyncClient, auth: dict[str, str], path: str) -> dict[str, Any]:
-    r = await client.get(path, headers=auth)
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
-def _finished(client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str) -> Any:
-    async def check() -> dict[str, Any] | None:
-        body = await _get(client, auth, f"/campaigns/{campaign_id}")
-        return body if body["status"] in ("completed", "completed_with_failures", "cancelled") else None
-
-    return check
-
-
 async def _messages(engine: AsyncEngine) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         rows = await conn.execute(text("SELECT id, recipient, status, attempts, job_id FROM messages ORDER BY id"))
@@ -137,7 +124,7 @@ async def test_open_circuit_skips_the_provider_and_messages_wait_without_burning
     client: httpx.AsyncClient, auth: dict[str, str], settings: Settings, engine: AsyncEngine
 ) -> None:
     provider = SwitchableProvider()
-    campaign = await _post(client, auth, "/campaigns",
+    campaign = await post_json(client, auth, "/campaigns",
                            {"name": "outage", "recipients": [f"r{i}@example.com" for i in range(20)]})  # fmt: skip
     async with running_worker_with(settings.with_(breaker_failures=3, breaker_cooldown=1.0), provider):
 
@@ -156,12 +143,12 @@ async def test_open_circuit_skips_the_provider_and_messages_wait_without_burning
         events = await _events(engine)
         for r in waiting:
             assert "deferred" in events[r["id"]], (r, events[r["id"]])
-        view = await _get(client, auth, f"/notifications/{waiting[0]['id']}")
+        view = await get_json(client, auth, f"/notifications/{waiting[0]['id']}")
         deferred = [e for e in view["events"] if e["event"] == "deferred"]
         assert deferred and "not attempted" in deferred[0]["detail"]
 
         provider.healthy = True
-        done = await wait_for(_finished(client, auth, campaign["id"]), within=15)
+        done = await wait_for(lambda: finished_campaign(client, auth, campaign["id"]), within=15)
     assert done["status"] == "completed" and done["sentCount"] == 20
     unhealthy = [c for c in provider.calls if not c.ok]
     assert len(unhealthy) <= 5
@@ -180,7 +167,9 @@ async def test_messages_deferred_by_an_open_circuit_share_batches(
     """Retries are grouped into batches ("a chunk of 500 with 100 failures costs one or a few jobs, not 100").
     Messages skipped together by one open circuit must not each become an arq job of their own."""
     provider = SwitchableProvider()
-    await _post(client, auth, "/campaigns", {"name": "outage", "recipients": [f"r{i}@example.com" for i in range(50)]})
+    await post_json(
+        client, auth, "/campaigns", {"name": "outage", "recipients": [f"r{i}@example.com" for i in range(50)]}
+    )
     async with running_worker_with(settings.with_(breaker_failures=3, breaker_cooldown=2.0), provider):
 
         async def deferred_all() -> bool:
@@ -222,7 +211,7 @@ async def test_throttled_message_is_retried_after_the_hint_without_using_an_atte
         assert gap >= 0.5 - 0.01, gap
         assert "throttled" in events[mid], events[mid]
         assert events[mid][-1] == "sent"
-        view = await _get(client, auth, f"/notifications/{mid}")
+        view = await get_json(client, auth, f"/notifications/{mid}")
         assert view["status"] == "sent" and view["attempts"] == 1 and view["providerMessageId"] == f"t-{mid}"
     # While a throttle hold lasts, the provider is not called for any other message either.
     holds = [calls[0][1] for calls in provider.calls.values()]
@@ -245,12 +234,12 @@ async def test_templates_are_rendered_per_recipient(
         {"to": "b@example.com", "vars": {"name": "Bo", "code": "X-9", "unused": "ignored"}},
         {"to": "c@example.com", "vars": {"name": "{{ to }} {{ code }}", "code": "0"}},  # values are not templates
     ]
-    campaign = await _post(client, auth, "/campaigns", {
+    campaign = await post_json(client, auth, "/campaigns", {
         "name": "welcome", "subject": "Hi {{ name }}", "recipients": recipients,
         "body": "Dear {{name}}, your code is {{  code }}. Sent to {{ to }}. Literal: {{ 1x }} {{ }}",
     })  # fmt: skip
     async with running_worker_with(settings, provider):
-        done = await wait_for(_finished(client, auth, campaign["id"]), within=10)
+        done = await wait_for(lambda: finished_campaign(client, auth, campaign["id"]), within=10)
     assert done["status"] == "completed"
     got = {to: (m.subject, m.body) for to, m in provider.sent.items()}
     assert got == {
@@ -266,13 +255,13 @@ async def test_templates_with_plain_recipients_and_other_channels(
 ) -> None:
     """`{{ to }}` is built in, so plain-string recipients and `recipientCount` may use it; sms renders too."""
     provider = RenderingRecorder()
-    mixed = await _post(client, auth, "/campaigns", {
+    mixed = await post_json(client, auth, "/campaigns", {
         "name": "sms", "channel": "sms", "body": "Hello {{ name }} at {{ to }}",
         "recipients": [{"to": "+15550000001", "vars": {"name": "Ana"}}, {"to": "+15550000002", "vars": {"name": 7}}],
     })  # fmt: skip
-    synthetic = await _post(client, auth, "/campaigns",
+    synthetic = await post_json(client, auth, "/campaigns",
                             {"name": "load", "recipientCount": 2, "subject": "For {{to}}", "body": "b"})  # fmt: skip
-    plain = await _post(
+    plain = await post_json(
         client,
         auth,
         "/campaigns",
@@ -280,7 +269,7 @@ async def test_templates_with_plain_recipients_and_other_channels(
     )
     async with running_worker_with(settings, provider):
         for c in (mixed, synthetic, plain):
-            await wait_for(_finished(client, auth, c["id"]), within=10)
+            await wait_for(functools.partial(finished_campaign, client, auth, c["id"]), within=10)
     assert provider.sent["+15550000001"].body == "Hello Ana at +15550000001"
     assert provider.sent["+15550000002"].body == "Hello 7 at +15550000002"
     assert provider.sent["+15550000001"].channel == "sms"

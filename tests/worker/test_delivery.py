@@ -15,7 +15,8 @@ from notifq.errors import PermanentError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.settings import Settings
 from tests.conftest import wait_for
-from tests.harness import assert_counters_match, campaign_row, running_worker_with, status_counts
+from tests.harness import assert_counters_match, campaign_row, finished_campaign, running_worker_with, status_counts
+from tests.loop_probe import loop_ticks
 
 
 class ScriptedProvider:
@@ -46,11 +47,6 @@ async def _create(client: httpx.AsyncClient, auth: dict[str, str], **body: objec
     return str(r.json()["id"])
 
 
-async def _finished(client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str) -> dict[str, object] | None:
-    body: dict[str, object] = (await client.get(f"/campaigns/{campaign_id}", headers=auth)).json()
-    return body if body["status"] not in ("pending", "processing") else None
-
-
 async def test_failed_attempts_are_retried_after_1_2_4_seconds(
     client: httpx.AsyncClient, auth: dict[str, str], settings: Settings, engine: AsyncEngine
 ) -> None:
@@ -58,7 +54,7 @@ async def test_failed_attempts_are_retried_after_1_2_4_seconds(
     provider = ScriptedProvider(fail_first=3)
     campaign_id = await _create(client, auth, recipients=[f"r{i}@example.com" for i in range(20)])
     async with running_worker_with(settings, provider):
-        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=40)
+        final = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=40)
     assert final["status"] == "completed" and final["sentCount"] == 20
     assert len(provider.calls) == 20
     for attempts in provider.calls.values():
@@ -80,7 +76,7 @@ async def test_message_fails_after_four_attempts_and_counters_move(
     provider = ScriptedProvider(fail_first=99)
     campaign_id = await _create(client, auth, recipients=["a@example.com", "b@example.com"])
     async with running_worker_with(settings, provider):
-        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=40)
+        final = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=40)
     assert final["status"] == "completed_with_failures"
     assert final["failedCount"] == 2 and final["sentCount"] == 0
     assert all(len(calls) == 4 for calls in provider.calls.values())
@@ -97,7 +93,7 @@ async def test_permanent_error_fails_at_once(
     provider = ScriptedProvider(permanent_for=frozenset({"bounce@example.com"}))
     campaign_id = await _create(client, auth, recipients=["ok@example.com", "bounce@example.com", "ok2@example.com"])
     async with running_worker_with(settings, provider):
-        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=20)
+        final = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=20)
     assert final["sentCount"] == 2 and final["failedCount"] == 1
     assert len(provider.calls) == 3
     assert all(len(calls) == 1 for calls in provider.calls.values())
@@ -114,7 +110,7 @@ async def test_retry_endpoint_resends_only_failures(
     first = ScriptedProvider(permanent_for=frozenset({f"r{i}@example.com" for i in range(0, 30, 3)}))
     campaign_id = await _create(client, auth, recipients=[f"r{i}@example.com" for i in range(30)])
     async with running_worker_with(settings, first):
-        done = await wait_for(lambda: _finished(client, auth, campaign_id), within=20)
+        done = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=20)
     assert done["failedCount"] == 10 and done["status"] == "completed_with_failures"
 
     r = await client.post(f"/campaigns/{campaign_id}/retry", headers=auth)
@@ -122,7 +118,7 @@ async def test_retry_endpoint_resends_only_failures(
     assert (await client.get(f"/campaigns/{campaign_id}", headers=auth)).json()["status"] == "processing"
     second = ScriptedProvider()
     async with running_worker_with(settings, second):
-        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=20)
+        final = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=20)
     assert final["status"] == "completed" and final["sentCount"] == 30 and final["failedCount"] == 0
     assert len(second.calls) == 10  # only the former failures
     assert_counters_match(await campaign_row(engine, campaign_id), await status_counts(engine, campaign_id))
@@ -170,7 +166,7 @@ async def test_worker_rate_limit_counts_messages(
     provider = ScriptedProvider()
     campaign_id = await _create(client, auth, recipientCount=200)
     async with running_worker_with(settings.with_(rate_limit=rate), provider):
-        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=30)
+        final = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=30)
     assert final["sentCount"] == 200
     times = sorted(t for calls in provider.calls.values() for _, t in calls)
     burst = max(1.0, rate / 4)
@@ -186,17 +182,8 @@ async def test_throttled_job_never_starves_the_event_loop(
     """At 1 msg/s with a short job slice, the job waits or hands over; it must not busy-spin."""
     provider = ScriptedProvider()
     await _create(client, auth, recipientCount=20)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    async with running_worker_with(settings.with_(rate_limit=1.0, job_slice_seconds=0.5), provider):
-        task = asyncio.create_task(ticker())
+    worker = running_worker_with(settings.with_(rate_limit=1.0, job_slice_seconds=0.5), provider)
+    async with worker, loop_ticks() as ticks:
         await asyncio.sleep(3)
-        task.cancel()
-    assert ticks >= 40, ticks  # ~60 expected; a spinning job starves the ticker to ~0
+    assert ticks.count >= 40, ticks.count  # ~60 expected; a spinning job starves the ticker to ~0
     assert 2 <= len(provider.calls) <= 6  # about one send per second

@@ -20,7 +20,7 @@ from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.settings import Settings
 from tests.api.support import assert_error
 from tests.conftest import wait_for
-from tests.harness import assert_counters_match, campaign_row, running_worker_with, status_counts
+from tests.harness import assert_counters_match, campaign_row, get_json, post_json, running_worker_with, status_counts
 
 
 @pytest.fixture
@@ -62,20 +62,6 @@ def _iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-async def _post(client: httpx.AsyncClient, auth: dict[str, str], path: str, body: Any) -> dict[str, Any]:
-    r = await client.post(path, json=body, headers=auth)
-    assert r.status_code == 202, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
-async def _get(client: httpx.AsyncClient, auth: dict[str, str], path: str) -> dict[str, Any]:
-    r = await client.get(path, headers=auth)
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
 async def _redis_jobs(redis: Redis, settings: Settings) -> int:
     return int(await redis.zcard(settings.queue_name)) + int(await redis.zcard(settings.queue_name + ":transactional"))
 
@@ -89,7 +75,7 @@ async def _attempts(engine: AsyncEngine, campaign_id: str) -> dict[int, int]:
 
 def _status_is(client: httpx.AsyncClient, auth: dict[str, str], path: str, *statuses: str) -> Any:
     async def check() -> dict[str, Any] | None:
-        body = await _get(client, auth, path)
+        body = await get_json(client, auth, path)
         return body if body["status"] in statuses else None
 
     return check
@@ -104,7 +90,7 @@ async def test_transactional_send_overtakes_a_running_campaign(
     """An OTP posted while a 20,000-message campaign is being delivered at 2,000/s reaches the provider
     within a fraction of a second, long before the campaign's backlog is through."""
     provider = RecordingProvider()
-    campaign = await _post(client, auth, "/campaigns", {"name": "newsletter", "recipientCount": 20_000})
+    campaign = await post_json(client, auth, "/campaigns", {"name": "newsletter", "recipientCount": 20_000})
     async with running_worker_with(settings.with_(rate_limit=2000.0), provider):
 
         async def campaign_running() -> bool:
@@ -112,7 +98,7 @@ async def test_transactional_send_overtakes_a_running_campaign(
 
         await wait_for(campaign_running, within=15, interval=0.01)
         posted = time.monotonic()
-        otp = await _post(client, auth, "/notifications",
+        otp = await post_json(client, auth, "/notifications",
                           {"channel": "sms", "to": "+15550001234", "body": "code 123456"})  # fmt: skip
         otp_id = int(otp["id"])
 
@@ -123,14 +109,14 @@ async def test_transactional_send_overtakes_a_running_campaign(
         reached = provider.calls[otp_id][0].at
         campaign_calls_before = sum(1 for mid, calls in provider.calls.items() if mid != otp_id
                                     and calls[0].at <= reached)  # fmt: skip
-        progress = await _get(client, auth, f"/campaigns/{campaign['id']}")
+        progress = await get_json(client, auth, f"/campaigns/{campaign['id']}")
     latency = reached - posted
     report = f"latency {latency:.3f}s, {campaign_calls_before} campaign sends before it, progress {progress}"
     assert latency < 2.0, report
     assert progress["status"] == "processing", report
     assert campaign_calls_before < 15_000, report
     assert progress["progress"]["queued"] > 5_000, report
-    view = await _get(client, auth, f"/notifications/{otp_id}")
+    view = await get_json(client, auth, f"/notifications/{otp_id}")
     assert view["priority"] == "transactional"
 
 
@@ -141,7 +127,7 @@ async def test_batches_of_a_cancelled_campaign_do_not_hold_up_the_next_one(
     once, not after waiting a full chunk's worth of rate-limit time (1/4 s at 2,000/s) for tokens it then
     gives back: with 8 jobs queueing for the limiter, 16 empty batches would hold a new campaign for ~4 s."""
     provider = RecordingProvider()
-    big = await _post(client, auth, "/campaigns", {"name": "big", "recipientCount": 10_000})  # 20 batches
+    big = await post_json(client, auth, "/campaigns", {"name": "big", "recipientCount": 10_000})  # 20 batches
     async with running_worker_with(settings.with_(rate_limit=2000.0), provider):
 
         async def started() -> bool:
@@ -150,7 +136,7 @@ async def test_batches_of_a_cancelled_campaign_do_not_hold_up_the_next_one(
         await wait_for(started, within=15, interval=0.01)
         assert (await client.post(f"/campaigns/{big['id']}/cancel", headers=auth)).status_code == 202
         created = time.monotonic()
-        small = await _post(client, auth, "/campaigns", {"name": "small", "recipients": ["a@example.com"]})
+        small = await post_json(client, auth, "/campaigns", {"name": "small", "recipients": ["a@example.com"]})
         await wait_for(_status_is(client, auth, f"/campaigns/{small['id']}", "completed"), within=20, interval=0.02)
         took = time.monotonic() - created
     assert took < 1.5, f"a 1-message campaign took {took:.2f}s behind a cancelled campaign's empty batches"
@@ -160,7 +146,7 @@ async def test_bulk_single_notification_is_delivered_from_the_bulk_lane(
     client: httpx.AsyncClient, auth: dict[str, str], settings: Settings, redis: Redis
 ) -> None:
     provider = RecordingProvider()
-    bulk = await _post(client, auth, "/notifications",
+    bulk = await post_json(client, auth, "/notifications",
                        {"channel": "push", "to": "mock-abc", "body": "weekly digest", "priority": "bulk"})  # fmt: skip
     assert await redis.zcard(settings.queue_name) == 1
     assert await redis.zcard(settings.queue_name + ":transactional") == 0
@@ -178,7 +164,7 @@ async def test_scheduled_notification_is_held_then_sent_after_send_at(
     provider = RecordingProvider()
     send_at = datetime.now(UTC) + timedelta(seconds=1.5)
     body = {"channel": "email", "to": "x@example.com", "body": "later", "sendAt": _iso(send_at)}
-    data = await _post(client, auth, "/notifications", body)
+    data = await post_json(client, auth, "/notifications", body)
     assert data["status"] == "pending"
     assert datetime.fromisoformat(data["sendAt"]) == send_at
     assert await _redis_jobs(redis, settings) == 0  # Redis only holds work that is due
@@ -186,7 +172,7 @@ async def test_scheduled_notification_is_held_then_sent_after_send_at(
     async with running_worker_with(settings, provider):
         await asyncio.sleep(0.6)
         assert provider.count == 0
-        assert (await _get(client, auth, f"/notifications/{data['id']}"))["status"] == "pending"
+        assert (await get_json(client, auth, f"/notifications/{data['id']}"))["status"] == "pending"
         view = await wait_for(_status_is(client, auth, f"/notifications/{data['id']}", "sent"), within=10)
     [call] = provider.calls[int(data["id"])]
     assert call.wall >= send_at.timestamp(), (call.wall, send_at.timestamp())
@@ -202,7 +188,7 @@ async def test_scheduled_campaign_waits_then_processes_and_completes(
     provider = RecordingProvider(gate)
     send_at = datetime.now(UTC) + timedelta(seconds=1.5)
     recipients = [f"s{i}@example.com" for i in range(5)]
-    campaign = await _post(client, auth, "/campaigns",
+    campaign = await post_json(client, auth, "/campaigns",
                            {"name": "later", "recipients": recipients, "sendAt": _iso(send_at)})  # fmt: skip
     assert campaign["status"] == "scheduled"
     assert campaign["progress"]["pending"] == campaign["totalMessages"] == 5
@@ -211,7 +197,7 @@ async def test_scheduled_campaign_waits_then_processes_and_completes(
     path = f"/campaigns/{campaign['id']}"
     async with running_worker_with(settings, provider):
         await asyncio.sleep(0.6)
-        assert (await _get(client, auth, path))["status"] == "scheduled"
+        assert (await get_json(client, auth, path))["status"] == "scheduled"
         assert provider.count == 0
         processing = await wait_for(_status_is(client, auth, path, "processing"), within=10, interval=0.02)
         assert time.time() >= send_at.timestamp()
@@ -229,7 +215,7 @@ async def test_cancelled_scheduled_campaign_sends_nothing(
 ) -> None:
     provider = RecordingProvider()
     send_at = datetime.now(UTC) + timedelta(seconds=0.8)
-    campaign = await _post(client, auth, "/campaigns",
+    campaign = await post_json(client, auth, "/campaigns",
                            {"name": "x", "recipientCount": 50, "sendAt": _iso(send_at)})  # fmt: skip
     r = await client.post(f"/campaigns/{campaign['id']}/cancel", headers=auth)
     assert r.status_code == 202, r.text
@@ -237,7 +223,7 @@ async def test_cancelled_scheduled_campaign_sends_nothing(
     async with running_worker_with(settings, provider):
         await asyncio.sleep(max(0.0, send_at.timestamp() - time.time()) + 1.2)
     assert provider.count == 0
-    after = await _get(client, auth, f"/campaigns/{campaign['id']}")
+    after = await get_json(client, auth, f"/campaigns/{campaign['id']}")
     assert after["status"] == "cancelled" and after["progress"]["cancelled"] == 50 and after["sentCount"] == 0
     assert_counters_match(await campaign_row(engine, campaign["id"]), await status_counts(engine, campaign["id"]))
 
@@ -247,16 +233,16 @@ async def test_paused_scheduled_campaign_is_held_past_send_at_until_resumed(
 ) -> None:
     provider = RecordingProvider()
     send_at = datetime.now(UTC) + timedelta(seconds=0.5)
-    campaign = await _post(client, auth, "/campaigns",
+    campaign = await post_json(client, auth, "/campaigns",
                            {"name": "x", "recipientCount": 10, "sendAt": _iso(send_at)})  # fmt: skip
     path = f"/campaigns/{campaign['id']}"
-    paused = await _post(client, auth, f"{path}/pause", None)
+    paused = await post_json(client, auth, f"{path}/pause", None)
     assert paused["status"] == "paused"
     async with running_worker_with(settings, provider):
         await asyncio.sleep(max(0.0, send_at.timestamp() - time.time()) + 1.0)
         assert provider.count == 0
-        assert (await _get(client, auth, path))["status"] == "paused"
-        resumed = await _post(client, auth, f"{path}/resume", None)
+        assert (await get_json(client, auth, path))["status"] == "paused"
+        resumed = await post_json(client, auth, f"{path}/resume", None)
         assert resumed["status"] == "processing"
         done = await wait_for(_status_is(client, auth, path, "completed"), within=10)
     assert done["sentCount"] == 10 and provider.count == 10
@@ -269,7 +255,7 @@ async def test_pause_stops_sends_and_resume_finishes_without_duplicates(
     client: httpx.AsyncClient, auth: dict[str, str], settings: Settings, engine: AsyncEngine
 ) -> None:
     provider = RecordingProvider()
-    campaign = await _post(client, auth, "/campaigns", {"name": "big", "recipientCount": 3000})
+    campaign = await post_json(client, auth, "/campaigns", {"name": "big", "recipientCount": 3000})
     path = f"/campaigns/{campaign['id']}"
     async with running_worker_with(settings.with_(rate_limit=500.0), provider):
 
@@ -284,7 +270,7 @@ async def test_pause_stops_sends_and_resume_finishes_without_duplicates(
         settled = provider.count
         await asyncio.sleep(1.0)
         assert provider.count == settled, "sends continued while paused"
-        paused = await _get(client, auth, path)
+        paused = await get_json(client, auth, path)
         assert paused["status"] == "paused"
         assert paused["progress"]["pending"] > 0
         assert paused["progress"]["queued"] == 0 and paused["progress"]["sending"] == 0
@@ -308,13 +294,13 @@ async def test_pause_and_resume_of_an_unstarted_campaign(
     client: httpx.AsyncClient, auth: dict[str, str], engine: AsyncEngine
 ) -> None:
     """Without a worker: pause moves every queued message to pending; resume puts them back, nothing else."""
-    campaign = await _post(client, auth, "/campaigns", {"name": "x", "recipientCount": 7})
+    campaign = await post_json(client, auth, "/campaigns", {"name": "x", "recipientCount": 7})
     path = f"/campaigns/{campaign['id']}"
-    paused = await _post(client, auth, f"{path}/pause", None)
+    paused = await post_json(client, auth, f"{path}/pause", None)
     assert paused["status"] == "paused"
     assert paused["progress"]["pending"] == 7 and paused["progress"]["queued"] == 0
     assert paused["completedAt"] is None, "a paused campaign is not completed"
-    resumed = await _post(client, auth, f"{path}/resume", None)
+    resumed = await post_json(client, auth, f"{path}/resume", None)
     assert resumed["status"] == "processing" and resumed["progress"]["queued"] == 7
     assert resumed["completedAt"] is None
     assert_counters_match(await campaign_row(engine, campaign["id"]), await status_counts(engine, campaign["id"]))
@@ -324,10 +310,10 @@ async def test_resume_before_send_at_returns_to_scheduled(
     client: httpx.AsyncClient, auth: dict[str, str], engine: AsyncEngine, redis: Redis, settings: Settings
 ) -> None:
     send_at = datetime.now(UTC) + timedelta(hours=1)
-    campaign = await _post(client, auth, "/campaigns", {"name": "x", "recipientCount": 4, "sendAt": _iso(send_at)})
+    campaign = await post_json(client, auth, "/campaigns", {"name": "x", "recipientCount": 4, "sendAt": _iso(send_at)})
     path = f"/campaigns/{campaign['id']}"
-    assert (await _post(client, auth, f"{path}/pause", None))["status"] == "paused"
-    resumed = await _post(client, auth, f"{path}/resume", None)
+    assert (await post_json(client, auth, f"{path}/pause", None))["status"] == "paused"
+    resumed = await post_json(client, auth, f"{path}/resume", None)
     assert resumed["status"] == "scheduled"
     assert resumed["progress"]["pending"] == 4 and resumed["progress"]["queued"] == 0
     assert await _redis_jobs(redis, settings) == 0
@@ -338,7 +324,7 @@ async def test_pause_and_resume_answer_409_404_422(
     client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
 ) -> None:
     provider = RecordingProvider()
-    campaign = await _post(client, auth, "/campaigns", {"name": "x", "recipientCount": 3})
+    campaign = await post_json(client, auth, "/campaigns", {"name": "x", "recipientCount": 3})
     path = f"/campaigns/{campaign['id']}"
     assert_error(await client.post(f"{path}/resume", headers=auth), 409, "conflict")  # not paused
     async with running_worker_with(settings, provider):
@@ -346,7 +332,7 @@ async def test_pause_and_resume_answer_409_404_422(
     error = assert_error(await client.post(f"{path}/pause", headers=auth), 409, "conflict")
     assert error["details"] == {"status": "completed"}
     assert_error(await client.post(f"{path}/resume", headers=auth), 409, "conflict")
-    cancelled = await _post(client, auth, "/campaigns", {"name": "y", "recipientCount": 3})
+    cancelled = await post_json(client, auth, "/campaigns", {"name": "y", "recipientCount": 3})
     assert (await client.post(f"/campaigns/{cancelled['id']}/cancel", headers=auth)).status_code == 202
     assert_error(await client.post(f"/campaigns/{cancelled['id']}/pause", headers=auth), 409, "conflict")
     assert_error(await client.post(f"/campaigns/{uuid.uuid4()}/pause", headers=auth), 404, "not_found")

@@ -8,12 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.settings import Settings
 from tests.aws import moto_sent_messages, unique_address
 from tests.conftest import wait_for
-from tests.harness import assert_counters_match, campaign_row, running_worker, status_counts
-
-
-async def _finished(client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str) -> dict[str, object] | None:
-    body: dict[str, object] = (await client.get(f"/campaigns/{campaign_id}", headers=auth)).json()
-    return body if body["status"] not in ("pending", "processing") else None
+from tests.harness import assert_counters_match, campaign_row, finished_campaign, running_worker, status_counts
 
 
 async def test_real_addresses_go_to_ses_and_example_com_to_the_mock(
@@ -31,7 +26,7 @@ async def test_real_addresses_go_to_ses_and_example_com_to_the_mock(
     campaign_id = r.json()["id"]
     ses_settings = settings.with_(ses_endpoint_url=moto_server, from_email=verified_sender)
     async with running_worker(ses_settings):
-        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=30)
+        final = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=30)
     assert final["status"] == "completed" and final["sentCount"] == 3
     sent = [m for m in await moto_sent_messages(moto_server) if m["source"] == verified_sender]
     assert sorted(d for m in sent for d in m["destinations"]["ToAddresses"]) == sorted(real)
@@ -47,7 +42,7 @@ async def test_ses_rejection_fails_the_message_at_once(
     campaign_id = r.json()["id"]
     rejected = settings.with_(ses_endpoint_url=moto_server, from_email=unique_address("unverified"))
     async with running_worker(rejected):
-        final = await wait_for(lambda: _finished(client, auth, campaign_id), within=30)
+        final = await wait_for(lambda: finished_campaign(client, auth, campaign_id), within=30)
     assert final["status"] == "completed_with_failures" and final["failedCount"] == 1
     message = (await client.get(f"/campaigns/{campaign_id}/messages", headers=auth)).json()["items"][0]
     assert message["status"] == "failed" and message["attempts"] == 1

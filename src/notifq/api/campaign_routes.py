@@ -19,7 +19,7 @@ from notifq.validation import parse_campaign, parse_choice, parse_limit
 log = logging.getLogger("notifq.api")
 
 
-def _service(request: Request) -> CampaignService:
+def campaign_service(request: Request) -> CampaignService:
     service: CampaignService = request.app.state.campaigns
     return service
 
@@ -31,13 +31,13 @@ async def create_campaign(request: Request) -> Response:
     campaign_request = parse_campaign(body, settings.max_campaign_size)
 
     async def create(ticket: Ticket | None) -> Response:
-        campaign = await _service(request).create(campaign_request, admin_id, ticket)
+        campaign = await campaign_service(request).create(campaign_request, admin_id, ticket)
         context = {"campaign_id": campaign.id, "admin_id": admin_id, "count": campaign.total_messages}
         log.info("campaign created: %d messages on %s", campaign.total_messages, campaign.channel, extra=context)
         return JSONResponse(campaign_json(campaign), 202, headers={"Location": f"/campaigns/{campaign.id}"})
 
     async def replay(previous: Replay) -> Response:
-        campaign = await _service(request).get(parse_id(previous.ids[0]))
+        campaign = await campaign_service(request).get(parse_id(previous.ids[0]))
         return JSONResponse(campaign_json(campaign), previous.status, headers={"Location": f"/campaigns/{campaign.id}"})
 
     return await idempotent.run(request, admin_id, body, create, replay)
@@ -45,14 +45,14 @@ async def create_campaign(request: Request) -> Response:
 
 async def get_campaign(request: Request) -> Response:
     require_admin(request)
-    campaign = await _service(request).get(parse_id(request.path_params["campaign_id"]))
+    campaign = await campaign_service(request).get(parse_id(request.path_params["campaign_id"]))
     return JSONResponse(campaign_json(campaign))
 
 
 async def list_campaigns(request: Request) -> Response:
     require_admin(request)
     q = request.query_params
-    rows, cursor = await _service(request).list_page(
+    rows, cursor = await campaign_service(request).list_page(
         limit=parse_limit(q.get("limit")),
         status=parse_choice(q.get("status"), CAMPAIGN_STATUSES, "status"),
         cursor=q.get("cursor") or None,
@@ -63,7 +63,7 @@ async def list_campaigns(request: Request) -> Response:
 async def list_messages(request: Request) -> Response:
     require_admin(request)
     q = request.query_params
-    rows, cursor = await _service(request).messages(
+    rows, cursor = await campaign_service(request).messages(
         parse_id(request.path_params["campaign_id"]),
         status=parse_choice(q.get("status"), MESSAGE_STATUSES, "status"),
         cursor=q.get("cursor") or None,
@@ -75,7 +75,7 @@ async def list_messages(request: Request) -> Response:
 async def retry_campaign(request: Request) -> Response:
     admin_id = require_admin(request)
     campaign_id = parse_id(request.path_params["campaign_id"])
-    count = await _service(request).retry(campaign_id)
+    count = await campaign_service(request).retry(campaign_id)
     log.info("campaign retry: %d messages requeued", count,
              extra={"campaign_id": campaign_id, "admin_id": admin_id, "count": count})  # fmt: skip
     return JSONResponse({"requeued": count}, 202)
@@ -83,21 +83,21 @@ async def retry_campaign(request: Request) -> Response:
 
 async def cancel_campaign(request: Request) -> Response:
     admin_id = require_admin(request)
-    campaign = await _service(request).cancel(parse_id(request.path_params["campaign_id"]))
+    campaign = await campaign_service(request).cancel(parse_id(request.path_params["campaign_id"]))
     log.info("campaign cancel: now %s", campaign.status, extra={"campaign_id": campaign.id, "admin_id": admin_id})
     return JSONResponse(campaign_json(campaign), 202)
 
 
 async def pause_campaign(request: Request) -> Response:
     admin_id = require_admin(request)
-    campaign = await _service(request).pause(parse_id(request.path_params["campaign_id"]))
+    campaign = await campaign_service(request).pause(parse_id(request.path_params["campaign_id"]))
     log.info("campaign pause: now %s", campaign.status, extra={"campaign_id": campaign.id, "admin_id": admin_id})
     return JSONResponse(campaign_json(campaign), 202)
 
 
 async def resume_campaign(request: Request) -> Response:
     admin_id = require_admin(request)
-    campaign = await _service(request).resume(parse_id(request.path_params["campaign_id"]))
+    campaign = await campaign_service(request).resume(parse_id(request.path_params["campaign_id"]))
     log.info("campaign resume: now %s", campaign.status, extra={"campaign_id": campaign.id, "admin_id": admin_id})
     return JSONResponse(campaign_json(campaign), 202)
 

@@ -19,6 +19,7 @@ from notifq import __version__
 from notifq.addresses import CHANNELS, E164_RE, EMAIL_RE, PUSH_TOKEN_RE
 from notifq.api.notification_routes import MAX_BATCH
 from notifq.api.openapi_ops import OPS_PATHS, OPS_SCHEMAS
+from notifq.api.openapi_parts import BEARER, PUBLIC, ref
 from notifq.auth import BCRYPT_MAX_BYTES
 from notifq.db.campaigns_repo import CAMPAIGN_STATUSES, MESSAGE_STATUSES
 from notifq.idempotency import ABANDONED_AFTER_SECONDS, KEY_TTL_SECONDS, MAX_KEY_LENGTH
@@ -33,8 +34,6 @@ LOGIN_BODY_BYTES: Final = 16 * 1024
 # Mirror the literals in notification_routes.redrive.
 REDRIVE_BODY_BYTES: Final = 1024 * 1024
 REDRIVE_MAX_IDS: Final = 10_000
-BEARER: Final[list[dict[str, list[str]]]] = [{"bearerAuth": []}]
-PUBLIC: Final[list[dict[str, list[str]]]] = []
 # The audit trail's event names (serializers.notification_json, db/transitions.py, db/lifecycle.py,
 # worker/delivery.py, worker/reconciler.py), with what each records.
 EVENTS: Final[dict[str, str]] = {
@@ -58,20 +57,16 @@ ADDRESS_SCHEMAS: Final[dict[str, str]] = {"email": "EmailAddress", "sms": "Phone
 DEFAULT_CHANNEL: Final = "email"
 
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
 def _schema(name: str) -> dict[str, str]:
-    return _ref("schemas", name)
+    return ref("schemas", name)
 
 
 def _response(name: str) -> dict[str, str]:
-    return _ref("responses", name)
+    return ref("responses", name)
 
 
 def _param(name: str) -> dict[str, str]:
-    return _ref("parameters", name)
+    return ref("parameters", name)
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -788,7 +783,7 @@ _IDEMPOTENCY_NOTE: Final = (
 RESPONSES: Final[dict[str, Any]] = {
     "Unauthorized": _error_response(
         "Missing, malformed, expired or invalid bearer token (`unauthorized`).",
-        {"WWW-Authenticate": _ref("headers", "WWWAuthenticate")},
+        {"WWW-Authenticate": ref("headers", "WWWAuthenticate")},
     ),
     "NotFound": _error_response("No campaign with that id (`not_found`)."),
     "NotificationNotFound": _error_response("No message with that id (`not_found`)."),
@@ -805,7 +800,7 @@ RESPONSES: Final[dict[str, Any]] = {
     "ServiceUnavailable": _error_response(
         "PostgreSQL or Redis is unavailable (`service_unavailable`); nothing was changed, so the request is safe "
         "to repeat.",
-        {"Retry-After": _ref("headers", "RetryAfter")},
+        {"Retry-After": ref("headers", "RetryAfter")},
     ),
 }
 
@@ -842,7 +837,7 @@ PARAMETERS: Final[dict[str, Any]] = {
 
 
 def _created(description: str, schema: str, *, location: str | None) -> dict[str, Any]:
-    headers: dict[str, Any] = {"Idempotent-Replayed": _ref("headers", "IdempotentReplayed")}
+    headers: dict[str, Any] = {"Idempotent-Replayed": ref("headers", "IdempotentReplayed")}
     if location:
         headers["Location"] = {"description": f"`{location}` of the new resource.", "schema": {"type": "string"}}
     return {"description": description, "headers": headers, "content": _json(_schema(schema))}
@@ -886,7 +881,7 @@ PATHS: Final[dict[str, Any]] = {
                 "200": {"description": "Logged in.", "content": _json(_schema("LoginResponse"))},
                 "401": _error_response(
                     "Wrong email or password (`unauthorized`).",
-                    {"WWW-Authenticate": _ref("headers", "WWWAuthenticate")},
+                    {"WWW-Authenticate": ref("headers", "WWWAuthenticate")},
                 ),
                 "413": _response("PayloadTooLarge"),
                 "422": _error_response(
@@ -896,7 +891,7 @@ PATHS: Final[dict[str, Any]] = {
                 "429": _error_response(
                     "Too many failed logins for this account or address (`too_many_attempts`, "
                     'details `{"retryAfterSeconds": N}`).',
-                    {"Retry-After": _ref("headers", "RetryAfter")},
+                    {"Retry-After": ref("headers", "RetryAfter")},
                 ),
                 "503": _response("ServiceUnavailable"),
             },
@@ -1082,7 +1077,7 @@ PATHS: Final[dict[str, Any]] = {
                         "/notifications/{id}`. For an array: `{ids, items}` in request order, without `Location`."
                     ),
                     "headers": {
-                        "Idempotent-Replayed": _ref("headers", "IdempotentReplayed"),
+                        "Idempotent-Replayed": ref("headers", "IdempotentReplayed"),
                         "Location": {
                             "description": "`/notifications/{id}` of the new notification (single object only).",
                             "schema": {"type": "string"},

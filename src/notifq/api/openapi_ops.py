@@ -7,15 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from notifq.api.openapi_parts import BEARER, PUBLIC, ref
 from notifq.api.stream_routes import DETAIL_INTERVAL_SECONDS, KEEPALIVE_SECONDS, LIST_INTERVAL_SECONDS, LIST_SIZE
 from notifq.telemetry import HEARTBEAT_SECONDS, LIVENESS_SECONDS
-
-BEARER: Final[list[dict[str, list[str]]]] = [{"bearerAuth": []}]
-PUBLIC: Final[list[dict[str, list[str]]]] = []
-
-
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
 
 
 def _count(description: str) -> dict[str, Any]:
@@ -65,7 +59,7 @@ OPS_SCHEMAS: Final[dict[str, Any]] = {
         "type": "object",
         "required": ["workers", "queue", "inFlight"],
         "properties": {
-            "workers": {"type": "array", "items": _ref("schemas", "Worker")},
+            "workers": {"type": "array", "items": ref("schemas", "Worker")},
             "queue": {
                 "type": "object",
                 "required": [
@@ -112,8 +106,8 @@ OPS_SCHEMAS: Final[dict[str, Any]] = {
     },
 }
 
-_UNAUTHORIZED = {"401": _ref("responses", "Unauthorized")}
-_UNAVAILABLE = {"503": _ref("responses", "ServiceUnavailable")}
+_UNAUTHORIZED = {"401": ref("responses", "Unauthorized")}
+_UNAVAILABLE = {"503": ref("responses", "ServiceUnavailable")}
 
 OPS_PATHS: Final[dict[str, Any]] = {
     "/workers": {
@@ -128,7 +122,7 @@ OPS_PATHS: Final[dict[str, Any]] = {
             "responses": {
                 "200": {
                     "description": "The live workers.",
-                    "content": {"application/json": {"schema": _ref("schemas", "Workers")}},
+                    "content": {"application/json": {"schema": ref("schemas", "Workers")}},
                 },
                 **_UNAUTHORIZED,
                 **_UNAVAILABLE,
@@ -170,22 +164,22 @@ OPS_PATHS: Final[dict[str, Any]] = {
         },
     },
     "/events/campaigns/{campaign_id}": {
-        "parameters": [_ref("parameters", "CampaignId")],
+        "parameters": [ref("parameters", "CampaignId")],
         "get": {
             "operationId": "streamCampaign",
             "tags": ["campaigns"],
             "summary": "Live progress of one campaign (server-sent events)",
             "responses": {
                 "200": _event_stream("campaign", "the Campaign (as GET /campaigns/{id})", DETAIL_INTERVAL_SECONDS),
-                "404": _ref("responses", "NotFound"),
-                "422": _ref("responses", "ValidationFailed"),
+                "404": ref("responses", "NotFound"),
+                "422": ref("responses", "ValidationFailed"),
                 **_UNAUTHORIZED,
                 **_UNAVAILABLE,
             },
         },
     },
     "/campaigns/{campaign_id}/timeline": {
-        "parameters": [_ref("parameters", "CampaignId")],
+        "parameters": [ref("parameters", "CampaignId")],
         "get": {
             "operationId": "getCampaignTimeline",
             "tags": ["campaigns"],
@@ -194,10 +188,10 @@ OPS_PATHS: Final[dict[str, Any]] = {
             "responses": {
                 "200": {
                     "description": "The timeline.",
-                    "content": {"application/json": {"schema": _ref("schemas", "Timeline")}},
+                    "content": {"application/json": {"schema": ref("schemas", "Timeline")}},
                 },
-                "404": _ref("responses", "NotFound"),
-                "422": _ref("responses", "ValidationFailed"),
+                "404": ref("responses", "NotFound"),
+                "422": ref("responses", "ValidationFailed"),
                 **_UNAUTHORIZED,
                 **_UNAVAILABLE,
             },

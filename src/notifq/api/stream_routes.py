@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from notifq.api.campaign_routes import campaign_service
 from notifq.api.requests import require_admin
 from notifq.api.serializers import campaign_json, iso
-from notifq.campaigns import CampaignService, parse_id
+from notifq.campaigns import parse_id
 from notifq.errors import NotFound, Unauthorized
 
 LIST_INTERVAL_SECONDS = 1.0
@@ -31,11 +32,6 @@ KEEPALIVE_SECONDS = 15.0
 LIST_SIZE = 50
 log = logging.getLogger("notifq.api")
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # nginx would otherwise buffer the stream
-
-
-def _service(request: Request) -> CampaignService:
-    service: CampaignService = request.app.state.campaigns
-    return service
 
 
 async def _events(
@@ -66,7 +62,7 @@ async def _events(
 
 async def campaigns_stream(request: Request) -> Response:
     require_admin(request)
-    service = _service(request)
+    service = campaign_service(request)
 
     async def snapshot() -> dict[str, Any]:
         rows, _ = await service.list_page(limit=LIST_SIZE, status=None, cursor=None)
@@ -78,7 +74,7 @@ async def campaigns_stream(request: Request) -> Response:
 
 async def campaign_stream(request: Request) -> Response:
     require_admin(request)
-    service = _service(request)
+    service = campaign_service(request)
     campaign_id = parse_id(request.path_params["campaign_id"])
     await service.get(campaign_id)  # an unknown id is a 404 JSON error, before the stream starts
 
@@ -94,7 +90,7 @@ async def campaign_stream(request: Request) -> Response:
 
 async def campaign_timeline(request: Request) -> Response:
     require_admin(request)
-    width, points = await _service(request).timeline(parse_id(request.path_params["campaign_id"]))
+    width, points = await campaign_service(request).timeline(parse_id(request.path_params["campaign_id"]))
     return JSONResponse({
         "bucketSeconds": width,
         "points": [{"at": iso(p.at), "sent": p.sent, "failed": p.failed} for p in points],

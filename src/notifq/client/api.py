@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from notifq import __version__
+from notifq.validation import IDEMPOTENCY_KEY_MAX_LENGTH, is_idempotency_key
 
 
 class ClientError(Exception):
@@ -60,15 +61,12 @@ def check_url(url: str) -> str:
     return stripped.rstrip("/")
 
 
-# The server's rule (notifq.idempotency.check_key), repeated here: the client must not import the server's
-# modules (SQLAlchemy and all), and httpx cannot send other characters in a header anyway (non-ASCII raises
-# UnicodeEncodeError, control characters LocalProtocolError, which would look like an unreachable API).
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
+# The server's rule (notifq.validation, no database imports), checked before sending: httpx cannot send
+# other characters in a header anyway (non-ASCII raises UnicodeEncodeError, control characters
+# LocalProtocolError, which would look like an unreachable API).
 def check_idempotency_key(key: str) -> str:
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not key.isascii() or not key.isprintable():
-        raise UsageError(f"--idempotency-key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters")
+    if not is_idempotency_key(key):
+        raise UsageError(f"--idempotency-key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters")
     return key
 
 

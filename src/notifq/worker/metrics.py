@@ -34,7 +34,8 @@ RATE_WINDOW_SECONDS = 5.0
 
 class WorkerMetrics:
     def __init__(self) -> None:
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.host = socket.gethostname()
+        self.id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.started_at = time.time()
         self.in_flight = 0
         self.totals: Counter[str] = Counter()  # sent / failed / retried, for the heartbeat
@@ -79,7 +80,7 @@ class WorkerMetrics:
         return (done - first_done) / (now - first_at) if now > first_at else 0.0
 
     def beat(self, now: float) -> WorkerBeat:
-        return WorkerBeat(id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+        return WorkerBeat(id=self.id, host=self.host, pid=os.getpid(), started_at=self.started_at,
                           last_seen=now, rate=self.rate(now), in_flight=self.in_flight, sent=self.totals["sent"],
                           failed=self.totals["failed"], retried=self.totals["retried"])  # fmt: skip
 
