@@ -51,6 +51,8 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -87,6 +89,7 @@ TARGET_RATE_LATENCY = 2_000
 TARGET_API_MB = 500
 TARGET_WORKER_MB = 250
 TARGET_PRIORITY_P99_MS = 250
+SINGLE_CONCURRENCY = 8
 PRIORITY_INTERVAL_S = 0.01  # one transactional send every 10 ms while the big campaign runs
 
 
@@ -100,6 +103,7 @@ class Sizes:
     deliver_latency: int = 50_000
     naive_deliver_latency: int = 2_000
     million: int = 1_000_000
+    single_sends: int = 5_000
 
 
 QUICK = Sizes(
@@ -111,6 +115,7 @@ QUICK = Sizes(
     deliver_latency=5_000,
     naive_deliver_latency=300,
     million=100_000,
+    single_sends=1_000,
 )
 
 
@@ -649,6 +654,77 @@ class Bench:
         return {"deliver": deliver, "list_create_s": round(list_s, 3), "list_body_mib": round(len(body) / MIB, 1),
                 "list_api_peak_rss_mb": list_peak}  # fmt: skip
 
+    async def measure_single_sends(self, n: int, concurrency: int, reps: int) -> dict[str, Any]:
+        """The API's cost per single send: n `POST /notifications` at `concurrency`, no worker running.
+
+        CPU milliseconds per request, per process group, say what one send costs the machine;
+        under the priority scenario's load that cost decides whether the API keeps up with
+        its 100 sends/s or falls behind for good. Measured without and with an
+        `Idempotency-Key` (a transaction that also records the key); the median of `reps` rounds.
+        """
+        results: dict[str, Any] = {}
+        for keyed in (False, True):
+            rounds = [await self._single_round(n, concurrency, keyed) for _ in range(reps)]
+            rounds.sort(key=lambda r: float(r["cpu_ms_per_request"]["api"]))
+            result = rounds[len(rounds) // 2]
+            results["with_key" if keyed else "without_key"] = result
+            print(f"  single sends {'with' if keyed else 'without'} Idempotency-Key, n={n:,} at {concurrency} in "
+                  f"flight (median of {reps}): {result['rate_per_s']:,}/s, p50/p99 {result['p50_ms']}/"
+                  f"{result['p99_ms']} ms, CPU ms per send {result['cpu_ms_per_request']}", flush=True)  # fmt: skip
+        return results
+
+    async def _single_round(self, n: int, concurrency: int, keyed: bool) -> dict[str, Any]:
+        assert self.http is not None
+        await self.reset()
+        url = f"http://127.0.0.1:{self.stack.api_port}/notifications"
+        latencies: list[float] = []
+        errors = 0
+        counter = iter(range(n))
+
+        async def client() -> None:
+            nonlocal errors
+            assert self.http is not None
+            for i in counter:
+                doc = {"channel": "email", "to": f"otp{i}@example.com", "subject": "Your code", "body": f"{i:06d}"}
+                headers = {"Authorization": f"Bearer {self.token}"}
+                if keyed:
+                    headers["Idempotency-Key"] = f"bench-{uuid.uuid4()}"
+                started = time.perf_counter()
+                r = await self.http.post(url, json=doc, headers=headers)
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += r.status_code != 202
+
+        self.sampler.reset()
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        cpu = self.sampler.cpu_report()
+        latencies.sort()
+        per_request = {g: round(cpu.get(g, 0.0) * cpu["seconds"] * 10 / n, 2)
+                       for g in ("api", "postgres", "valkey", "bench")}  # fmt: skip
+        return {
+            "n": n, "concurrency": concurrency, "errors": errors, "rate_per_s": round(n / wall),
+            "p50_ms": round(latencies[len(latencies) // 2], 1),
+            "p99_ms": round(latencies[int(0.99 * len(latencies))], 1),
+            "cpu_ms_per_request": per_request,
+        }  # fmt: skip
+
+    async def watch_sessions(self, waits: Counter[str], stop: asyncio.Event) -> None:
+        """Every 100 ms, what each notifq session is doing: running, waiting on a lock, idle in a transaction…"""
+        conn = await asyncpg.connect(self.stack.database_url)
+        try:
+            while not stop.is_set():
+                for r in await conn.fetch(
+                    "SELECT application_name AS app, state, wait_event_type AS wtype, wait_event AS wevent "
+                    "FROM pg_stat_activity WHERE application_name LIKE 'notifq-%' AND state <> 'idle'"
+                ):
+                    wait = f"{r['wtype']}:{r['wevent']}" if r["wtype"] else "cpu"
+                    waits[f"{r['app']} {r['state']} {wait}"] += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+        finally:
+            await conn.close()
+
     async def measure_priority(self, n: int, without_rate: int | None) -> dict[str, Any]:
         """Transactional sends every 10 ms while an n-message campaign is delivered by 2 workers.
 
@@ -683,11 +759,14 @@ class Bench:
             else:
                 errors += 1
 
+        fire_lag_ms: list[float] = []  # how late the client itself started each send
+
         async def fire() -> None:
             tasks: list[asyncio.Task[None]] = []
             i = 0
             next_at = time.monotonic()
             while not stop.is_set():
+                fire_lag_ms.append((time.monotonic() - next_at) * 1000)
                 tasks.append(asyncio.create_task(one(i)))
                 i += 1
                 next_at += PRIORITY_INTERVAL_S
@@ -700,11 +779,14 @@ class Bench:
                 break
             await asyncio.sleep(POLL_INTERVAL)
         firing = asyncio.create_task(fire())
+        waits: Counter[str] = Counter()
+        watching = asyncio.create_task(self.watch_sessions(waits, stop))
         try:
             done, first_left = await self.wait_terminal(campaign_id, 900)
         finally:
             stop.set()
             await firing
+            await watching
         # Let the last transactional sends land before stopping the workers.
         ids = [int(mid) for _, mid in posted]
         for _ in range(200):
@@ -714,6 +796,7 @@ class Bench:
             if not left:
                 break
             await asyncio.sleep(0.05)
+        cpu = self.sampler.cpu_report()  # who used the two cores while the sends ran
         for name in names:
             self.stack.stop(name)
         activity_after = await self.background_activity()
@@ -762,6 +845,10 @@ class Bench:
             "latency_by_10s_p50_p99_max_n": per_10s,
             "api_by_10s_p50_p99": api_per_10s,
             "postgres_during": {k: activity_after[k] - activity_before[k] for k in activity_after},
+            "cpu_pct_of_one_core": cpu,
+            "client_fire_lag_p50_p99_max_ms": [pct(0.5, sorted(fire_lag_ms)), pct(0.99, sorted(fire_lag_ms)),
+                                               round(max(fire_lag_ms, default=0), 1)],
+            "session_samples": dict(waits.most_common(40)),
         }  # fmt: skip
         print(f"  priority: {len(posted):,} transactional sends during {n:,}: p50 {result['p50_ms']} ms, "
               f"p99 {result['p99_ms']} ms (max {result['max_ms']}); campaign {rate:,} msg/s with them, "
@@ -772,6 +859,9 @@ class Bench:
     async def run(self, skip_million: bool, only: str | None = None, priority_size: int | None = None
                   ) -> dict[str, Any]:  # fmt: skip
         s = self.sizes
+        if only == "single":
+            print("single sends (POST /notifications until 202, no worker running):", flush=True)
+            return {"single": await self.measure_single_sends(s.single_sends, SINGLE_CONCURRENCY, s.reps)}
         if only == "priority":
             n = priority_size or s.million
             print(f"transactional sends every 10 ms during a {n:,}-message campaign:", flush=True)
@@ -782,6 +872,8 @@ class Bench:
         results["create"]["notifq_list"] = await self.measure_create(False, True, s.create)
         results["create"]["naive_count"] = await self.measure_create(True, False, s.naive_create)
         results["create"]["naive_list"] = await self.measure_create(True, True, s.naive_create)
+        print("single sends (POST /notifications until 202, no worker running):", flush=True)
+        results["single"] = await self.measure_single_sends(s.single_sends, SINGLE_CONCURRENCY, s.reps)
         print("delivery, mock at 0 ms, 0 failures, rate limit off, 2 workers:", flush=True)
         results["deliver_0ms"]["notifq"] = await self.measure_delivery(False, s.deliver_0ms, "0")
         results["deliver_0ms"]["naive"] = await self.measure_delivery(True, s.naive_deliver_0ms, "0")
@@ -909,6 +1001,17 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "",
             f"<= {TARGET_WORKER_MB} MB {verdict(worker_peak(d) <= TARGET_WORKER_MB, big)}",
         ))  # fmt: skip
+    single = r.get("single")
+    if single:
+        for label, key in (("without", "without_key"), ("with", "with_key")):
+            one = single[key]
+            cpu = one["cpu_ms_per_request"]
+            rows.append((
+                f"single send {label} Idempotency-Key: CPU per send, API / PostgreSQL",
+                f"{cpu['api']} / {cpu['postgres']} ms ({one['rate_per_s']:,}/s, p99 {one['p99_ms']} ms)",
+                "",
+                "",
+            ))  # fmt: skip
     p = r.get("priority")
     if p:
         rows.append((
@@ -1087,8 +1190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="wait up to SECONDS for no pytest and a load average < 1 before starting")  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="copy the processes' logs to bench-results/")
-    parser.add_argument("--only", choices=["priority"], help="run one scenario (priority: transactional sends "
-                        "during a big campaign)")  # fmt: skip
+    parser.add_argument("--only", choices=["priority", "single"], help="run one scenario (priority: "
+                        "transactional sends during a big campaign; single: the API's cost per send)")  # fmt: skip
     parser.add_argument("--priority-size", type=int, metavar="N", help="campaign size for the priority scenario")
     parser.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
                         help="ALTER SYSTEM a reloadable PostgreSQL setting before measuring (repeatable)")  # fmt: skip

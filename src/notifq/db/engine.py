@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -21,10 +22,13 @@ def async_url(url: str) -> str:
 
 
 API_POOL_SIZE = 20
+AUTOCOMMIT_POOL_SIZE = 10  # the API's second pool, for one-statement work (a single send)
 COMMAND_TIMEOUT_SECONDS = 60
 
 
-def create_engine(url: str, *, pool_size: int = API_POOL_SIZE, pool_timeout: float = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = API_POOL_SIZE, pool_timeout: float = 10, role: str = "cli", autocommit: bool = False
+) -> AsyncEngine:
     """A pool that never overflows: a burst waits for a pooled connection instead of opening one.
 
     Measured (`make bench`, transactional sends during a 1M campaign): with overflow, a short
@@ -33,16 +37,42 @@ def create_engine(url: str, *, pool_size: int = API_POOL_SIZE, pool_timeout: flo
     for minutes (POST p50 ~1 s). Pooled connections are opened lazily and kept. A request
     that waits `pool_timeout` for one gets a 503 (api/errors.py); workers wait longer than
     a statement may run, so outcomes of messages already sent are never dropped for a slot.
+
+    `role` becomes the sessions' `application_name` (`notifq-api`, `notifq-worker`, …), so
+    `pg_stat_activity` tells which process a session, a lock wait or a slow query belongs to.
+
+    `autocommit`: every statement is its own transaction, and `engine.begin()` does NOT make
+    one, so such an engine is only for code that needs none (the workers' hot path, the
+    API's one-statement single send): a statement is then one round trip, no BEGIN/COMMIT.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
         # Timeouts keep a dead PostgreSQL from hanging requests: callers get a 503 instead.
-        connect_args={"timeout": 5, "command_timeout": COMMAND_TIMEOUT_SECONDS},
+        connect_args={
+            "timeout": 5,
+            "command_timeout": COMMAND_TIMEOUT_SECONDS,
+            "server_settings": {"application_name": f"notifq-{role}"},
+        },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _swap_closed)
+    return engine
+
+
+def _swap_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """At checkout, a connection the server has closed (a restart, an idle timeout) is replaced.
+
+    asyncpg marks a connection closed as soon as the server's goodbye arrives, so this costs
+    no round trip. SQLAlchemy's `pool_pre_ping` costs three per checkout on a transactional
+    connection (BEGIN, `;`, ROLLBACK) and one on an autocommit one, and the single-send hot
+    path checks out a connection per request (`make bench --only single` measures it).
+    SQLAlchemy's pool retries the checkout with a fresh connection when this raises.
+    """
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""SQL for single notifications: one INSERT per request (a batch of up to 1,000 included)."""
+"""SQL for single notifications: one statement per request (a batch of up to 1,000 included)."""
 
 from __future__ import annotations
 
@@ -21,29 +21,37 @@ class Inserted:
     job_id: int
 
 
+# Job numbers are drawn inside the statement (a MATERIALIZED CTE runs nextval exactly once
+# per batch), so a single send is one round trip: in autocommit, no BEGIN/COMMIT either.
 _INSERT = text(
     transition(
         """
         INSERT INTO messages (channel, recipient, subject, body, data, priority, status, send_at, job_id, created_by)
-        SELECT n.channel, n.recipient, n.subject, n.body, n.data, n.priority, n.status, n.send_at, n.job_id,
+        SELECT n.channel, n.recipient, n.subject, n.body, n.data, n.priority, n.status, n.send_at, j.job_id,
                CAST(:created_by AS uuid)
         FROM unnest(CAST(:channels AS text[]), CAST(:recipients AS text[]), CAST(:subjects AS text[]),
                     CAST(:bodies AS text[]), CAST(:data AS jsonb[]), CAST(:priorities AS text[]),
-                    CAST(:statuses AS text[]), CAST(:send_ats AS timestamptz[]), CAST(:jobs AS bigint[]))
-            WITH ORDINALITY AS n(channel, recipient, subject, body, data, priority, status, send_at, job_id, ord)
+                    CAST(:statuses AS text[]), CAST(:send_ats AS timestamptz[]), CAST(:batches AS int[]))
+            WITH ORDINALITY AS n(channel, recipient, subject, body, data, priority, status, send_at, batch, ord)
+        JOIN jobs j ON j.batch = n.batch
         ORDER BY n.ord
         RETURNING id, campaign_id, channel, NULL::text AS old_status, status, attempts,
             NULL::text AS event, NULL::text AS detail, NULL::text AS provider, job_id, priority,
             recipient, subject, last_error, provider_message_id, send_at, created_at, updated_at
-        """
+        """,
+        before="jobs AS MATERIALIZED (SELECT b AS batch, nextval('notifq_job_seq') AS job_id "
+        "FROM generate_series(0, CAST(:batch_count AS int) - 1) AS b)",
     )
 )
 
 
 async def insert(
-    conn: AsyncConnection, requests: Sequence[NotificationRequest], job_ids: Sequence[int], created_by: uuid.UUID | None
+    conn: AsyncConnection, requests: Sequence[NotificationRequest], batches: Sequence[int], created_by: uuid.UUID | None
 ) -> list[Inserted]:
-    """Insert in request order (identity values follow it, so sorting by id restores it)."""
+    """Insert in request order (identity values follow it, so sorting by id restores it).
+
+    `batches[i]` (0, 1, …) is request i's batch: each batch gets its own job number.
+    """
     result = await conn.execute(
         _INSERT,
         {
@@ -55,7 +63,8 @@ async def insert(
             "priorities": [r.priority for r in requests],
             "statuses": ["pending" if r.send_at else "queued" for r in requests],
             "send_ats": [r.send_at for r in requests],
-            "jobs": list(job_ids),
+            "batches": list(batches),
+            "batch_count": max(batches, default=-1) + 1,
             "created_by": created_by,
         },
     )

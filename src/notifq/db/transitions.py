@@ -22,8 +22,11 @@ _COMPLETE = (
 )
 
 
-def transition(moved_sql: str, *, events: bool = True) -> str:
-    """Wrap `moved_sql` (an UPDATE/INSERT … RETURNING MOVED_COLUMNS, …) into the full statement."""
+def transition(moved_sql: str, *, events: bool = True, before: str = "") -> str:
+    """Wrap `moved_sql` (an UPDATE/INSERT … RETURNING MOVED_COLUMNS, …) into the full statement.
+
+    `before`: CTEs `moved_sql` reads from, evaluated first (e.g. job numbers drawn once).
+    """
     deltas = ", ".join(
         f"count(*) FILTER (WHERE status = '{s}') - count(*) FILTER (WHERE old_status = '{s}') AS {s}" for s in STATUSES
     )
@@ -38,7 +41,7 @@ def transition(moved_sql: str, *, events: bool = True) -> str:
         else ""
     )
     return f"""
-    WITH moved AS ({moved_sql}),
+    WITH {before + "," if before else ""} moved AS ({moved_sql}),
     d AS (SELECT campaign_id, {deltas} FROM moved WHERE campaign_id IS NOT NULL GROUP BY campaign_id),
     camp AS (
         UPDATE campaigns c SET {counters},
