@@ -73,6 +73,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
 PLOT_PATH = ROOT / "docs" / "benchmarks.png"
 NAIVE_SCRIPT = ROOT / "scripts" / "naive.py"
+LOAD_SCRIPT = ROOT / "scripts" / "otp_load.py"
 ADMIN_EMAIL = "bench@notifq.dev"
 ADMIN_PASSWORD = "bench password, not a secret"
 JWT_SECRET = "b" * 48
@@ -740,53 +741,28 @@ class Bench:
         names = [f"notifq_worker-{i + 1}" for i in range(WORKERS)]
         for name in names:
             self.stack.spawn(name, ["-m", "notifq", "worker"], "0")
-        url = f"http://127.0.0.1:{self.stack.api_port}/notifications"
-        headers = {"Authorization": f"Bearer {self.token}"}
-        posted: list[tuple[float, str]] = []
-        answered: dict[str, float] = {}
-        errors = 0
-        stop = asyncio.Event()
-
-        async def one(i: int) -> None:
-            nonlocal errors
-            started = time.time()
-            doc = {"channel": "email", "to": f"otp{i}@example.com", "subject": "Your code", "body": f"{i:06d}"}
-            assert self.http is not None
-            r = await self.http.post(url, json=doc, headers=headers)
-            if r.status_code == 202:
-                posted.append((started, r.json()["id"]))
-                answered[r.json()["id"]] = time.time()
-            else:
-                errors += 1
-
-        fire_lag_ms: list[float] = []  # how late the client itself started each send
-
-        async def fire() -> None:
-            tasks: list[asyncio.Task[None]] = []
-            i = 0
-            next_at = time.monotonic()
-            while not stop.is_set():
-                fire_lag_ms.append((time.monotonic() - next_at) * 1000)
-                tasks.append(asyncio.create_task(one(i)))
-                i += 1
-                next_at += PRIORITY_INTERVAL_S
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            await asyncio.gather(*tasks)
-
         # Wait until the campaign is being delivered, then fire for as long as it runs.
         while True:
             if await self.db.fetchval("SELECT sent_count FROM campaigns WHERE id = $1", campaign_id):
                 break
             await asyncio.sleep(POLL_INTERVAL)
-        firing = asyncio.create_task(fire())
+        load_out = self.stack.tmp / "otp_load.json"
+        self.stack.spawn("load", [str(LOAD_SCRIPT), "--port", str(self.stack.api_port), "--token", self.token,
+                                  "--interval", str(PRIORITY_INTERVAL_S), "--out", str(load_out)])  # fmt: skip
+        stop = asyncio.Event()
         waits: Counter[str] = Counter()
         watching = asyncio.create_task(self.watch_sessions(waits, stop))
         try:
             done, first_left = await self.wait_terminal(campaign_id, 900)
         finally:
             stop.set()
-            await firing
             await watching
+            self.stack.stop("load")
+        load = json.loads(load_out.read_text())
+        posted = [(started, str(ident)) for _, started, _, ident, status in load["sends"] if status == 202]
+        answered = {str(ident): at for _, _, at, ident, status in load["sends"] if status == 202}
+        errors = sum(1 for *_, status in load["sends"] if status != 202)
+        fire_lag_ms = load["fire_lag_ms"]
         # Let the last transactional sends land before stopping the workers.
         ids = [int(mid) for _, mid in posted]
         for _ in range(200):
