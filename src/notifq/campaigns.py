@@ -73,8 +73,10 @@ async def enqueue_released(redis: Redis, queue_name: str, released: Iterable[Rel
 
 
 class CampaignService:
-    def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings, reads: AsyncEngine | None = None) -> None:
+        """`reads`: an autocommit engine for single SELECTs (no BEGIN/ROLLBACK around a poll)."""
         self.engine = engine
+        self.reads = reads or engine
         self.redis = redis
         self.settings = settings
         self._timelines: dict[tuple[uuid.UUID, datetime], tuple[int, list[campaigns_repo.TimelinePoint]]] = {}
@@ -123,7 +125,7 @@ class CampaignService:
         return True
 
     async def get(self, campaign_id: uuid.UUID) -> CampaignRow:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             row = await campaigns_repo.get(conn, campaign_id)
         if row is None:
             raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
@@ -137,7 +139,7 @@ class CampaignService:
         key = (campaign_id, campaign.updated_at)
         if key in self._timelines:
             return self._timelines[key]
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             timeline = await campaigns_repo.timeline(conn, campaign_id, points)
         if campaign.status in FINISHED_CAMPAIGN_STATUSES:
             if len(self._timelines) >= TIMELINE_CACHE_SIZE:
@@ -149,7 +151,7 @@ class CampaignService:
         self, *, limit: int, status: str | None, cursor: str | None
     ) -> tuple[list[CampaignRow], str | None]:
         before = decode_cursor(cursor) if cursor else None
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             rows = await campaigns_repo.list_page(conn, limit=limit + 1, status=status, before=before)
         next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return rows[:limit], next_cursor
@@ -163,7 +165,7 @@ class CampaignService:
                 raise ValidationError("malformed cursor", {"field": "cursor"})
             after = int(cursor)
         await self.get(campaign_id)
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             rows = await messages_repo.list_page(conn, campaign_id, status=status, after_id=after, limit=limit + 1)
         next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
         return rows[:limit], next_cursor

@@ -54,7 +54,7 @@ class NotificationView:
 
 class NotificationService:
     def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings, autocommit: AsyncEngine) -> None:
-        """`autocommit`: an autocommit engine (db/engine.py) for the one-statement send without a key."""
+        """`autocommit`: an autocommit engine (db/engine.py) for single statements: reads, and a send without a key."""
         self.engine = engine
         self.autocommit = autocommit
         self.redis = redis
@@ -107,7 +107,7 @@ class NotificationService:
             self._redis_answered = time.monotonic()
 
     async def get(self, message_id: int) -> NotificationView:
-        async with self.engine.connect() as conn:
+        async with self.autocommit.connect() as conn:
             row = await messages_repo.get(conn, message_id)
             if row is None:
                 raise NotFound(f"notification {message_id} not found", {"id": str(message_id)})
@@ -115,7 +115,7 @@ class NotificationService:
         return NotificationView(row, events)
 
     async def rows(self, ids: list[int]) -> list[MessageRow]:
-        async with self.engine.connect() as conn:
+        async with self.autocommit.connect() as conn:
             found = [await messages_repo.get(conn, i) for i in ids]
         return [r for r in found if r is not None]
 
@@ -128,7 +128,7 @@ class NotificationService:
             if value is not None:
                 clauses.append(f"{column} = :{column}")
                 params[column] = value
-        async with self.engine.connect() as conn:
+        async with self.autocommit.connect() as conn:
             rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
                                                      limit=limit + 1)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
@@ -152,7 +152,7 @@ class NotificationService:
         self, *, channel: str | None, campaign_id: uuid.UUID | None, cursor: str | None, limit: int
     ) -> tuple[list[MessageRow], str | None]:
         clauses, params = _dead_letter_filter(channel, campaign_id)
-        async with self.engine.connect() as conn:
+        async with self.autocommit.connect() as conn:
             rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
                                                      limit=limit + 1)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
@@ -191,7 +191,7 @@ class NotificationService:
         return count
 
     async def stats(self) -> dict[str, Any]:
-        async with self.engine.connect() as conn:
+        async with self.autocommit.connect() as conn:
             counts = await notifications_repo.counts(conn)
         by_status: dict[str, int] = defaultdict(int)
         by_channel: dict[str, dict[str, int]] = defaultdict(dict)

@@ -39,20 +39,23 @@ async def test_connections_closed_by_the_server_are_replaced_without_failing_a_r
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c:
+            keyed = {**fast_auth, "Idempotency-Key": "first-keyed-send"}
             assert (await c.post("/notifications", json=OTP, headers=fast_auth)).status_code == 202
-            assert (await c.get("/campaigns", headers=fast_auth)).status_code == 200
+            assert (await c.post("/notifications", json=OTP, headers=keyed)).status_code == 202
             pids = await _api_sessions(engine)
-            assert len(pids) >= 2  # the autocommit pool (the send) and the transactional one (the list)
+            assert len(pids) >= 2  # the autocommit pool (the send) and the transactional one (the keyed send)
             async with engine.connect() as conn:  # what a server restart or an idle timeout does to them
                 await conn.execute(text("SELECT pg_terminate_backend(p) FROM unnest(CAST(:p AS int[])) p"), {"p": pids})
             await wait_for(lambda: _no_sessions(engine))
             await asyncio.sleep(0.05)  # the API's loop reads the servers' goodbyes
 
             sent = await c.post("/notifications", json=OTP, headers=fast_auth)
+            sent_keyed = await c.post("/notifications", json=OTP, headers={**fast_auth, "Idempotency-Key": "second"})
             listed = await c.get("/campaigns", headers=fast_auth)
     assert sent.status_code == 202, sent.text
+    assert sent_keyed.status_code == 202, sent_keyed.text
     assert listed.status_code == 200, listed.text
-    assert await row_counts(engine) == (0, 2)
+    assert await row_counts(engine) == (0, 4)
 
 
 async def _no_sessions(engine: AsyncEngine) -> bool:

@@ -190,7 +190,7 @@ async def test_a_full_pool_is_a_503_and_ready_stays_green(settings: Settings, fa
     async with app.router.lifespan_context(app):
         await app.state.engine.dispose()
         app.state.engine = small = create_engine(settings.database_url or "", pool_size=1, pool_timeout=0.5)
-        app.state.campaigns.engine = small
+        app.state.campaigns.engine = app.state.campaigns.reads = small
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c, small.connect():
             r, took = await _timed(c.get("/campaigns", headers=fast_auth))

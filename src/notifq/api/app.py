@@ -33,15 +33,16 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(database_url, role="api")
-        # Single statements without a transaction (a single send): 2 round trips instead of 7.
+        # Single statements without a transaction (reads, a single send): no BEGIN/COMMIT round trips.
         autocommit = create_engine(database_url, pool_size=AUTOCOMMIT_POOL_SIZE, role="api", autocommit=True)
         # /ready gets its own connection: a busy API (every pooled connection in use) is not a dead database.
         probe_engine = create_engine(database_url, pool_size=1, pool_timeout=2, role="probe")
         redis = redis_client(redis_url)
         app.state.engine = engine
+        app.state.autocommit_engine = autocommit
         app.state.probe_engine = probe_engine
         app.state.redis = redis
-        app.state.campaigns = CampaignService(engine, redis, settings)
+        app.state.campaigns = CampaignService(engine, redis, settings, reads=autocommit)
         app.state.notifications = NotificationService(engine, redis, settings, autocommit)
         app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds)
         try:

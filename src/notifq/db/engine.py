@@ -21,8 +21,8 @@ def async_url(url: str) -> str:
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split('://')[0]}://…")
 
 
-API_POOL_SIZE = 20
-AUTOCOMMIT_POOL_SIZE = 10  # the API's second pool, for one-statement work (a single send)
+API_POOL_SIZE = 15  # the API's transactions (campaign creation, actions, keyed sends)
+AUTOCOMMIT_POOL_SIZE = 15  # the API's single statements: reads and a single send without a key
 COMMAND_TIMEOUT_SECONDS = 60
 
 
