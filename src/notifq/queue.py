@@ -10,13 +10,12 @@ exactly what `ArqRedis.enqueue_job` writes) but pipelined a thousand at a time: 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 DELIVER_FUNCTION = "deliver_batch"
 SENT_RATE_KEY = "notifq:rate:sent:"  # + epoch second: workers INCRBY per chunk, GET /stats sums a minute
@@ -43,20 +42,14 @@ class BatchJob:
     lane: str = "bulk"
 
 
-async def enqueue_batches(
-    redis: Redis, queue_name: str, jobs: Iterable[BatchJob], also: Callable[[Pipeline], None] | None = None
-) -> int:
+async def enqueue_batches(redis: Redis, queue_name: str, jobs: Iterable[BatchJob]) -> int:
     """Write arq jobs in pipelines; an existing job key is left alone (SET NX), as arq does.
 
-    `queue_name` is the base name; each job goes to its lane's queue. `also` adds commands
-    to the first pipeline (the API's transactional flag rides along instead of costing a
-    round trip of its own).
+    `queue_name` is the base name; each job goes to its lane's queue.
     """
     now_ms = int(time.time() * 1000)
     count = 0
     pipe = redis.pipeline(transaction=False)
-    if also is not None:
-        also(pipe)
     pending = 0
     for job in jobs:
         name = job_name(job.job_id)
@@ -69,7 +62,7 @@ async def enqueue_batches(
         if pending >= PIPELINE_SIZE:
             await pipe.execute()
             pending = 0
-    if pending or also is not None:
+    if pending:
         await pipe.execute()
     return count
 

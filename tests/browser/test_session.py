@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from playwright.async_api import Browser, Locator, Page, expect
 
-from notifq.api.dashboard_routes import CONTENT_SECURITY_POLICY
+from notifq.api.security_headers import CONTENT_SECURITY_POLICY
 from tests.browser.conftest import Ui, open_ui
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.harness import running_worker

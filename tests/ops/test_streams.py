@@ -8,10 +8,15 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from notifq.api.app import create_app
+from notifq.api.security_headers import CONTENT_SECURITY_POLICY
 from notifq.auth import issue_token
 from notifq.settings import Settings
-from tests.api.support import bearer
+from tests.api.support import assert_error, bearer
 from tests.conftest import wait_for
 from tests.harness import finished_campaign, running_worker
 from tests.live import LiveApi
@@ -112,6 +117,24 @@ async def test_dashboard_is_served_with_a_strict_content_security_policy(client:
     assert missing.status_code == 404
     # API answers carry the same headers (a JSON error rendered as HTML by mistake still runs no script).
     assert "content-security-policy" in (await client.get("/health")).headers
+
+
+async def test_an_unexpected_500_keeps_the_envelope_and_the_security_headers(settings: Settings) -> None:
+    """Starlette sends a 500 from outside every middleware; its handler adds the headers itself."""
+
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("a bug, not a dependency")
+
+    app = create_app(settings)
+    app.router.routes.append(Route("/boom", boom))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c:
+            r = await c.get("/boom")
+    assert_error(r, 500, "internal_error")
+    assert "a bug" not in r.text  # no internals leak
+    assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
 
 
 async def test_a_stream_ends_when_its_token_expires(live_api: LiveApi, fast_admin: uuid.UUID) -> None:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from notifq import errors
+from notifq.api.security_headers import SECURITY_HEADERS_DICT
 
 log = logging.getLogger("notifq.api")
 
@@ -89,8 +90,9 @@ async def dependency_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """Runs in ServerErrorMiddleware, outside the SecurityHeaders middleware: adds them itself."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "internal server error")
+    return error_response(500, "internal_error", "internal server error", headers=SECURITY_HEADERS_DICT)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

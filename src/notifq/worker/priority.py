@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 ACTIVE_KEY = "notifq:transactional:active"
 ACTIVE_TTL_MS = 1000  # the flag outlives the last transactional POST by this much
@@ -25,9 +24,9 @@ BUSY_PAUSE_SECONDS = 0.01  # after each bulk chunk, while it is active
 WATCH_INTERVAL_SECONDS = 0.05
 
 
-def announce(pipe: Pipeline) -> None:
-    """Queued by the API in the pipeline that enqueues a transactional send (no extra round trip)."""
-    pipe.set(ACTIVE_KEY, b"1", px=ACTIVE_TTL_MS)
+async def announce(redis: Redis) -> None:
+    """Called by the API for every transactional send it accepts."""
+    await redis.set(ACTIVE_KEY, b"1", px=ACTIVE_TTL_MS)
 
 
 class PriorityGate:
