@@ -47,15 +47,19 @@ class Client:
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
         reader, writer = await self._connection()
-        writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        payload = await reader.readexactly(length)
+        try:
+            writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            payload = await reader.readexactly(length)
+        except BaseException:
+            writer.close()  # a half-read socket is never reused
+            raise
         self.idle.append((time.monotonic(), reader, writer))
         return status, payload
 

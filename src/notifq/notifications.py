@@ -7,6 +7,7 @@ workers poll apart from bulk work, so an OTP never waits behind a newsletter.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -29,7 +30,7 @@ from notifq.settings import Settings
 from notifq.validation import NotificationRequest, is_ascii_number
 from notifq.worker.priority import announce
 
-REDIS_FRESH_SECONDS = 1.0
+log = logging.getLogger("notifq.api")
 
 
 def parse_message_id(raw: str) -> int:
@@ -53,18 +54,26 @@ class NotificationView:
 
 
 class NotificationService:
-    def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings, autocommit: AsyncEngine) -> None:
-        """`autocommit`: an autocommit engine (db/engine.py) for single statements: reads, and a send without a key."""
+    def __init__(
+        self, engine: AsyncEngine, redis: Redis, settings: Settings, *, sends: AsyncEngine, reads: AsyncEngine
+    ) -> None:
+        """`sends`, `reads`: autocommit engines (db/engine.py) for a send without a key, and for reads."""
         self.engine = engine
-        self.autocommit = autocommit
+        self.sends = sends
+        self.reads = reads
         self.redis = redis
         self.settings = settings
-        self._redis_answered = 0.0  # monotonic time Redis last answered this service
 
     async def create(
         self, requests: list[NotificationRequest], created_by: uuid.UUID | None, ticket: Ticket | None = None
     ) -> list[MessageRow]:
-        await self._check_redis()
+        # Redis must answer before anything is written (a 503 that wrote nothing). For a due
+        # transactional send the check is the flag itself, which makes the workers' bulk work
+        # give way at once; the job follows in one pipeline after the commit.
+        if any(r.priority == "transactional" and r.send_at is None for r in requests):
+            await announce(self.redis)
+        else:
+            await self.redis.ping()
         # One batch per lane and schedule, so a bulk or scheduled item never delays a transactional one.
         groups: dict[tuple[str, bool], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
@@ -75,7 +84,7 @@ class NotificationService:
         batches = [batch_of[i] for i in range(len(requests))]
         if ticket is None:
             # One autocommit statement: the hot path of an OTP (measured in `make bench --only single`).
-            async with self.autocommit.connect() as conn:
+            async with self.sends.connect() as conn:
                 inserted = await notifications_repo.insert(conn, requests, batches, created_by)
         else:
             async with self.engine.begin() as conn:  # the rows and the key's record commit together
@@ -83,31 +92,19 @@ class NotificationService:
                 await ticket.complete(conn, "notifications", [str(n.row.id) for n in inserted], 202)
         due = {(n.job_id, n.row.priority) for n in inserted if n.row.status == "queued"}
         if due:
-            # One pipeline: the jobs, and for a transactional send the flag that makes the
-            # workers' bulk work give way. Committed already: if Redis fails here, the
-            # reconciler enqueues them once it answers, and the next request checks Redis again.
             jobs = [BatchJob(job, lane=lane) for job, lane in sorted(due)]
-            urgent = any(job.lane == "transactional" for job in jobs)
             try:
-                await enqueue_batches(self.redis, self.settings.queue_name, jobs, announce if urgent else None)
-                self._redis_answered = time.monotonic()
+                await enqueue_batches(self.redis, self.settings.queue_name, jobs)
             except Exception:
-                self._redis_answered = 0.0
+                # Committed already: the reconciler enqueues them once Redis answers (after
+                # NOTIFQ_RECONCILE_GRACE), so the answer stays 202; late, never lost.
+                log.warning("enqueue of %d notification batch(es) failed after commit; the reconciler will "
+                            "enqueue them", len(jobs), exc_info=True,
+                            extra={"message_id": inserted[0].row.id})  # fmt: skip
         return [n.row for n in inserted]
 
-    async def _check_redis(self) -> None:
-        """Redis must answer before anything is written (a 503 that wrote nothing).
-
-        A PING costs a round trip; on the single-send hot path it is skipped while Redis has
-        answered within the last REDIS_FRESH_SECONDS. A send accepted in that window just as
-        Redis goes down is committed, so the reconciler enqueues it once Redis is back.
-        """
-        if time.monotonic() - self._redis_answered > REDIS_FRESH_SECONDS:
-            await self.redis.ping()
-            self._redis_answered = time.monotonic()
-
     async def get(self, message_id: int) -> NotificationView:
-        async with self.autocommit.connect() as conn:
+        async with self.reads.connect() as conn:
             row = await messages_repo.get(conn, message_id)
             if row is None:
                 raise NotFound(f"notification {message_id} not found", {"id": str(message_id)})
@@ -115,7 +112,7 @@ class NotificationService:
         return NotificationView(row, events)
 
     async def rows(self, ids: list[int]) -> list[MessageRow]:
-        async with self.autocommit.connect() as conn:
+        async with self.reads.connect() as conn:
             found = [await messages_repo.get(conn, i) for i in ids]
         return [r for r in found if r is not None]
 
@@ -128,7 +125,7 @@ class NotificationService:
             if value is not None:
                 clauses.append(f"{column} = :{column}")
                 params[column] = value
-        async with self.autocommit.connect() as conn:
+        async with self.reads.connect() as conn:
             rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
                                                      limit=limit + 1)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
@@ -152,7 +149,7 @@ class NotificationService:
         self, *, channel: str | None, campaign_id: uuid.UUID | None, cursor: str | None, limit: int
     ) -> tuple[list[MessageRow], str | None]:
         clauses, params = _dead_letter_filter(channel, campaign_id)
-        async with self.autocommit.connect() as conn:
+        async with self.reads.connect() as conn:
             rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
                                                      limit=limit + 1)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
@@ -191,7 +188,7 @@ class NotificationService:
         return count
 
     async def stats(self) -> dict[str, Any]:
-        async with self.autocommit.connect() as conn:
+        async with self.reads.connect() as conn:
             counts = await notifications_repo.counts(conn)
         by_status: dict[str, int] = defaultdict(int)
         by_channel: dict[str, dict[str, int]] = defaultdict(dict)

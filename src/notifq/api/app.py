@@ -9,12 +9,12 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from notifq.api.dashboard_routes import SecurityHeaders
 from notifq.api.errors import EXCEPTION_HANDLERS
 from notifq.api.routes import ROUTES
+from notifq.api.security_headers import SecurityHeaders
 from notifq.auth import LoginThrottle
 from notifq.campaigns import CampaignService
-from notifq.db.engine import AUTOCOMMIT_POOL_SIZE, create_engine
+from notifq.db.engine import READ_POOL_SIZE, SEND_POOL_SIZE, create_engine
 from notifq.notifications import NotificationService
 from notifq.settings import Settings, require_jwt_secret
 
@@ -33,24 +33,27 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = create_engine(database_url, role="api")
-        # Single statements without a transaction (reads, a single send): no BEGIN/COMMIT round trips.
-        autocommit = create_engine(database_url, pool_size=AUTOCOMMIT_POOL_SIZE, role="api", autocommit=True)
+        # Single statements need no BEGIN/COMMIT round trips. Sends get a pool of their own, so
+        # an OTP never waits for a connection behind dashboards' reads (a timeline scan, say).
+        sends = create_engine(database_url, pool_size=SEND_POOL_SIZE, role="api-send", autocommit=True)
+        reads = create_engine(database_url, pool_size=READ_POOL_SIZE, role="api-read", autocommit=True)
         # /ready gets its own connection: a busy API (every pooled connection in use) is not a dead database.
         probe_engine = create_engine(database_url, pool_size=1, pool_timeout=2, role="probe")
         redis = redis_client(redis_url)
         app.state.engine = engine
-        app.state.autocommit_engine = autocommit
+        app.state.read_engine = reads
         app.state.probe_engine = probe_engine
         app.state.redis = redis
-        app.state.campaigns = CampaignService(engine, redis, settings, reads=autocommit)
-        app.state.notifications = NotificationService(engine, redis, settings, autocommit)
+        app.state.campaigns = CampaignService(engine, redis, settings, reads=reads)
+        app.state.notifications = NotificationService(engine, redis, settings, sends=sends, reads=reads)
         app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds)
         try:
             yield
         finally:
             await redis.aclose()
             await engine.dispose()
-            await autocommit.dispose()
+            await sends.dispose()
+            await reads.dispose()
             await probe_engine.dispose()
 
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,

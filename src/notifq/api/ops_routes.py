@@ -25,7 +25,7 @@ from notifq.telemetry import LATENCY_BUCKETS, OUTCOMES, WorkerBeat, live_workers
 
 
 async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
-    async with request.app.state.autocommit_engine.connect() as conn:
+    async with request.app.state.read_engine.connect() as conn:
         return await notifications_repo.counts(conn)
 
 

@@ -38,7 +38,7 @@ async def login(request: Request) -> Response:
     throttle: LoginThrottle = request.app.state.login_throttle
     address = client_address(request)
     await throttle.check(email, address)
-    async with request.app.state.autocommit_engine.connect() as conn:
+    async with request.app.state.read_engine.connect() as conn:
         admin = await admins_repo.by_email(conn, email)
     ok = await asyncio.to_thread(verify_password, password, admin.password_hash if admin else None)
     if not ok or admin is None:

@@ -22,12 +22,19 @@ def async_url(url: str) -> str:
 
 
 API_POOL_SIZE = 15  # the API's transactions (campaign creation, actions, keyed sends)
-AUTOCOMMIT_POOL_SIZE = 15  # the API's single statements: reads and a single send without a key
+SEND_POOL_SIZE = 8  # the API's single sends without a key: never queued behind a dashboard's reads
+READ_POOL_SIZE = 8  # the API's reads (single statements)
 COMMAND_TIMEOUT_SECONDS = 60
 
 
 def create_engine(
-    url: str, *, pool_size: int = API_POOL_SIZE, pool_timeout: float = 10, role: str = "cli", autocommit: bool = False
+    url: str,
+    *,
+    pool_size: int = API_POOL_SIZE,
+    pool_timeout: float = 10,
+    role: str = "cli",
+    autocommit: bool = False,
+    pre_ping: bool = False,
 ) -> AsyncEngine:
     """A pool that never overflows: a burst waits for a pooled connection instead of opening one.
 
@@ -44,12 +51,19 @@ def create_engine(
     `autocommit`: every statement is its own transaction, and `engine.begin()` does NOT make
     one, so such an engine is only for code that needs none (the workers' hot path, the
     API's one-statement single send): a statement is then one round trip, no BEGIN/COMMIT.
+
+    `pre_ping`: SQLAlchemy's pre-ping on top of `_swap_closed`, for the workers. A dead
+    connection asyncpg has not noticed yet (a failover's RST arrives only when we send)
+    fails its first statement; in the API that is a 503 for a request that wrote nothing,
+    but a worker's lost `record()` after the provider took a message means a resend once
+    the lease expires. On an autocommit engine the ping is one round trip.
     """
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
+        pool_pre_ping=pre_ping,
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
         # Timeouts keep a dead PostgreSQL from hanging requests: callers get a 503 instead.
         connect_args={

@@ -60,7 +60,8 @@ class WorkerRuntime:
             settings=s,
             # Autocommit: each hot-path statement is its own transaction (see db/transitions.py).
             engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_DB_SLOTS + 3,
-                                 pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker", autocommit=True),
+                                 pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker", autocommit=True,
+                                 pre_ping=True),
             redis=redis_client(s.redis_url),
             providers=self.providers(s),
             limiter=RateLimiter(s.rate_limit),
