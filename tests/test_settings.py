@@ -17,6 +17,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert s.mock_domains == ("example.com",)
     assert (s.max_campaign_size, s.max_attempts, s.retry_delays) == (1_000_000, 4, (1.0, 2.0, 4.0))
     assert s.database_url is None and s.redis_url is None
+    assert s.event_retention_days == 0  # the audit trail is kept forever unless asked
 
 
 def test_environment_values_are_parsed() -> None:
@@ -27,6 +28,7 @@ def test_environment_values_are_parsed() -> None:
             "NOTIFQ_RATE_LIMIT": "0", "NOTIFQ_MOCK_LATENCY_MS": "250", "NOTIFQ_MOCK_FAILURE_RATE": "0.5",
             "NOTIFQ_MOCK_DOMAINS": "Example.com, test.invalid", "NOTIFQ_MAX_CAMPAIGN_SIZE": "5000",
             "NOTIFQ_MAX_BODY_BYTES": "4096", "NOTIFQ_JWT_SECRET": "s" * 32, "NOTIFQ_ADMIN_PASSWORD": "pw",
+            "NOTIFQ_EVENT_RETENTION_DAYS": "365",
         },
         dotenv=None,
     )  # fmt: skip
@@ -34,6 +36,7 @@ def test_environment_values_are_parsed() -> None:
     assert (s.port, s.rate_limit, s.mock_latency_ms, s.mock_failure_rate) == (9000, 0.0, (250, 250), 0.5)
     assert s.mock_domains == ("example.com", "test.invalid")
     assert (s.max_campaign_size, s.max_body_bytes, s.admin_password) == (5000, 4096, "pw")
+    assert s.event_retention_days == 365
 
 
 @pytest.mark.parametrize(
@@ -48,6 +51,7 @@ def test_environment_values_are_parsed() -> None:
         ({"NOTIFQ_MAX_CAMPAIGN_SIZE": "0"}, "NOTIFQ_MAX_CAMPAIGN_SIZE"),
         ({"NOTIFQ_MAX_CAMPAIGN_SIZE": "2.5"}, "NOTIFQ_MAX_CAMPAIGN_SIZE"),
         ({"NOTIFQ_LEASE_SECONDS": "10", "NOTIFQ_PROVIDER_TIMEOUT": "30"}, "NOTIFQ_LEASE_SECONDS"),
+        ({"NOTIFQ_EVENT_RETENTION_DAYS": "-7"}, "NOTIFQ_EVENT_RETENTION_DAYS"),
     ],
 )
 def test_bad_values_are_refused_with_their_name(env: dict[str, str], names: str) -> None:

@@ -45,6 +45,9 @@ class Settings:
     lease_seconds: float = 60.0
     reconcile_interval: float = 10.0
     reconcile_grace: float = 30.0
+    # Audit-trail retention in days; 0 keeps every event forever (the default: an audit
+    # trail's lifetime is a compliance decision, not ours).
+    event_retention_days: float = 0.0
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
     queue_name: str = "notifq:queue"
@@ -175,6 +178,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
             lease_seconds=_number(e, "NOTIFQ_LEASE_SECONDS", 60.0, minimum=1),
             reconcile_interval=_number(e, "NOTIFQ_RECONCILE_INTERVAL", 10.0, minimum=0.1),
             reconcile_grace=_number(e, "NOTIFQ_RECONCILE_GRACE", 30.0),
+            event_retention_days=_number(e, "NOTIFQ_EVENT_RETENTION_DAYS", 0.0),
             login_max_failures=_integer(e, "NOTIFQ_LOGIN_MAX_FAILURES", 5, minimum=1),
             login_lockout_seconds=_integer(e, "NOTIFQ_LOGIN_LOCKOUT_SECONDS", 300, minimum=1),
             queue_name=e.get("NOTIFQ_QUEUE", "notifq:queue"),

@@ -7,6 +7,9 @@ It repairs three kinds of loss:
 - a batch whose arq job vanished (Redis flushed or restarted without persistence, a crash
   between the API's commit and its enqueue, arq's job expiry): it is enqueued again;
 - a campaign left `pending` by such a crash is moved to `processing`.
+
+It also deletes idempotency keys past their 24 h and, when NOTIFQ_EVENT_RETENTION_DAYS is
+set, audit events older than that.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from notifq.worker.recording import Retry, record
 log = logging.getLogger("notifq.reconciler")
 ADVISORY_LOCK_KEY = 0x6E6F7469  # "noti"
 SCAN_LIMIT = 10_000
+PRUNE_BATCH = 5_000  # audit events deleted per statement when NOTIFQ_EVENT_RETENTION_DAYS is set
+PRUNE_BATCHES_PER_ROUND = 10  # at most 50,000 per round (every NOTIFQ_RECONCILE_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class ReconcileReport:
     expired: int = 0
     failed_unknown: int = 0
     reenqueued_jobs: int = 0
+    pruned_events: int = 0
     ran: bool = True
 
 
@@ -75,12 +81,27 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
         # Their campaigns are enqueued now (stamped before workers can complete them).
         stale_campaigns = list({*stale_campaigns, *await messages_repo.campaigns_of(conn, list(lost))})
     await idempotency_repo.purge_older_than(conn, KEY_TTL_SECONDS)
+    pruned = await _prune_events(conn, settings.event_retention_days)
     if stale_campaigns:
         await campaigns_repo.mark_enqueued(conn, stale_campaigns)
     if expired or lost:
         log.warning("reconciled: %d expired leases (%d failed as unknown), %d lost batches re-enqueued",
                     len(expired), len(final), len(lost))  # fmt: skip
-    return ReconcileReport(expired=len(expired), failed_unknown=len(final), reenqueued_jobs=len(lost))
+    return ReconcileReport(expired=len(expired), failed_unknown=len(final), reenqueued_jobs=len(lost),
+                           pruned_events=pruned)  # fmt: skip
+
+
+async def _prune_events(conn: AsyncConnection, retention_days: float) -> int:
+    """Audit events past NOTIFQ_EVENT_RETENTION_DAYS, in bounded batches (short statements, little WAL at once)."""
+    if retention_days <= 0:
+        return 0
+    pruned = 0
+    for _ in range(PRUNE_BATCHES_PER_ROUND):
+        deleted = await messages_repo.prune_events(conn, retention_days * 86_400, PRUNE_BATCH)
+        pruned += deleted
+        if deleted < PRUNE_BATCH:
+            break
+    return pruned
 
 
 async def run_reconciler(deps: WorkerDeps) -> None:
