@@ -16,10 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.admins import set_admin
-from notifq.api.app import create_app
 from notifq.db.engine import create_engine
 from notifq.settings import Settings
 from tests import servers as test_servers
+from tests.api.support import app_client
 
 pytest_plugins = ["tests.aws", "tests.smtp_server", "tests.fcm_server", "tests.fast_auth", "tests.live"]
 
@@ -105,11 +105,8 @@ async def admin_id(engine: AsyncEngine) -> uuid.UUID:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c:
-            yield c
+    async with app_client(settings) as c:
+        yield c
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import httpx
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 
 from notifq.api.app import create_app
 from notifq.auth import issue_token
@@ -23,13 +24,25 @@ CLIENT_ADDRESS = "203.0.113.7"  # what conftest's `client` fixture reports as th
 
 
 @asynccontextmanager
-async def app_client(settings: Settings, address: str = CLIENT_ADDRESS) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client over a fresh app built from `settings`, lifespan included (as conftest's `client`)."""
+async def app_and_client(
+    settings: Settings, address: str = CLIENT_ADDRESS, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """A fresh app built from `settings`, lifespan included, and an httpx client over it.
+
+    The app is yielded too, for tests that reach into `app.state` (swap an engine, break Redis).
+    """
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(address, 5555))
+        transport = httpx.ASGITransport(app=app, client=(address, 5555), raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c:
-            yield c
+            yield app, c
+
+
+@asynccontextmanager
+async def app_client(settings: Settings, address: str = CLIENT_ADDRESS) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client over a fresh app built from `settings` (as conftest's `client`)."""
+    async with app_and_client(settings, address) as (_, c):
+        yield c
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:

@@ -12,10 +12,9 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifq.api.app import create_app
 from notifq.db.engine import create_engine
 from notifq.settings import Settings
-from tests.api.support import app_client, assert_error, bearer, row_counts, stateless_token
+from tests.api.support import app_and_client, app_client, assert_error, bearer, row_counts, stateless_token
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.harness import campaign_row, status_counts
 
@@ -186,13 +185,11 @@ async def test_bad_token_still_401_without_postgres(no_postgres: httpx.AsyncClie
 
 async def test_a_full_pool_is_a_503_and_ready_stays_green(settings: Settings, fast_auth: dict[str, str]) -> None:
     """Every pooled connection busy: requests wait `pool_timeout`, then 503 (not a 500); /ready is unaffected."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with app_and_client(settings) as (app, c):
         await app.state.engine.dispose()
         app.state.engine = small = create_engine(settings.database_url or "", pool_size=1, pool_timeout=0.5)
         app.state.campaigns.engine = app.state.campaigns.reads = small
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c, small.connect():
+        async with small.connect():
             r, took = await _timed(c.get("/campaigns", headers=fast_auth))
             assert_unavailable(r)
             assert took < FAST

@@ -12,11 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from notifq.api.app import create_app
 from notifq.api.security_headers import CONTENT_SECURITY_POLICY
 from notifq.auth import issue_token
 from notifq.settings import Settings
-from tests.api.support import assert_error, bearer
+from tests.api.support import app_and_client, assert_error, bearer
 from tests.conftest import wait_for
 from tests.harness import finished_campaign, running_worker
 from tests.live import LiveApi
@@ -125,12 +124,9 @@ async def test_an_unexpected_500_keeps_the_envelope_and_the_security_headers(set
     async def boom(request: Request) -> Response:
         raise RuntimeError("a bug, not a dependency")
 
-    app = create_app(settings)
-    app.router.routes.append(Route("/boom", boom))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://notifq.test") as c:
-            r = await c.get("/boom")
+    async with app_and_client(settings, raise_app_exceptions=False) as (app, c):
+        app.router.routes.append(Route("/boom", boom))
+        r = await c.get("/boom")
     assert_error(r, 500, "internal_error")
     assert "a bug" not in r.text  # no internals leak
     assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
