@@ -51,6 +51,8 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
     queue_name: str = "notifq:queue"
+    # Every Redis key notifq writes starts with this, so deployments can share one Redis.
+    redis_prefix: str = "notifq"
     # SES (email to non-mock domains).
     aws_region: str = "us-east-1"
     ses_endpoint_url: str | None = None
@@ -182,6 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
             login_max_failures=_integer(e, "NOTIFQ_LOGIN_MAX_FAILURES", 5, minimum=1),
             login_lockout_seconds=_integer(e, "NOTIFQ_LOGIN_LOCKOUT_SECONDS", 300, minimum=1),
             queue_name=e.get("NOTIFQ_QUEUE", "notifq:queue"),
+            redis_prefix=e.get("NOTIFQ_REDIS_PREFIX", "notifq") or "notifq",
             aws_region=e.get("AWS_REGION", "us-east-1"),
             ses_endpoint_url=e.get("NOTIFQ_SES_ENDPOINT_URL") or None,
             from_email=e.get("FROM_EMAIL", "notifications@notifq.dev"),

@@ -1,0 +1,87 @@
+"""notifq's one vocabulary: every status, event, lane and channel name, declared once.
+
+`StrEnum` members are `str`s, so they go into SQL parameters, JSON and Redis as they are,
+and SQL text that needs a literal interpolates the member (`f"'{MessageStatus.SENT}'"`),
+never a copy of the string. The OpenAPI document lists the same members.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+
+
+class Lane(StrEnum):
+    """A message's priority lane: transactional sends have their own queue, polled ahead of bulk work."""
+
+    TRANSACTIONAL = "transactional"
+    BULK = "bulk"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_MESSAGE_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.CANCELLED})
+
+
+class CampaignStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    CANCELLED = "cancelled"
+
+
+FINISHED_CAMPAIGN_STATUSES = frozenset(
+    {CampaignStatus.COMPLETED, CampaignStatus.COMPLETED_WITH_FAILURES, CampaignStatus.CANCELLED}
+)
+
+
+class Event(StrEnum):
+    """An audit-trail entry (`message_events.event`); the descriptions are served in the OpenAPI document."""
+
+    ACCEPTED = "accepted"
+    ATTEMPT = "attempt"
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY = "retry"
+    THROTTLED = "throttled"
+    DEFERRED = "deferred"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    RELEASED = "released"
+    REQUEUED = "requeued"
+    REDRIVEN = "redriven"
+
+
+EVENT_DESCRIPTIONS: dict[Event, str] = {
+    Event.ACCEPTED: "the notification was created (always the first event, at createdAt)",
+    Event.ATTEMPT: "a worker took it and starts attempt N",
+    Event.SENT: "the provider accepted it (`provider`; its id is the notification's providerMessageId)",
+    Event.FAILED: "permanently failed: a permanent provider error, or the last attempt failed (`detail`)",
+    Event.RETRY: "a transient error (`detail`); queued again after 1 s / 2 s / 4 s",
+    Event.THROTTLED: "the provider asked to slow down; queued again after its hint, the attempt given back",
+    Event.DEFERRED: "not attempted: the provider's circuit is open; it waits, the attempt given back",
+    Event.LOST: "the worker died during the attempt; the reconciler queued it again (or failed it after the last)",
+    Event.CANCELLED: "cancelled before it started",
+    Event.PAUSED: "held because its campaign was paused (back to pending)",
+    Event.RESUMED: "its campaign was resumed (back to queued)",
+    Event.RELEASED: "its sendAt came; queued for delivery",
+    Event.REQUEUED: "a campaign retry queued it again with fresh attempts",
+    Event.REDRIVEN: "a dead-letter redrive queued it again with fresh attempts",
+}
