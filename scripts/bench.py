@@ -68,6 +68,7 @@ from notifq.admins import set_admin
 from notifq.db.engine import create_engine
 from notifq.embedded import ensure_servers, read_state, stop_servers
 from notifq.migrate import upgrade_head
+from notifq.settings import Settings, child_env, parse_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -333,24 +334,23 @@ class Stack:
         self.sampler = Sampler(postmaster, valkey_pid if isinstance(valkey_pid, int) else None)
         self.sampler.start()
 
-    def base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFQ_", "DATABASE_URL", "REDIS_URL"))}
-        env.update(
-            DATABASE_URL=self.database_url,
-            REDIS_URL=self.redis_url,
-            NOTIFQ_JWT_SECRET=JWT_SECRET,
-            NOTIFQ_STATE_DIR=str(self.state),
-            NOTIFQ_PORT=str(self.api_port),
-            NOTIFQ_MAX_CAMPAIGN_SIZE="1000000",
-            NOTIFQ_RATE_LIMIT="0",
-            NOTIFQ_MOCK_FAILURE_RATE="0",
-            PYTHONUNBUFFERED="1",
+    def process_env(self, latency: str) -> dict[str, str]:
+        """Every setting written out (no developer's NOTIFQ_ variable leaks in); naive.py reads the mock's too."""
+        settings = Settings(
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            jwt_secret=JWT_SECRET,
+            state_dir=self.state,
+            port=self.api_port,
+            max_campaign_size=1_000_000,
+            rate_limit=0,
+            mock_failure_rate=0,
+            mock_latency_ms=parse_latency(latency),
         )
-        return env
+        return child_env(settings, isolated=True) | {"PYTHONUNBUFFERED": "1"}
 
     def spawn(self, name: str, args: Sequence[str], latency: str = "0") -> subprocess.Popen[bytes]:
-        env = self.base_env()
-        env["NOTIFQ_MOCK_LATENCY_MS"] = latency
+        env = self.process_env(latency)
         log = (self.logs / f"{name}.log").open("ab")
         # cwd: the temporary directory, so no developer's .env leaks into the measured processes.
         proc = subprocess.Popen([sys.executable, *args], env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT)

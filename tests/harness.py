@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import fields
 from typing import Any
 
 import httpx
@@ -17,35 +15,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.providers.factory import ProviderFactory
-from notifq.settings import Settings
+from notifq.settings import Settings, child_env
 from notifq.worker.main import WorkerRuntime
-
-ENV_NAMES = {
-    "rate_limit": "NOTIFQ_RATE_LIMIT", "mock_failure_rate": "NOTIFQ_MOCK_FAILURE_RATE", "mock_seed": "NOTIFQ_MOCK_SEED",
-    "lease_seconds": "NOTIFQ_LEASE_SECONDS", "reconcile_interval": "NOTIFQ_RECONCILE_INTERVAL",
-    "reconcile_grace": "NOTIFQ_RECONCILE_GRACE", "provider_timeout": "NOTIFQ_PROVIDER_TIMEOUT",
-    "job_slice_seconds": "NOTIFQ_JOB_SLICE_SECONDS", "worker_drain_seconds": "NOTIFQ_WORKER_DRAIN_SECONDS",
-    "job_batch_size": "NOTIFQ_JOB_BATCH_SIZE", "worker_jobs": "NOTIFQ_WORKER_JOBS",
-    "max_attempts": "NOTIFQ_MAX_ATTEMPTS",
-    "ses_endpoint_url": "NOTIFQ_SES_ENDPOINT_URL", "aws_region": "AWS_REGION", "from_email": "FROM_EMAIL",
-}  # fmt: skip
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `notifq worker` build the same Settings as the test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFQ_", "DATABASE_URL", "REDIS_URL"))}
-    assert settings.database_url and settings.redis_url
-    env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-               NOTIFQ_JWT_SECRET=settings.jwt_secret, NOTIFQ_STATE_DIR=str(settings.state_dir))  # fmt: skip
-    low, high = settings.mock_latency_ms
-    env["NOTIFQ_MOCK_LATENCY_MS"] = f"{low}-{high}"
-    env["NOTIFQ_MOCK_DOMAINS"] = ",".join(settings.mock_domains)
-    for f in fields(settings):
-        name = ENV_NAMES.get(f.name)
-        value = getattr(settings, f.name)
-        if name and value is not None:
-            env[name] = str(value)
-    return env
+    """The environment that makes `notifq worker` build the same Settings as the test (no other NOTIFQ_ leaks in)."""
+    return child_env(settings, isolated=True)
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from notifq.errors import ConfigError
-from notifq.settings import load_settings, parse_latency
+from notifq.settings import ENV_VARS, Settings, child_env, load_settings, parse_latency, settings_table
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -52,6 +54,14 @@ def test_environment_values_are_parsed() -> None:
         ({"NOTIFQ_MAX_CAMPAIGN_SIZE": "2.5"}, "NOTIFQ_MAX_CAMPAIGN_SIZE"),
         ({"NOTIFQ_LEASE_SECONDS": "10", "NOTIFQ_PROVIDER_TIMEOUT": "30"}, "NOTIFQ_LEASE_SECONDS"),
         ({"NOTIFQ_EVENT_RETENTION_DAYS": "-7"}, "NOTIFQ_EVENT_RETENTION_DAYS"),
+        ({"NOTIFQ_PORT": "70000"}, "NOTIFQ_PORT"),
+        ({"NOTIFQ_RATE_LIMIT": "nan"}, "NOTIFQ_RATE_LIMIT"),
+        ({"NOTIFQ_EMAIL_PROVIDER": "sendgrid"}, "NOTIFQ_EMAIL_PROVIDER"),
+        ({"NOTIFQ_SMTP_SECURITY": "ssl"}, "NOTIFQ_SMTP_SECURITY"),
+        ({"NOTIFQ_LOG_FORMAT": "xml"}, "NOTIFQ_LOG_FORMAT"),
+        ({"NOTIFQ_RETRY_DELAYS": "1,soon"}, "NOTIFQ_RETRY_DELAYS"),
+        ({"NOTIFQ_RETRY_DELAYS": ""}, "NOTIFQ_RETRY_DELAYS"),
+        ({"NOTIFQ_MOCK_SEED": "-1"}, "NOTIFQ_MOCK_SEED"),
     ],
 )
 def test_bad_values_are_refused_with_their_name(env: dict[str, str], names: str) -> None:
@@ -74,3 +84,113 @@ def test_latency_forms() -> None:
     """`min-max` or a single number."""
     assert parse_latency("100-500") == (100, 500)
     assert parse_latency(" 0 ") == (0, 0)
+
+
+def test_errors_say_what_is_wrong_and_echo_the_value() -> None:
+    """The message names the variable, the rule and what was given."""
+    cases = {
+        "NOTIFQ_RATE_LIMIT": ("x", "NOTIFQ_RATE_LIMIT must be a number, got 'x'"),
+        "NOTIFQ_MAX_CAMPAIGN_SIZE": ("2.5", "NOTIFQ_MAX_CAMPAIGN_SIZE must be a whole number, got '2.5'"),
+        "NOTIFQ_MOCK_FAILURE_RATE": ("1.5", "NOTIFQ_MOCK_FAILURE_RATE must be <= 1, got '1.5'"),
+        "NOTIFQ_PUSH_PROVIDER": ("apns", "NOTIFQ_PUSH_PROVIDER must be one of 'fcm' or 'mock', got 'apns'"),
+        "NOTIFQ_MOCK_LATENCY_MS": ("fast", "NOTIFQ_MOCK_LATENCY_MS must be 'min-max' or one number, got 'fast'"),
+    }
+    for name, (raw, message) in cases.items():
+        with pytest.raises(ConfigError) as error:
+            load_settings({name: raw}, dotenv=None)
+        assert error.value.message == message
+
+
+def test_secrets_stay_out_of_repr_and_errors() -> None:
+    """Settings get logged and errors get printed: neither may carry a secret."""
+    s = Settings(jwt_secret="j" * 32, admin_password="admin-pw-42", smtp_password="smtp-pw-42")
+    assert not [secret for secret in ("j" * 32, "admin-pw-42", "smtp-pw-42") if secret in repr(s) or secret in str(s)]
+    with pytest.raises(ConfigError) as error:
+        load_settings({"NOTIFQ_JWT_SECRET": "too-short-secret"}, dotenv=None)
+    assert "too-short-secret" not in error.value.message
+
+
+def test_every_format_is_read() -> None:
+    """Lists, ranges, case-insensitive choices, and empty meaning unset (an empty list for lists)."""
+    s = load_settings(
+        {
+            "NOTIFQ_MOCK_LATENCY_MS": " 5 - 7 ", "NOTIFQ_MOCK_PHONE_PREFIXES": "+1555, +4470 ,",
+            "NOTIFQ_EMAIL_PROVIDER": " SMTP", "NOTIFQ_SMTP_SECURITY": "TLS", "NOTIFQ_LOG_FORMAT": "Text",
+            "NOTIFQ_RETRY_DELAYS": "0.5,3", "NOTIFQ_STATE_DIR": "/var/lib/notifq", "DATABASE_URL": "",
+            "NOTIFQ_SES_ENDPOINT_URL": "", "NOTIFQ_MOCK_SEED": "", "NOTIFQ_PORT": "", "NOTIFQ_REDIS_PREFIX": "",
+            "NOTIFQ_MOCK_DOMAINS": "",
+        },
+        dotenv=None,
+    )  # fmt: skip
+    assert s.mock_latency_ms == (5, 7) and s.mock_phone_prefixes == ("+1555", "+4470")
+    assert (s.email_provider, s.smtp_security, s.log_format) == ("smtp", "tls", "text")
+    assert s.retry_delays == (0.5, 3.0) and s.state_dir == Path("/var/lib/notifq")
+    assert s.database_url is None and s.ses_endpoint_url is None and s.mock_seed is None
+    assert (s.port, s.redis_prefix, s.mock_domains) == (8000, "notifq", ())
+
+
+def test_keywords_do_not_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build Settings directly; only load_settings looks at variables."""
+    monkeypatch.setenv("NOTIFQ_RATE_LIMIT", "77")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://elsewhere/db")
+    s = Settings(rate_limit=0)
+    assert (s.rate_limit, s.database_url) == (0, None)
+    assert load_settings(dotenv=None).rate_limit == 77
+
+
+def test_settings_are_immutable_and_with_validates() -> None:
+    """`with_` returns a validated copy; the original never changes."""
+    s = Settings()
+    with pytest.raises(ValueError):
+        s.port = 1
+    moved = s.with_(port=9000, mock_domains=("Example.ORG",))
+    assert (s.port, moved.port, moved.mock_domains) == (8000, 9000, ("example.org",))
+    with pytest.raises(ConfigError, match="NOTIFQ_PORT"):
+        s.with_(port=0)
+    with pytest.raises(TypeError):
+        s.with_(prot=9000)
+
+
+def _every_field_changed() -> Settings:
+    return Settings(
+        database_url="postgresql://u:p@db:5432/n", redis_url="redis://r:6379/1", redis_prefix="tenant-a",
+        jwt_secret="k" * 40, jwt_issuer="issuer", jwt_ttl_seconds=60, admin_password="pw", host="0.0.0.0",
+        port=9000, rate_limit=2.5, mock_latency_ms=(3, 9), mock_failure_rate=0.125, mock_seed=7,
+        mock_domains=("a.test", "b.test"), mock_phone_prefixes=(), mock_push_prefix="fake-",
+        max_campaign_size=10, max_body_bytes=2048, max_attempts=2, retry_delays=(0.25,), job_batch_size=3,
+        worker_jobs=2, worker_max_in_flight=9, worker_drain_seconds=0.5, job_slice_seconds=0.3, lease_seconds=5,
+        reconcile_interval=0.2, reconcile_grace=1.5, event_retention_days=0.5, provider_timeout=1.1,
+        login_max_failures=2, login_lockout_seconds=9, queue_name="q", email_provider="smtp", sms_provider="mock",
+        push_provider="mock", aws_region="eu-west-1", from_email="a@b.test", ses_endpoint_url="http://ses",
+        sns_endpoint_url="http://sns", smtp_host="mail", smtp_port=25, smtp_security="none", smtp_username="u",
+        smtp_password="p", smtp_pool_size=1, fcm_credentials_file="/f.json", fcm_endpoint_url="http://fcm",
+        breaker_failures=9, breaker_cooldown=0.5, state_dir=Path("/tmp/state"), log_format="text",
+    )  # fmt: skip
+
+
+def test_child_env_round_trips(tmp_path: Path) -> None:
+    """A child given child_env() builds an equal Settings, whatever its .env says, for every field."""
+    changed, default = _every_field_changed(), Settings()
+    assert [name for name in ENV_VARS if getattr(changed, name) == getattr(default, name)] == []
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("NOTIFQ_PORT=1234\nNOTIFQ_MOCK_SEED=5\n")
+    for settings in (changed, default):
+        assert load_settings(child_env(settings, {}), dotenv=dotenv) == settings
+
+
+def test_child_env_keeps_the_rest_of_the_environment() -> None:
+    """Other variables pass through; `isolated` drops the parent's unrelated NOTIFQ_ ones."""
+    base = {"PATH": "/bin", "NOTIFQ_TOKEN": "t", "NOTIFQ_PORT": "1"}
+    kept = child_env(Settings(), base)
+    assert (kept["PATH"], kept["NOTIFQ_TOKEN"], kept["NOTIFQ_PORT"]) == ("/bin", "t", "8000")
+    isolated = child_env(Settings(), base, isolated=True)
+    assert isolated["PATH"] == "/bin" and "NOTIFQ_TOKEN" not in isolated
+    assert set(ENV_VARS.values()) <= set(isolated)
+
+
+def test_readme_table_is_the_declaration() -> None:
+    """README's Settings table is generated from Settings; regenerate it with `settings_table()`."""
+    section = README.read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    assert table == settings_table(), "README's settings table is stale: paste notifq.settings.settings_table()"
+    assert "| `NOTIFQ_REDIS_PREFIX` | `notifq` |" in table

@@ -24,24 +24,17 @@ from notifq.embedded import ensure_servers, stop_servers
 from notifq.errors import ConfigError
 from notifq.migrate import upgrade_head
 from notifq.runtime import dev_jwt_secret
-from notifq.settings import Settings
+from notifq.settings import Settings, child_env
 
 SUPERVISOR_FILE = "dev.json"
 TARGET_FILE = "workers.target"
 
 
-def _child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    assert settings.database_url and settings.redis_url
-    env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-               NOTIFQ_JWT_SECRET=settings.jwt_secret, NOTIFQ_STATE_DIR=str(settings.state_dir.resolve()))  # fmt: skip
-    return env
-
-
 class Supervisor:
     def __init__(self, settings: Settings, workers: int) -> None:
         self.settings = settings
-        self.env = _child_env(settings)
+        # Every setting, resolved URLs and secret included, over this process's environment.
+        self.env = child_env(settings)
         self.target = workers
         self.workers: list[subprocess.Popen[bytes]] = []
         self.api: subprocess.Popen[bytes] | None = None
