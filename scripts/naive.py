@@ -5,7 +5,7 @@ written with the same libraries notifq uses, on notifq's own PostgreSQL schema, 
 benchmark compares designs rather than languages or servers:
 
 - `naive.py api --port P`: a Starlette app with `POST /campaigns` (`recipientCount` or
-  `recipients`, validated by notifq's own `parse_campaign`). One transaction inserts the
+  `recipients`, validated by notifq's own `CampaignCreate` model). One transaction inserts the
   campaign and its message rows (multi-row `INSERT … SELECT FROM unnest`, chunks of
   1,000, like the seed's batch insert), then, after the commit, one
   `ArqRedis.enqueue_job` per message, awaited one at a time. No JWT check (it costs
@@ -26,7 +26,6 @@ NAIVE_MAX_JOBS, NAIVE_DB_POOL, NOTIFQ_MOCK_LATENCY_MS, NOTIFQ_MOCK_FAILURE_RATE.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +33,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import pydantic
 from arq import Retry, Worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import func
@@ -42,11 +42,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from notifq.errors import ValidationError
+from notifq.api.contract import translate
+from notifq.api.models.campaigns import CampaignCreate
 from notifq.providers.base import OutgoingMessage
 from notifq.providers.mock import MockProvider
 from notifq.settings import parse_latency
-from notifq.validation import parse_campaign
 
 SEND_FUNCTION = "send_message"
 INSERT_CHUNK = 1000
@@ -81,9 +81,10 @@ RETURNING id, recipient
 
 async def create_campaign(request: Request) -> Response:
     try:
-        parsed = parse_campaign(json.loads(await request.body()), 10_000_000)
-    except (ValueError, ValidationError) as exc:
-        return JSONResponse({"error": str(exc)}, 422)
+        body = CampaignCreate.model_validate_json(await request.body(), context={"max_campaign_size": 10_000_000})
+    except pydantic.ValidationError as exc:
+        return JSONResponse({"error": translate(exc).message}, 422)
+    parsed = body.request()
     recipients = [r for r, _ in parsed.recipients] if parsed.recipients is not None else list(synthetic(parsed.total))
     pool: asyncpg.Pool = request.app.state.pool
     redis: ArqRedis = request.app.state.redis

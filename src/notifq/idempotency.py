@@ -13,7 +13,6 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -43,8 +42,10 @@ class Replay:
     status: int
 
 
-def request_hash(method: str, path: str, body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def request_hash(method: str, path: str, body: bytes) -> str:
+    """Key order and whitespace do not matter. Called after the body passed its model, whose parser
+    refuses lone surrogates and nesting past 200 levels; `ensure_ascii` would escape either anyway."""
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 

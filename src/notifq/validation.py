@@ -1,7 +1,9 @@
-"""Turning request JSON into checked values; errors name the field and the first offenders.
+"""What the services are asked to do (checked values), and the rules no JSON schema can state.
 
-Nothing here touches a database: a request is fully checked (addresses, templates and
-their variables, schedules) before the service writes anything.
+The API's pydantic models (`api/models/`) check types and lengths, then call these for
+what spans fields: addresses in the channel's format, every template variable present for
+every recipient (reporting up to ten offenders at once), schedules. Nothing here touches a
+database, so a request is fully checked before a service writes anything.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from notifq.addresses import CHANNELS, describe, is_valid
+from notifq.addresses import describe, is_valid
 from notifq.errors import ValidationError
 from notifq.templates import missing, placeholders
 
@@ -21,7 +23,6 @@ MAX_BODY = 256 * 1024
 MAX_DATA_BYTES = 4096  # FCM's data payload limit
 MAX_REPORTED = 10
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
-PRIORITIES = ("transactional", "bulk")
 
 
 @dataclass(frozen=True)
@@ -60,43 +61,10 @@ def check_storable(value: str, field: str) -> None:
         raise ValidationError(f"`{field}` is not valid Unicode text", {"field": field}) from None
 
 
-def _text(body: dict[str, Any], key: str, limit: int, *, required: bool, single_line: bool, field: str = ""
-          ) -> str | None:  # fmt: skip
-    field = field or key
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise ValidationError(f"`{field}` is required", {"field": field})
+def check_send_at(at: datetime | None, field: str = "sendAt", now: datetime | None = None) -> datetime | None:
+    """A time with a zone; a time in the past means now (None)."""
+    if at is None:
         return None
-    if not isinstance(value, str):
-        raise ValidationError(f"`{field}` must be a string", {"field": field})
-    if required and not value.strip():
-        raise ValidationError(f"`{field}` must not be empty", {"field": field})
-    if len(value) > limit:
-        raise ValidationError(f"`{field}` is longer than {limit} characters", {"field": field, "maxLength": limit})
-    if single_line and ("\r" in value or "\n" in value):
-        raise ValidationError(f"`{field}` must not contain line breaks", {"field": field})
-    check_storable(value, field)
-    return value
-
-
-def _channel(body: dict[str, Any], field: str = "channel") -> str:
-    value = body.get("channel", "email")
-    if value not in CHANNELS:
-        raise ValidationError(f"`{field}` must be one of {', '.join(CHANNELS)}", {"field": field, "allowed": CHANNELS})
-    return str(value)
-
-
-def parse_send_at(value: Any, field: str = "sendAt", now: datetime | None = None) -> datetime | None:
-    """An ISO 8601 time with a zone; a time in the past means now."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValidationError(f"`{field}` must be an ISO 8601 date-time string", {"field": field})
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"`{field}` is not an ISO 8601 date-time", {"field": field}) from None
     if at.tzinfo is None:
         raise ValidationError(f"`{field}` needs a time zone (e.g. Z or +02:00)", {"field": field})
     now = now or datetime.now(UTC)
@@ -119,38 +87,23 @@ def _variables(value: Any, field: str) -> dict[str, str]:
     return out
 
 
-def parse_campaign(body: Any, max_size: int) -> CampaignRequest:
-    if not isinstance(body, dict):
-        raise ValidationError("the request body must be a JSON object")
-    name = _text(body, "name", MAX_NAME, required=True, single_line=True)
-    subject = _text(body, "subject", MAX_SUBJECT, required=False, single_line=True)
-    text_body = _text(body, "body", MAX_BODY, required=False, single_line=False)
-    channel = _channel(body)
-    send_at = parse_send_at(body.get("sendAt"))
-    needed = placeholders(subject, text_body)
-    has_list, has_count = "recipients" in body, "recipientCount" in body
-    if has_list == has_count:
+def check_synthetic(count: int | None, max_size: int, subject: str | None, body: str | None) -> None:
+    if count is None or count <= 0 or count > max_size:
         raise ValidationError(
-            "give exactly one of `recipients` (a list of addresses) or `recipientCount`",
-            {"fields": ["recipients", "recipientCount"]},
+            f"`recipientCount` must be between 1 and {max_size}",
+            {"field": "recipientCount", "min": 1, "max": max_size},
         )
-    if has_count:
-        count = body["recipientCount"]
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise ValidationError("`recipientCount` must be an integer", {"field": "recipientCount"})
-        if count <= 0 or count > max_size:
-            raise ValidationError(
-                f"`recipientCount` must be between 1 and {max_size}",
-                {"field": "recipientCount", "min": 1, "max": max_size},
-            )
-        if lacking := missing(needed, None):
-            raise ValidationError(
-                f"the templates use {{{{ {lacking[0]} }}}}, which synthetic recipients do not have",
-                {"field": "recipientCount", "variables": lacking},
-            )
-        return CampaignRequest(name or "", subject, text_body, None, count, channel, send_at)
-    recipients = _recipients(body["recipients"], channel, max_size, needed, placeholders(subject))
-    return CampaignRequest(name or "", subject, text_body, recipients, None, channel, send_at)
+    if lacking := missing(placeholders(subject, body), None):
+        raise ValidationError(
+            f"the templates use {{{{ {lacking[0]} }}}}, which synthetic recipients do not have",
+            {"field": "recipientCount", "variables": lacking},
+        )
+
+
+def check_recipients(
+    recipients: Any, channel: str, max_size: int, subject: str | None, body: str | None
+) -> list[tuple[str, str | None]]:
+    return _recipients(recipients, channel, max_size, placeholders(subject, body), placeholders(subject))
 
 
 def _recipients(
@@ -200,63 +153,26 @@ def _recipients(
     return parsed
 
 
-def parse_notification(body: Any, field: str = "") -> NotificationRequest:
-    """One notification; `field` prefixes error fields inside a batch (e.g. `[3].to`)."""
-    if not isinstance(body, dict):
-        raise ValidationError(f"{field or 'the request body'} must be a JSON object", {"field": field or None})
-    channel = _channel(body, f"{field}channel")
-    to = body.get("to")
-    if not isinstance(to, str) or not is_valid(channel, to):
-        raise ValidationError(
-            f"`{field}to` must be one of {describe(channel)}",
-            {"field": f"{field}to", "value": to if isinstance(to, str) else repr(to)},
-        )
-    subject = _text(body, "subject", MAX_SUBJECT, required=False, single_line=True, field=f"{field}subject")
-    text_body = _text(body, "body", MAX_BODY, required=True, single_line=False, field=f"{field}body")
-    data = body.get("data")
-    if data is not None:
-        if not isinstance(data, dict):
-            raise ValidationError(f"`{field}data` must be an object", {"field": f"{field}data"})
-        data = _variables(data, f"{field}data") if data else None
-        if data and len(json.dumps(data).encode()) > MAX_DATA_BYTES:
-            raise ValidationError(f"`{field}data` exceeds {MAX_DATA_BYTES} bytes", {"field": f"{field}data"})
-    priority = body.get("priority", "transactional")
-    if priority not in PRIORITIES:
-        raise ValidationError(
-            f"`{field}priority` must be transactional or bulk", {"field": f"{field}priority", "allowed": PRIORITIES}
-        )
-    send_at = parse_send_at(body.get("sendAt"), f"{field}sendAt")
-    return NotificationRequest(channel, to, subject, text_body or "", data, str(priority), send_at)
+def check_data(data: Any) -> dict[str, str] | None:
+    """A push data payload: names to strings (numbers turned into strings), at most 4 KiB as JSON."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValidationError("`data` must be an object", {"field": "data"})
+    checked = _variables(data, "data") if data else None
+    if checked and len(json.dumps(checked).encode()) > MAX_DATA_BYTES:
+        raise ValidationError(f"`data` exceeds {MAX_DATA_BYTES} bytes", {"field": "data"})
+    return checked
 
 
-def parse_notifications(body: Any, max_batch: int) -> tuple[list[NotificationRequest], bool]:
-    """A single object, or a JSON array of up to `max_batch` (the batch API); returns (items, is_batch)."""
-    if isinstance(body, list):
-        if not body or len(body) > max_batch:
-            raise ValidationError(f"a batch holds 1 to {max_batch} notifications", {"max": max_batch})
-        return [parse_notification(item, f"[{i}].") for i, item in enumerate(body)], True
-    return [parse_notification(body)], False
+def check_address(channel: str, to: str) -> None:
+    if not is_valid(channel, to):
+        raise ValidationError(f"`to` must be one of {describe(channel)}", {"field": "to", "value": to[:256]})
 
 
 def is_ascii_number(raw: str) -> bool:
     """`str.isdigit` also accepts characters like '²' that `int()` refuses."""
     return raw.isascii() and raw.isdigit()
-
-
-def parse_limit(raw: str | None, default: int = 50, maximum: int = 500) -> int:
-    if raw is None or raw == "":
-        return default
-    if not is_ascii_number(raw) or not 1 <= int(raw) <= maximum:
-        raise ValidationError(f"`limit` must be an integer between 1 and {maximum}", {"field": "limit"})
-    return int(raw)
-
-
-def parse_choice(raw: str | None, choices: tuple[str, ...], field: str) -> str | None:
-    if raw is None or raw == "":
-        return None
-    if raw not in choices:
-        raise ValidationError(f"`{field}` must be one of {', '.join(choices)}", {"field": field, "allowed": choices})
-    return raw
 
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,9 +11,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from notifq.api.errors import EXCEPTION_HANDLERS
-from notifq.api.routes import ROUTES
+from notifq.api.openapi import build as build_openapi
+from notifq.api.routes import OPERATIONS, ROUTES
 from notifq.api.security_headers import SecurityHeaders
-from notifq.auth import LoginThrottle
+from notifq.auth import AdminSessions, LoginThrottle, dummy_hash
 from notifq.campaigns import CampaignService
 from notifq.db.engine import READ_POOL_SIZE, SEND_POOL_SIZE, create_engine
 from notifq.notifications import NotificationService
@@ -47,6 +49,9 @@ def create_app(settings: Settings) -> Starlette:
         app.state.campaigns = CampaignService(engine, redis, settings, reads=reads)
         app.state.notifications = NotificationService(engine, redis, settings, sends=sends, reads=reads)
         app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds)
+        # Revocation is checked on the send's own pool: a dashboard's slow read never delays it.
+        app.state.sessions = AdminSessions(sends)
+        await asyncio.to_thread(dummy_hash)  # once per process: the first unknown email costs no more
         try:
             yield
         finally:
@@ -59,4 +64,5 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
                     middleware=[Middleware(SecurityHeaders)])  # fmt: skip
     app.state.settings = settings
+    app.state.openapi = build_openapi(OPERATIONS, settings)
     return app

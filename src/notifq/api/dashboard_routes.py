@@ -12,8 +12,10 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+
+from notifq.api.contract import Operation, Reply
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 
@@ -31,7 +33,19 @@ async def index(request: Request) -> Response:
     return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-ROUTES = [
-    Route("/", index, methods=["GET"]),
+OPERATIONS = [
+    Operation(
+        "GET",
+        "/",
+        index,
+        "dashboard",
+        "The web dashboard (HTML; its scripts and styles are under /assets/)",
+        "operations",
+        {200: Reply("The dashboard page.", str, media_type="text/html")},
+        public=True,
+    ),
+]
+# Static files: served, but not operations of the API (a Mount has no methods of its own).
+MOUNTS = [
     Mount("/assets", app=DashboardAssets(directory=DASHBOARD_DIR / "assets", check_dir=False), name="assets"),
 ]

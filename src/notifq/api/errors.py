@@ -47,7 +47,8 @@ async def notifq_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    # Keep the framework's headers: a 405 must say what is allowed (`Allow`, RFC 9110 §15.5.6).
+    return error_response(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +15,7 @@ from notifq.idempotency import Replay, Ticket
 async def run(
     request: Request,
     admin_id: uuid.UUID,
-    body: Any,
+    body: bytes,
     create: Callable[[Ticket | None], Awaitable[Response]],
     replay: Callable[[Replay], Awaitable[Response]],
 ) -> Response:

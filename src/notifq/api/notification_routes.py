@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from pydantic import TypeAdapter
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
-from notifq.addresses import CHANNELS
 from notifq.api import idempotent
-from notifq.api.requests import read_json, require_admin
-from notifq.api.serializers import notification_json
-from notifq.campaigns import parse_id
-from notifq.db.campaigns_repo import MESSAGE_STATUSES
-from notifq.errors import ValidationError
+from notifq.api.campaign_routes import ERRORS, IDEMPOTENCY_NOTE
+from notifq.api.contract import Operation, Reply, json_reply, parse_json, parse_query, read_body
+from notifq.api.models.notifications import (
+    MAX_BATCH,
+    DeadLetterQuery,
+    Notification,
+    NotificationBatch,
+    NotificationBatchResult,
+    NotificationCreate,
+    NotificationPage,
+    NotificationQuery,
+    NotificationWithEvents,
+    RedriveRequest,
+    RedriveResult,
+    Stats,
+)
+from notifq.api.requests import require_admin
+from notifq.db.messages_repo import MessageRow
 from notifq.idempotency import Replay, Ticket
 from notifq.notifications import NotificationService, parse_message_id
-from notifq.validation import check_storable, parse_choice, parse_limit, parse_notifications
 
-MAX_BATCH = 1000
 log = logging.getLogger("notifq.api")
+ONE = TypeAdapter(NotificationCreate)
+BATCH: TypeAdapter[list[NotificationCreate]] = TypeAdapter(NotificationBatch)
+REDRIVE = TypeAdapter(RedriveRequest)
+REDRIVE_BODY_BYTES = 1024 * 1024
 
 
 def _service(request: Request) -> NotificationService:
@@ -29,109 +42,111 @@ def _service(request: Request) -> NotificationService:
     return service
 
 
-def _storable(value: str | None, field: str) -> str | None:
-    if value is not None:
-        check_storable(value, field)
-    return value
-
-
-def _created(rows: list[Any], is_batch: bool, status: int = 202) -> Response:
+def _created(rows: list[MessageRow], is_batch: bool, status: int = 202) -> Response:
     if is_batch:
-        return JSONResponse({"ids": [str(r.id) for r in rows], "items": [notification_json(r) for r in rows]}, status)
-    return JSONResponse(notification_json(rows[0]), status, headers={"Location": f"/notifications/{rows[0].id}"})
+        items = [Notification.of(r) for r in rows]
+        return json_reply(NotificationBatchResult(ids=[n.id for n in items], items=items), status)
+    return json_reply(Notification.of(rows[0]), status, {"Location": f"/notifications/{rows[0].id}"})
 
 
 async def create_notifications(request: Request) -> Response:
-    admin_id = require_admin(request)
-    body = await read_json(request, request.app.state.settings.max_body_bytes)
-    items, is_batch = parse_notifications(body, MAX_BATCH)
+    admin_id = await require_admin(request)
+    raw = await read_body(request, request.app.state.settings.max_body_bytes)
+    is_batch = raw.lstrip()[:1] == b"["  # one object, or a JSON array of them (the batch API)
+    items = parse_json(raw, BATCH) if is_batch else [parse_json(raw, ONE)]
+    requests = [item.request() for item in items]
 
     async def create(ticket: Ticket | None) -> Response:
-        rows = await _service(request).create(items, admin_id, ticket)
+        rows = await _service(request).create(requests, admin_id, ticket)
         first = rows[0].id if len(rows) == 1 else None  # a batch logs its size, not a thousand ids
         log.info("notifications accepted: %d", len(rows), extra={"message_id": first, "admin_id": admin_id,
                                                                  "count": len(rows)})  # fmt: skip
         return _created(rows, is_batch)
 
     async def replay(previous: Replay) -> Response:
-        rows = await _service(request).rows([int(i) for i in previous.ids])
-        return _created(rows, is_batch, previous.status)
+        return _created(await _service(request).rows([int(i) for i in previous.ids]), is_batch, previous.status)
 
-    return await idempotent.run(request, admin_id, body, create, replay)
+    return await idempotent.run(request, admin_id, raw, create, replay)
 
 
 async def get_notification(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     view = await _service(request).get(parse_message_id(request.path_params["notification_id"]))
-    return JSONResponse(notification_json(view.message, view.events))
+    return json_reply(NotificationWithEvents.with_events(view.message, view.events))
 
 
 async def list_notifications(request: Request) -> Response:
-    require_admin(request)
-    q = request.query_params
-    rows, cursor = await _service(request).list_page(
-        status=parse_choice(q.get("status"), MESSAGE_STATUSES, "status"),
-        channel=parse_choice(q.get("channel"), CHANNELS, "channel"),
-        to=_storable(q.get("to") or None, "to"),
-        cursor=q.get("cursor") or None,
-        limit=parse_limit(q.get("limit"), default=50, maximum=500),
-    )
-    return JSONResponse({"items": [notification_json(r) for r in rows], "nextCursor": cursor})
+    await require_admin(request)
+    q = parse_query(request, NotificationQuery)
+    rows, cursor = await _service(request).list_page(status=q.status, channel=q.channel, to=q.to, cursor=q.cursor,
+                                                     limit=q.limit)  # fmt: skip
+    return json_reply(NotificationPage(items=[Notification.of(r) for r in rows], next_cursor=cursor))
 
 
 async def cancel_notification(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     row = await _service(request).cancel(parse_message_id(request.path_params["notification_id"]))
-    return JSONResponse(notification_json(row), 202)
+    return json_reply(Notification.of(row), 202)
 
 
 async def list_dead_letters(request: Request) -> Response:
-    require_admin(request)
-    q = request.query_params
-    campaign = q.get("campaignId")
-    rows, cursor = await _service(request).dead_letters(
-        channel=parse_choice(q.get("channel"), CHANNELS, "channel"),
-        campaign_id=parse_id(campaign) if campaign else None,
-        cursor=q.get("cursor") or None,
-        limit=parse_limit(q.get("limit"), default=50, maximum=500),
-    )
-    return JSONResponse({"items": [notification_json(r) for r in rows], "nextCursor": cursor})
+    await require_admin(request)
+    q = parse_query(request, DeadLetterQuery)
+    rows, cursor = await _service(request).dead_letters(channel=q.channel, campaign_id=q.campaign_id,
+                                                        cursor=q.cursor, limit=q.limit)  # fmt: skip
+    return json_reply(NotificationPage(items=[Notification.of(r) for r in rows], next_cursor=cursor))
 
 
 async def redrive(request: Request) -> Response:
-    require_admin(request)
-    body = await read_json(request, 1024 * 1024)
-    if not isinstance(body, dict) or ("ids" in body) == ("filter" in body):
-        raise ValidationError("give exactly one of `ids` (a list of message ids) or `filter`",
-                              {"fields": ["ids", "filter"]})  # fmt: skip
-    ids = None
-    channel = campaign = None
-    if "ids" in body:
-        raw = body["ids"]
-        if not isinstance(raw, list) or not raw or len(raw) > 10_000:
-            raise ValidationError("`ids` must be a list of 1 to 10,000 message ids", {"field": "ids"})
-        ids = [parse_message_id(str(i)) for i in raw]
-    else:
-        f = body["filter"]
-        if not isinstance(f, dict) or set(f) - {"channel", "campaignId"}:
-            raise ValidationError("`filter` may hold `channel` and `campaignId`", {"field": "filter"})
-        channel = parse_choice(f.get("channel"), CHANNELS, "filter.channel")
-        campaign = parse_id(str(f["campaignId"])) if f.get("campaignId") else None
-    count = await _service(request).redrive(ids=ids, channel=channel, campaign_id=campaign)
-    return JSONResponse({"redriven": count}, 202)
+    await require_admin(request)
+    body: RedriveRequest = parse_json(await read_body(request, REDRIVE_BODY_BYTES), REDRIVE)
+    f = body.filter
+    count = await _service(request).redrive(ids=body.message_ids(), channel=f.channel if f else None,
+                                            campaign_id=f.campaign_id if f else None)  # fmt: skip
+    return json_reply(RedriveResult(redriven=count), 202)
 
 
 async def stats(request: Request) -> Response:
-    require_admin(request)
-    return JSONResponse(await _service(request).stats())
+    await require_admin(request)
+    return json_reply(Stats.model_validate(await _service(request).stats()))
 
 
-ROUTES = [
-    Route("/notifications", create_notifications, methods=["POST"]),
-    Route("/notifications", list_notifications, methods=["GET"]),
-    Route("/notifications/{notification_id}", get_notification, methods=["GET"]),
-    Route("/notifications/{notification_id}/cancel", cancel_notification, methods=["POST"]),
-    Route("/dead-letters", list_dead_letters, methods=["GET"]),
-    Route("/dead-letters/redrive", redrive, methods=["POST"]),
-    Route("/stats", stats, methods=["GET"]),
-]
+BY_ID = (*ERRORS, "NotificationNotFound", "ValidationFailed")
+OPERATIONS = [
+    Operation(
+        "POST", "/notifications", create_notifications, "createNotifications", "Send one notification, or a batch",
+        "notifications",
+        {202: Reply("Accepted (or replayed). For one object: the Notification, with `Location: /notifications/{id}`. "
+                    "For an array: `{ids, items}` in request order.", Notification | NotificationBatchResult,
+                    headers=("Location", "Idempotent-Replayed"))},
+        description="One notification (an object) or a batch (an array of 1 to "
+        f"{MAX_BATCH}, all created or none). The address is checked against the channel; the row is written, then "
+        "its delivery job is queued on its lane (`transactional` by default: ahead of campaigns).\n\n"
+        + IDEMPOTENCY_NOTE,
+        body=NotificationCreate | NotificationBatch, headers=("Idempotency-Key",),
+        errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge", "IdempotencyInProgress"),
+    ),
+    Operation("GET", "/notifications", list_notifications, "listNotifications",
+              "List single notifications, newest first", "notifications",
+              {200: Reply("One page of notifications.", NotificationPage)}, query=NotificationQuery,
+              errors=(*ERRORS, "ValidationFailed")),
+    Operation("GET", "/notifications/{notification_id}", get_notification, "getNotification",
+              "Get a notification (or any campaign message) with its audit trail", "notifications",
+              {200: Reply("The notification and its events, oldest first.", NotificationWithEvents)}, errors=BY_ID),
+    Operation("POST", "/notifications/{notification_id}/cancel", cancel_notification, "cancelNotification",
+              "Cancel a notification that has not started", "notifications",
+              {202: Reply("Cancelled.", Notification),
+               409: Reply("It already started or finished (`conflict`, details `{\"status\": ...}`).", "Error")},
+              description="No request body.", errors=BY_ID),
+    Operation("GET", "/dead-letters", list_dead_letters, "listDeadLetters",
+              "List permanently failed messages, newest first", "dead-letters",
+              {200: Reply("One page of dead letters.", NotificationPage)}, query=DeadLetterQuery,
+              errors=(*ERRORS, "ValidationFailed")),
+    Operation("POST", "/dead-letters/redrive", redrive, "redriveDeadLetters",
+              "Send dead letters again with fresh attempts", "dead-letters",
+              {202: Reply("Queued again.", RedriveResult)}, body=RedriveRequest,
+              description=f"The body is limited to {REDRIVE_BODY_BYTES} bytes.",
+              errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge")),
+    Operation("GET", "/stats", stats, "getStats", "Message counts, send rate and queue depth", "stats",
+              {200: Reply("The figures.", Stats)}, errors=ERRORS),
+]  # fmt: skip

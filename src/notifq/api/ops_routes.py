@@ -14,14 +14,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
+from notifq.api.contract import Operation, Reply, json_reply
+from notifq.api.models.ops import Worker, WorkerQueue, Workers
 from notifq.api.requests import require_admin
-from notifq.api.serializers import worker_json
 from notifq.db import notifications_repo
 from notifq.queue import queue_depth
 from notifq.telemetry import LATENCY_BUCKETS, OUTCOMES, WorkerBeat, live_workers, metric_counters
+from notifq.vocabulary import Lane, MessageStatus
 
 
 async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
@@ -30,24 +31,20 @@ async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
 
 
 async def workers(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     redis = request.app.state.redis
     beats = await live_workers(redis)
     jobs = await queue_depth(redis, request.app.state.settings.queue_name)
     by_status: dict[str, int] = defaultdict(int)
     for _, status, n in await _message_counts(request):
         by_status[status] += n
-    return JSONResponse({
-        "workers": [worker_json(b) for b in beats],
-        "queue": {
-            "bulkJobs": jobs.get("bulk", 0),
-            "transactionalJobs": jobs.get("transactional", 0),
-            "queuedMessages": by_status["queued"],
-            "sendingMessages": by_status["sending"],
-            "scheduledMessages": by_status["pending"],
-        },
-        "inFlight": sum(b.in_flight for b in beats),
-    })  # fmt: skip
+    queue = WorkerQueue(
+        bulk_jobs=jobs.get(Lane.BULK, 0), transactional_jobs=jobs.get(Lane.TRANSACTIONAL, 0),
+        queued_messages=by_status[MessageStatus.QUEUED], sending_messages=by_status[MessageStatus.SENDING],
+        scheduled_messages=by_status[MessageStatus.PENDING],
+    )  # fmt: skip
+    return json_reply(Workers(workers=[Worker.of(b) for b in beats], queue=queue,
+                              in_flight=sum(b.in_flight for b in beats)))  # fmt: skip
 
 
 class _Snapshot:
@@ -126,7 +123,17 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-ROUTES = [
-    Route("/workers", workers, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-]
+OPERATIONS = [
+    Operation("GET", "/workers", workers, "listWorkers", "Live workers and queue depth", "operations",
+              {200: Reply("The live workers.", Workers)}, errors=("Unauthorized", "ServiceUnavailable"),
+              description="Every worker heartbeats every second; one silent for a few seconds is left out (a "
+              "gracefully stopped one leaves at once)."),
+    Operation("GET", "/metrics", metrics, "getMetrics", "Prometheus metrics for the whole cluster", "operations",
+              {200: Reply("The metrics.", str, media_type="text/plain")}, public=True, errors=("ServiceUnavailable",),
+              description="Prometheus text format. Counters `notifq_messages_{sent,failed,retried,throttled,deferred}"
+              "_total` and the histogram `notifq_provider_latency_seconds` by channel and provider (published by every "
+              "worker through Redis); gauges `notifq_messages{channel,status}`, `notifq_queue_depth`, "
+              "`notifq_queue_jobs{lane}`, `notifq_in_flight`, `notifq_workers`; counters "
+              "`notifq_rate_limit_waits_total` and `notifq_rate_limit_wait_seconds_total`. "
+              "Aggregates only (no ids, addresses or secrets)."),
+]  # fmt: skip

@@ -1,58 +1,22 @@
-"""Login, health, readiness and the OpenAPI document; the resource routes live beside this module."""
+"""The route table: every operation the API serves, from which both the app and /openapi.json are built."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from notifq.api import campaign_routes, dashboard_routes, notification_routes, ops_routes, stream_routes
-from notifq.api.openapi import openapi_spec
-from notifq.api.requests import client_address, read_json
-from notifq.api.serializers import iso
-from notifq.auth import LoginThrottle, issue_token, verify_password
-from notifq.db import admins_repo
-from notifq.errors import Unauthorized, ValidationError
-from notifq.validation import check_storable
-
-MAX_LOGIN_BODY = 16 * 1024
-log = logging.getLogger("notifq.api")
-
-
-async def login(request: Request) -> Response:
-    body = await read_json(request, MAX_LOGIN_BODY)
-    if not isinstance(body, dict):
-        raise ValidationError("the request body must be a JSON object")
-    email, password = body.get("email"), body.get("password")
-    for field, value in (("email", email), ("password", password)):
-        if not isinstance(value, str) or not value:
-            raise ValidationError(f"`{field}` is required and must be a string", {"field": field})
-        check_storable(value, field)
-    assert isinstance(email, str) and isinstance(password, str)
-    settings = request.app.state.settings
-    throttle: LoginThrottle = request.app.state.login_throttle
-    address = client_address(request)
-    await throttle.check(email, address)
-    async with request.app.state.read_engine.connect() as conn:
-        admin = await admins_repo.by_email(conn, email)
-    ok = await asyncio.to_thread(verify_password, password, admin.password_hash if admin else None)
-    if not ok or admin is None:
-        await throttle.failed(email, address)
-        log.warning("login failed for %r from %s", email[:100], address)
-        raise Unauthorized("wrong email or password")
-    await throttle.succeeded(email, address)
-    log.info("admin %s logged in from %s", email, address, extra={"admin_id": admin.id})
-    issued = issue_token(settings.jwt_secret, settings.jwt_issuer, str(admin.id), settings.jwt_ttl_seconds)
-    return JSONResponse({"token": issued.token, "tokenType": "Bearer", "expiresAt": iso(issued.expires_at)})
+from notifq.api import auth_routes, campaign_routes, dashboard_routes, notification_routes, ops_routes, stream_routes
+from notifq.api.contract import Operation, Reply, json_reply
+from notifq.api.models.ops import Health, LoginRequest, LoginResponse, Readiness
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return json_reply(Health(status="ok"))
 
 
 async def ready(request: Request) -> Response:
@@ -69,21 +33,45 @@ async def ready(request: Request) -> Response:
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
     healthy = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503)
+    body = Readiness.model_validate({"status": "ready" if healthy else "unavailable", "checks": checks})
+    return json_reply(body, 200 if healthy else 503)
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_spec())
+    return JSONResponse(request.app.state.openapi)
 
 
-ROUTES = [
-    Route("/health", health, methods=["GET"]),
-    Route("/ready", ready, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
-    Route("/auth/login", login, methods=["POST"]),
-    *campaign_routes.ROUTES,
-    *notification_routes.ROUTES,
-    *stream_routes.ROUTES,
-    *ops_routes.ROUTES,
-    *dashboard_routes.ROUTES,
+AUTH = [
+    Operation("POST", "/auth/login", auth_routes.login, "login", "Exchange an admin's email and password for a token",
+              "auth", {200: Reply("Logged in.", LoginResponse),
+                       401: Reply("Wrong email or password (`unauthorized`).", "Error", headers=("WWW-Authenticate",)),
+                       429: Reply("Too many failed logins for this account or address (`too_many_attempts`, details "
+                                  '`{"retryAfterSeconds": N}`).', "Error", headers=("Retry-After",))},
+              description="Failed logins are counted per account and per client address; after "
+              "`NOTIFQ_LOGIN_MAX_FAILURES` failures further attempts get a 429 for `NOTIFQ_LOGIN_LOCKOUT_SECONDS`. "
+              f"The body is limited to {auth_routes.MAX_LOGIN_BODY} bytes.",
+              body=LoginRequest, public=True, errors=("ValidationFailed", "PayloadTooLarge", "ServiceUnavailable")),
+    Operation("POST", "/auth/logout", auth_routes.logout, "logout", "Revoke the presented token", "auth",
+              {204: Reply("Revoked: the token gets a 401 from now on.")}, description="No request body.",
+              errors=("Unauthorized", "ServiceUnavailable")),
+]  # fmt: skip
+OPS = [
+    Operation("GET", "/health", health, "health", "Liveness: the process answers", "operations",
+              {200: Reply("Alive.", Health)}, public=True),
+    Operation("GET", "/ready", ready, "ready", "Readiness: PostgreSQL and Redis both answer", "operations",
+              {200: Reply("Ready.", Readiness), 503: Reply("PostgreSQL or Redis does not answer.", Readiness)},
+              public=True),
+    Operation("GET", "/openapi.json", openapi, "getOpenApi", "This OpenAPI 3.1 document", "operations",
+              {200: Reply("The document.", dict[str, Any])}, public=True),
+]  # fmt: skip
+
+OPERATIONS: list[Operation] = [
+    *OPS,
+    *AUTH,
+    *campaign_routes.OPERATIONS,
+    *notification_routes.OPERATIONS,
+    *stream_routes.OPERATIONS,
+    *ops_routes.OPERATIONS,
+    *dashboard_routes.OPERATIONS,
 ]
+ROUTES: list[BaseRoute] = [*(op.route() for op in OPERATIONS), *dashboard_routes.MOUNTS]

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import Response, StreamingResponse
 
 from notifq.api.campaign_routes import campaign_service
+from notifq.api.contract import Operation, Reply, json_reply
+from notifq.api.models.campaigns import Campaign, Timeline, TimelinePoint
 from notifq.api.requests import require_admin
-from notifq.api.serializers import campaign_json, iso
 from notifq.campaigns import parse_id
 from notifq.errors import NotFound, Unauthorized
 
@@ -41,7 +41,7 @@ async def _events(
     last, last_sent = "", time.monotonic()
     while True:
         try:
-            require_admin(request)  # the token was checked when the stream opened; it may expire since
+            await require_admin(request)  # the token was checked when the stream opened; it may expire since
             body = await snapshot()
         except Unauthorized:
             return
@@ -61,26 +61,26 @@ async def _events(
 
 
 async def campaigns_stream(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     service = campaign_service(request)
 
     async def snapshot() -> dict[str, Any]:
         rows, _ = await service.list_page(limit=LIST_SIZE, status=None, cursor=None)
-        return {"items": [campaign_json(r) for r in rows]}
+        return {"items": [Campaign.of(r).model_dump(mode="json") for r in rows]}
 
     stream = _events(request, "campaigns", snapshot, LIST_INTERVAL_SECONDS)
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def campaign_stream(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     service = campaign_service(request)
     campaign_id = parse_id(request.path_params["campaign_id"])
     await service.get(campaign_id)  # an unknown id is a 404 JSON error, before the stream starts
 
     async def snapshot() -> dict[str, Any] | None:
         try:
-            return campaign_json(await service.get(campaign_id))
+            return Campaign.of(await service.get(campaign_id)).model_dump(mode="json")
         except NotFound:
             return None
 
@@ -89,16 +89,27 @@ async def campaign_stream(request: Request) -> Response:
 
 
 async def campaign_timeline(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     width, points = await campaign_service(request).timeline(parse_id(request.path_params["campaign_id"]))
-    return JSONResponse({
-        "bucketSeconds": width,
-        "points": [{"at": iso(p.at), "sent": p.sent, "failed": p.failed} for p in points],
-    })  # fmt: skip
+    return json_reply(Timeline(bucket_seconds=width, points=[TimelinePoint(at=p.at, sent=p.sent, failed=p.failed)
+                                                             for p in points]))  # fmt: skip
 
 
-ROUTES = [
-    Route("/events/campaigns", campaigns_stream, methods=["GET"]),
-    Route("/events/campaigns/{campaign_id}", campaign_stream, methods=["GET"]),
-    Route("/campaigns/{campaign_id}/timeline", campaign_timeline, methods=["GET"]),
-]
+SSE = "text/event-stream"
+OPERATIONS = [
+    Operation("GET", "/events/campaigns", campaigns_stream, "streamCampaigns",
+              "Live progress of the newest campaigns (server-sent events)", "campaigns",
+              {200: Reply(f'`event: campaigns` with `{{"items": [Campaign, …]}}` (the newest {LIST_SIZE}) whenever it '
+                          f"changes, checked every {LIST_INTERVAL_SECONDS:g} s; a comment every "
+                          f"{KEEPALIVE_SECONDS:g} s keeps the connection open.", str, media_type=SSE)},
+              errors=("Unauthorized", "ServiceUnavailable")),
+    Operation("GET", "/events/campaigns/{campaign_id}", campaign_stream, "streamCampaign",
+              "Live progress of one campaign (server-sent events)", "campaigns",
+              {200: Reply("`event: campaign` with the Campaign (as GET /campaigns/{id}) whenever it changes, checked "
+                          f"every {DETAIL_INTERVAL_SECONDS:g} s.", str, media_type=SSE)},
+              errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed")),
+    Operation("GET", "/campaigns/{campaign_id}/timeline", campaign_timeline, "getCampaignTimeline",
+              "Messages finished per second (or wider buckets), for the progress chart", "campaigns",
+              {200: Reply("The timeline.", Timeline)},
+              errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed")),
+]  # fmt: skip

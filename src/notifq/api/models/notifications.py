@@ -1,0 +1,220 @@
+"""Single and batch sends, a message's audit trail, dead letters and statistics."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+from notifq.api.contract import invalid
+from notifq.api.models.base import ApiModel, Limit, Page, Text, limit_field, not_blank
+from notifq.api.models.campaigns import SendAt, Subject, address_rules, send_at_field
+from notifq.db.messages_repo import EventRow, MessageRow
+from notifq.errors import ValidationError
+from notifq.validation import MAX_BODY, MAX_DATA_BYTES, MAX_SUBJECT, NotificationRequest, check_address, check_data
+from notifq.vocabulary import EVENT_DESCRIPTIONS, Channel, Event, Lane, MessageStatus
+
+MAX_BATCH = 1000
+REDRIVE_MAX_IDS = 10_000
+MESSAGE_ID_PATTERN = r"^[1-9][0-9]{0,18}$"
+DATA_SCHEMA = {"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}}
+
+
+class NotificationCreate(ApiModel):
+    """Unknown fields are ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": address_rules("to"),
+            "examples": [
+                {"channel": "sms", "to": "+15550000001", "body": "Your code is 1234"},
+                {"to": "ada@example.com", "subject": "Welcome", "body": "Hello", "priority": "bulk"},
+                {"channel": "push", "to": "mock-device-1", "subject": "Ping", "body": "Hi", "data": {"k": "v"}},
+            ],
+        }
+    )
+
+    channel: Channel = Channel.EMAIL
+    to: str = Field(description="The recipient, in the channel's format: email address, E.164 number or push token.")
+    subject: Subject | None = Field(
+        None, max_length=MAX_SUBJECT, json_schema_extra={"pattern": r"^[^\r\n]*$"},
+        description=f"Optional; one line (no CR/LF), at most {MAX_SUBJECT} characters. Push: the title.",
+    )  # fmt: skip
+    body: Text = Field(
+        min_length=1, max_length=MAX_BODY, json_schema_extra={"pattern": r"\S"},
+        description=f"Required, not blank, at most {MAX_BODY} characters. Sent as is (no templates).",
+    )  # fmt: skip
+    data: Annotated[Any, WithJsonSchema(DATA_SCHEMA)] = Field(
+        None,
+        description="Optional key/value payload (push data). String values (numbers are turned into strings), at "
+        f"most {MAX_DATA_BYTES} bytes as JSON.",
+    )
+    priority: Lane = Field(
+        Lane.TRANSACTIONAL,
+        description="The queue lane. Workers serve the `transactional` lane ahead of `bulk` (its own queue), so a "
+        "one-off send never waits behind a campaign. Campaign messages are always `bulk`.",
+    )
+    send_at: SendAt = send_at_field("the notification (status `pending`); it can be cancelled until it is sent")
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: str) -> str:
+        return not_blank(value)
+
+    @model_validator(mode="after")
+    def _whole(self) -> NotificationCreate:
+        try:
+            check_address(self.channel, self.to)
+            object.__setattr__(self, "data", check_data(self.data))
+        except ValidationError as exc:
+            raise invalid(exc.message, exc.details) from None
+        return self
+
+    def request(self) -> NotificationRequest:
+        return NotificationRequest(self.channel, self.to, self.subject, self.body, self.data, self.priority,
+                                   self.send_at)  # fmt: skip
+
+
+NotificationBatch = Annotated[
+    list[NotificationCreate],
+    Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"The batch API: 1 to {MAX_BATCH} notifications, all "
+        'created or none. A 422 names the offending item as a prefix of the field (`{"field": "[3].to"}`).',
+    ),
+]
+
+
+class NotificationEvent(ApiModel):
+    model_config = ConfigDict(strict=False)
+    at: datetime = Field(description="When it happened.")
+    event: Event = Field(description="; ".join(f"`{e}`: {d}" for e, d in EVENT_DESCRIPTIONS.items()) + ".")
+    attempt: int | None = Field(description="The attempt number the event belongs to (null for `accepted`).")
+    detail: str | None = Field(description="The error text for retry, failed, throttled, deferred and lost.")
+    provider: str | None = Field(description="The provider involved (e.g. `mock`, `ses`, `smtp`, `sns`, `fcm`).")
+
+
+class Notification(ApiModel):
+    """A single notification, or any campaign message seen through /notifications/{id}."""
+
+    model_config = ConfigDict(strict=False)
+    id: str = Field(pattern=r"^[0-9]+$", description="A 64-bit integer id, sent as a string.")
+    campaign_id: uuid.UUID | None = Field(description="The campaign it belongs to; null for a single notification.")
+    channel: Channel
+    to: str
+    subject: str | None = Field(description="The subject; null for campaign messages (their campaign holds it).")
+    priority: Lane
+    status: MessageStatus
+    attempts: int = Field(ge=0, description="Delivery attempts so far (reset to 0 by a retry or redrive).")
+    provider: str | None = Field(description="The provider of the last attempt.")
+    provider_message_id: str | None = Field(description="The provider's id for the sent message.")
+    last_error: str | None = Field(description="The last delivery error, if any.")
+    send_at: datetime | None = Field(description="When it is held until; null if due at once.")
+    created_at: datetime = Field(description="When it was accepted.")
+    updated_at: datetime = Field(description="Last status change.")
+
+    @classmethod
+    def of(cls, m: MessageRow) -> Notification:
+        return cls(
+            id=str(m.id), campaign_id=m.campaign_id, channel=m.channel, to=m.recipient, subject=m.subject,
+            priority=m.priority, status=m.status, attempts=m.attempts, provider=m.provider,
+            provider_message_id=m.provider_message_id, last_error=m.last_error, send_at=m.send_at,
+            created_at=m.created_at, updated_at=m.updated_at,
+        )  # fmt: skip
+
+
+class NotificationWithEvents(Notification):
+    events: list[NotificationEvent] = Field(description="The audit trail, oldest first, from `accepted`.")
+
+    @classmethod
+    def with_events(cls, m: MessageRow, events: list[EventRow]) -> NotificationWithEvents:
+        # Acceptance is the row's creation; every later transition and attempt is an event row.
+        trail = [NotificationEvent(at=m.created_at, event=Event.ACCEPTED, attempt=None, detail=None, provider=None)]
+        trail += [NotificationEvent(at=e.at, event=e.event, attempt=e.attempt, detail=e.detail, provider=e.provider)
+                  for e in events]  # fmt: skip
+        return cls(**Notification.of(m).__dict__, events=trail)
+
+
+class NotificationBatchResult(ApiModel):
+    ids: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = Field(description="The new ids, in request order.")
+    items: list[Notification] = Field(description="The notifications, in request order.")
+
+
+class NotificationPage(Page[Notification]):
+    """Newest first."""
+
+
+MessageId = Annotated[str | int, Field(json_schema_extra={"pattern": MESSAGE_ID_PATTERN, "minimum": 1})]
+
+
+class RedriveFilter(ApiModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: Channel | None = None
+    campaign_id: uuid.UUID | None = None
+
+
+class RedriveRequest(ApiModel):
+    """Exactly one of `ids` or `filter`; both or neither is a 422."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["ids"], "not": {"required": ["filter"]}},
+                                        {"required": ["filter"], "not": {"required": ["ids"]}}],
+                              "examples": [{"ids": ["1042", "1043"]}, {"filter": {"channel": "sms"}}]}
+    )  # fmt: skip
+    ids: list[MessageId] | None = Field(None, min_length=1, max_length=REDRIVE_MAX_IDS,
+                                        description="Message ids; those not `failed` are skipped.")  # fmt: skip
+    filter: RedriveFilter | None = Field(None, description="Every dead letter matching; `{}` means all of them.")
+
+    @model_validator(mode="after")
+    def _one(self) -> RedriveRequest:
+        if (self.ids is None) == (self.filter is None):
+            raise invalid("give exactly one of `ids` (a list of message ids) or `filter`",
+                          {"fields": ["ids", "filter"]})  # fmt: skip
+        for i, raw in enumerate(self.ids or []):
+            text = str(raw)
+            if isinstance(raw, bool) or not (text.isascii() and text.isdigit()) or not 1 <= int(text) < 2**63:
+                raise invalid("malformed notification id: expected a positive integer", {"field": f"ids[{i}]"})
+        return self
+
+    def message_ids(self) -> list[int] | None:
+        return [int(str(i)) for i in self.ids] if self.ids is not None else None
+
+
+class RedriveResult(ApiModel):
+    redriven: int = Field(ge=0, description="How many dead letters went back to `queued` with fresh attempts.")
+
+
+class QueueDepth(ApiModel):
+    transactional: int = Field(ge=0)
+    bulk: int = Field(ge=0)
+
+
+class Stats(ApiModel):
+    model_config = ConfigDict(strict=False)
+    by_status: dict[MessageStatus, Annotated[int, Field(ge=0)]] = Field(
+        description="Messages (single and campaign) per status; statuses with none are left out.")  # fmt: skip
+    by_channel: dict[Channel, dict[MessageStatus, Annotated[int, Field(ge=0)]]] = Field(
+        description="Per channel, messages per status (zeros left out).")  # fmt: skip
+    sent_last_minute: int = Field(ge=0, description="Messages sent in the last 60 s.")
+    send_rate_per_second: float = Field(ge=0, description="sentLastMinute / 60.")
+    queue_depth: QueueDepth = Field(description="Delivery batches (jobs, not messages) in each lane's Redis queue.")
+
+
+class NotificationQuery(ApiModel):
+    model_config = ConfigDict(strict=False)
+    limit: Limit = limit_field(50, 500)
+    cursor: Annotated[str, Field(pattern=r"^[0-9]{1,19}$")] | None = Field(None, description="`nextCursor`.")
+    status: MessageStatus | None = Field(None, description="Only notifications in this status.")
+    channel: Channel | None = Field(None, description="Only notifications on this channel.")
+    to: Annotated[Text, Field(max_length=4096)] | None = Field(None, description="Only notifications to this address.")
+
+
+class DeadLetterQuery(ApiModel):
+    model_config = ConfigDict(strict=False)
+    limit: Limit = limit_field(50, 500)
+    cursor: Annotated[str, Field(pattern=r"^[0-9]{1,19}$")] | None = Field(None, description="`nextCursor`.")
+    channel: Channel | None = Field(None, description="Only dead letters on this channel.")
+    campaign_id: uuid.UUID | None = Field(None, description="Only dead letters of this campaign.")

@@ -1,0 +1,74 @@
+"""Operations bodies: health, readiness, live workers, login."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from notifq.api.models.base import ApiModel, Text
+from notifq.auth import BCRYPT_MAX_BYTES
+from notifq.telemetry import WorkerBeat
+
+
+class Health(ApiModel):
+    status: Literal["ok"]
+
+
+class Checks(ApiModel):
+    postgres: str = Field(description="`ok` or `unavailable: <exception type>` (2 s timeout).", examples=["ok"])
+    redis: str = Field(description="`ok` or `unavailable: <exception type>` (2 s timeout).", examples=["ok"])
+
+
+class Readiness(ApiModel):
+    status: Literal["ready", "unavailable"]
+    checks: Checks
+
+
+class Worker(ApiModel):
+    model_config = ConfigDict(strict=False)
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime = Field(description="The last heartbeat.")
+    rate_per_second: float = Field(ge=0, description="Messages finished per second over the last few seconds.")
+    in_flight: int = Field(ge=0, description="Provider calls in progress.")
+    sent: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    retried: int = Field(ge=0)
+
+    @classmethod
+    def of(cls, beat: WorkerBeat) -> Worker:
+        def at(seconds: float) -> datetime:
+            return datetime.fromtimestamp(round(seconds, 3), UTC)
+
+        return cls(id=beat.id, host=beat.host, pid=beat.pid, started_at=at(beat.started_at),
+                   last_seen=at(beat.last_seen), rate_per_second=round(beat.rate, 1), in_flight=beat.in_flight,
+                   sent=beat.sent, failed=beat.failed, retried=beat.retried)  # fmt: skip
+
+
+class WorkerQueue(ApiModel):
+    bulk_jobs: int = Field(ge=0, description="Delivery batches waiting in the bulk lane.")
+    transactional_jobs: int = Field(ge=0, description="Delivery batches waiting in the transactional lane.")
+    queued_messages: int = Field(ge=0)
+    sending_messages: int = Field(ge=0)
+    scheduled_messages: int = Field(ge=0, description="Messages `pending` (held until their sendAt or a resume).")
+
+
+class Workers(ApiModel):
+    workers: list[Worker]
+    queue: WorkerQueue
+    in_flight: int = Field(ge=0, description="Provider calls in progress on every live worker.")
+
+
+class LoginRequest(ApiModel):
+    email: Text = Field(min_length=1, description="The admin's email address.")
+    password: Text = Field(min_length=1, description=f"At most {BCRYPT_MAX_BYTES} bytes once UTF-8 encoded.")
+
+
+class LoginResponse(ApiModel):
+    token: str = Field(description="A JWT (HS256); send it as `Authorization: Bearer <token>`.")
+    token_type: Literal["Bearer"]
+    expires_at: datetime = Field(description="When the token stops being accepted.")
