@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-CHANNELS = ("email", "sms", "push")
+from notifq.vocabulary import Channel
+
+CHANNELS = tuple(Channel)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # No quotes, spaces, commas, CR/LF or angle brackets: an address can never smuggle a second
 # recipient or a header into an SMTP envelope.
@@ -18,25 +20,26 @@ def is_email(value: str) -> bool:
 
 
 def is_valid(channel: str, value: str) -> bool:
-    if channel == "email":
+    if channel == Channel.EMAIL:
         return is_email(value)
-    if channel == "sms":
+    if channel == Channel.SMS:
         return E164_RE.fullmatch(value) is not None
     return PUSH_TOKEN_RE.fullmatch(value) is not None
 
 
 def describe(channel: str) -> str:
-    return {
-        "email": "email addresses",
-        "sms": "E.164 phone numbers (+ and 8 to 15 digits)",
-        "push": "device tokens (letters, digits and :_-. only)",
-    }[channel]
+    descriptions: dict[str, str] = {
+        Channel.EMAIL: "email addresses",
+        Channel.SMS: "E.164 phone numbers (+ and 8 to 15 digits)",
+        Channel.PUSH: "device tokens (letters, digits and :_-. only)",
+    }
+    return descriptions[channel]
 
 
 def synthetic(channel: str, i: int) -> str:
     """The load-test recipients of `recipientCount`: all of them go to the mock provider."""
-    if channel == "sms":
+    if channel == Channel.SMS:
         return f"+1555{i:07d}"
-    if channel == "push":
+    if channel == Channel.PUSH:
         return f"mock-device-{i}"
     return f"user{i}@example.com"

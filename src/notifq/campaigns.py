@@ -31,13 +31,23 @@ from notifq.idempotency import Ticket
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.settings import Settings
 from notifq.validation import CampaignRequest, is_ascii_number
+from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, Channel, Event, MessageStatus
 
 log = logging.getLogger("notifq.campaigns")
 T = TypeVar("T")
 MAX_BIGINT = 2**63 - 1
 REQUEUE_LIMIT = 1_000_000
 TIMELINE_CACHE_SIZE = 64
-FINISHED_CAMPAIGN_STATUSES = frozenset({"completed", "completed_with_failures", "cancelled"})
+# Where an operator's action is allowed from.
+Statuses = tuple[CampaignStatus, ...]
+RETRYABLE = (
+    CampaignStatus.PROCESSING,
+    CampaignStatus.PAUSED,
+    CampaignStatus.COMPLETED,
+    CampaignStatus.COMPLETED_WITH_FAILURES,
+)
+CANCELLABLE = (CampaignStatus.SCHEDULED, CampaignStatus.PENDING, CampaignStatus.PROCESSING, CampaignStatus.PAUSED)
+PAUSABLE = (CampaignStatus.SCHEDULED, CampaignStatus.PENDING, CampaignStatus.PROCESSING)
 
 
 def parse_id(raw: str) -> uuid.UUID:
@@ -93,7 +103,7 @@ class CampaignService:
                 raise Unauthorized("the token's admin no longer exists")
             campaign = await campaigns_repo.insert(
                 conn, name=request.name, subject=request.subject, body=request.body, total=total,
-                channel=request.channel, send_at=request.send_at, created_by=created_by,
+                channel=Channel(request.channel), send_at=request.send_at, created_by=created_by,
             )  # fmt: skip
             job_ids = await messages_repo.reserve_job_ids(conn, -(-total // batch))
             recipients = request.recipients
@@ -102,8 +112,8 @@ class CampaignService:
             else:
                 recipients_iter = recipients
             await messages_repo.copy_campaign_messages(
-                conn, campaign.id, recipients_iter, job_ids, batch, channel=request.channel,
-                status="pending" if request.send_at else "queued", send_at=request.send_at,
+                conn, campaign.id, recipients_iter, job_ids, batch, channel=Channel(request.channel),
+                status=MessageStatus.PENDING if request.send_at else MessageStatus.QUEUED, send_at=request.send_at,
             )  # fmt: skip
             if ticket is not None:
                 await ticket.complete(conn, "campaign", [str(campaign.id)], 202)
@@ -170,7 +180,7 @@ class CampaignService:
         next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
         return rows[:limit], next_cursor
 
-    async def _checked(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str
+    async def _checked(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: Statuses, action: str
                        ) -> CampaignRow:  # fmt: skip
         """Read (not lock) the campaign: the transition that follows locks messages first and the
         campaign row after, the same order as the workers' statements (no lock-order deadlock)."""
@@ -192,16 +202,14 @@ class CampaignService:
         await self.redis.ping()
 
         async def work(conn: AsyncConnection) -> tuple[int, list[Released]]:
-            campaign = await self._checked(
-                conn, campaign_id, ("processing", "paused", "completed", "completed_with_failures"), "retried"
-            )
+            campaign = await self._checked(conn, campaign_id, RETRYABLE, "retried")
             count, released = await lifecycle.requeue_failed(
-                conn, "campaign_id = :c", {"c": campaign_id}, self.settings.job_batch_size, "requeued", REQUEUE_LIMIT
-            )
-            allowed = ("processing", "paused", "completed", "completed_with_failures")
-            await self._confirm(conn, campaign_id, allowed, "retried", count)
-            if released and campaign.status != "paused":
-                await campaigns_repo.set_status(conn, campaign_id, "processing")
+                conn, "campaign_id = :c", {"c": campaign_id}, self.settings.job_batch_size, Event.REQUEUED,
+                REQUEUE_LIMIT,
+            )  # fmt: skip
+            await self._confirm(conn, campaign_id, RETRYABLE, "retried", count)
+            if released and campaign.status != CampaignStatus.PAUSED:
+                await campaigns_repo.set_status(conn, campaign_id, CampaignStatus.PROCESSING)
             return count, released
 
         count, released = await self._in_transaction(work)
@@ -209,7 +217,7 @@ class CampaignService:
             await enqueue_released(self.redis, self.settings.queue_name, released)
         return count
 
-    async def _confirm(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str,
+    async def _confirm(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: Statuses, action: str,
                        moved: int) -> None:  # fmt: skip
         """After the move, under the campaign row lock: did a concurrent request get there first?
 
@@ -218,11 +226,11 @@ class CampaignService:
         """
         current = await campaigns_repo.lock(conn, campaign_id)
         assert current is not None
-        ours = moved > 0 and current.status in ("completed", "completed_with_failures")
+        ours = moved > 0 and current.status in (CampaignStatus.COMPLETED, CampaignStatus.COMPLETED_WITH_FAILURES)
         if current.status not in allowed and not ours:
             raise Conflict(f"a {current.status} campaign cannot be {action}", {"status": current.status})
 
-    async def _transition(self, campaign_id: uuid.UUID, allowed: tuple[str, ...], action: str, status: str,
+    async def _transition(self, campaign_id: uuid.UUID, allowed: Statuses, action: str, status: CampaignStatus,
                           move: Callable[[AsyncConnection, uuid.UUID], Awaitable[int]]) -> CampaignRow:  # fmt: skip
         """Move the messages, then set the campaign's status, in one transaction."""
 
@@ -239,23 +247,25 @@ class CampaignService:
 
     async def cancel(self, campaign_id: uuid.UUID) -> CampaignRow:
         """What has not started is cancelled; messages in flight finish and land in sent or failed."""
-        return await self._transition(campaign_id, ("scheduled", "pending", "processing", "paused"), "cancelled",
-                                      "cancelled", lifecycle.cancel_campaign_messages)  # fmt: skip
+        return await self._transition(campaign_id, CANCELLABLE, "cancelled", CampaignStatus.CANCELLED,
+                                      lifecycle.cancel_campaign_messages)  # fmt: skip
 
     async def pause(self, campaign_id: uuid.UUID) -> CampaignRow:
         """Hold what has not started; messages in flight finish. Resume sends only what was held."""
-        return await self._transition(campaign_id, ("scheduled", "pending", "processing"), "paused", "paused",
+        return await self._transition(campaign_id, PAUSABLE, "paused", CampaignStatus.PAUSED,
                                       lifecycle.pause_campaign_messages)  # fmt: skip
 
     async def resume(self, campaign_id: uuid.UUID) -> CampaignRow:
         await self.redis.ping()
 
         async def work(conn: AsyncConnection) -> tuple[CampaignRow, list[Released]]:
-            campaign = await self._checked(conn, campaign_id, ("paused",), "resumed")
+            campaign = await self._checked(conn, campaign_id, (CampaignStatus.PAUSED,), "resumed")
             future = campaign.send_at is not None and campaign.send_at > datetime.now(UTC)
             released = [] if future else await lifecycle.resume_campaign_messages(conn, campaign_id)
-            await self._confirm(conn, campaign_id, ("paused",), "resumed", 0)
-            await campaigns_repo.set_status(conn, campaign_id, "scheduled" if future else "processing")
+            await self._confirm(conn, campaign_id, (CampaignStatus.PAUSED,), "resumed", 0)
+            await campaigns_repo.set_status(
+                conn, campaign_id, CampaignStatus.SCHEDULED if future else CampaignStatus.PROCESSING
+            )
             row = await campaigns_repo.get(conn, campaign_id)
             assert row is not None
             return row, released

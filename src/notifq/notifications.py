@@ -23,14 +23,18 @@ from notifq.db import lifecycle, messages_repo, notifications_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import EventRow, MessageRow
+from notifq.db.notifications_repo import NewNotification
+from notifq.db.transitions import sql_in
 from notifq.errors import Conflict, NotFound, ValidationError
 from notifq.idempotency import Ticket
 from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches, queue_depth
 from notifq.settings import Settings
 from notifq.validation import NotificationRequest, is_ascii_number
+from notifq.vocabulary import CampaignStatus, Event, Lane, MessageStatus
 from notifq.worker.priority import announce
 
 log = logging.getLogger("notifq.api")
+_COMPLETED = sql_in((CampaignStatus.COMPLETED, CampaignStatus.COMPLETED_WITH_FAILURES))
 
 
 def parse_message_id(raw: str) -> int:
@@ -70,7 +74,7 @@ class NotificationService:
         # Redis must answer before anything is written (a 503 that wrote nothing). For a due
         # transactional send the check is the flag itself, which makes the workers' bulk work
         # give way at once; the job follows in one pipeline after the commit.
-        if any(r.priority == "transactional" and r.send_at is None for r in requests):
+        if any(r.priority == Lane.TRANSACTIONAL and r.send_at is None for r in requests):
             await announce(self.redis)
         else:
             await self.redis.ping()
@@ -82,15 +86,16 @@ class NotificationService:
         chunks = [idx[i : i + size] for idx in groups.values() for i in range(0, len(idx), size)]
         batch_of = {i: b for b, chunk in enumerate(chunks) for i in chunk}
         batches = [batch_of[i] for i in range(len(requests))]
+        rows = [NewNotification(r.channel, r.to, r.subject, r.body, r.data, r.priority, r.send_at) for r in requests]
         if ticket is None:
             # One autocommit statement: the hot path of an OTP (measured in `make bench --only single`).
             async with self.sends.connect() as conn:
-                inserted = await notifications_repo.insert(conn, requests, batches, created_by)
+                inserted = await notifications_repo.insert(conn, rows, batches, created_by)
         else:
             async with self.engine.begin() as conn:  # the rows and the key's record commit together
-                inserted = await notifications_repo.insert(conn, requests, batches, created_by)
+                inserted = await notifications_repo.insert(conn, rows, batches, created_by)
                 await ticket.complete(conn, "notifications", [str(n.row.id) for n in inserted], 202)
-        due = {(n.job_id, n.row.priority) for n in inserted if n.row.status == "queued"}
+        due = {(n.job_id, n.row.priority) for n in inserted if n.row.status == MessageStatus.QUEUED}
         if due:
             jobs = [BatchJob(job, lane=lane) for job, lane in sorted(due)]
             try:
@@ -162,20 +167,21 @@ class NotificationService:
             clauses.append("id = ANY(CAST(:ids AS bigint[]))")
             params["ids"] = ids
         clauses.append(
-            "(campaign_id IS NULL OR campaign_id NOT IN (SELECT id FROM campaigns WHERE status = 'cancelled'))"
+            "(campaign_id IS NULL OR campaign_id NOT IN "
+            f"(SELECT id FROM campaigns WHERE status = '{CampaignStatus.CANCELLED}'))"
         )
 
         async def attempt() -> tuple[int, list[Released]]:
             async with self.engine.begin() as conn:
                 count, released = await lifecycle.requeue_failed(
-                    conn, " AND ".join(clauses[1:]) or "true", params, self.settings.job_batch_size, "redriven",
+                    conn, " AND ".join(clauses[1:]) or "true", params, self.settings.job_batch_size, Event.REDRIVEN,
                     REQUEUE_LIMIT,
                 )  # fmt: skip
                 if released:
                     await conn.execute(
                         text(
-                            "UPDATE campaigns SET status = 'processing', completed_at = NULL, updated_at = now() "
-                            "WHERE status IN ('completed', 'completed_with_failures') AND id IN "
+                            f"UPDATE campaigns SET status = '{CampaignStatus.PROCESSING}', completed_at = NULL, "
+                            f"updated_at = now() WHERE status IN ({_COMPLETED}) AND id IN "
                             "(SELECT DISTINCT campaign_id FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])))"
                         ),
                         {"jobs": [r.job_id for r in released]},
@@ -208,7 +214,7 @@ class NotificationService:
 
 
 def _dead_letter_filter(channel: str | None, campaign_id: uuid.UUID | None) -> tuple[list[str], dict[str, object]]:
-    clauses: list[str] = ["status = 'failed'"]
+    clauses: list[str] = [f"status = '{MessageStatus.FAILED}'"]
     params: dict[str, object] = {}
     if channel is not None:
         clauses.append("channel = :channel")

@@ -17,6 +17,8 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
+from notifq.vocabulary import Lane
+
 DELIVER_FUNCTION = "deliver_batch"
 SENT_RATE_KEY = "notifq:rate:sent:"  # + epoch second: workers INCRBY per chunk, GET /stats sums a minute
 JOB_EXPIRY_MS = 7 * 24 * 3600 * 1000  # a backlog may wait long; the reconciler covers expiry anyway
@@ -27,19 +29,19 @@ def job_name(job_id: int) -> str:
     return f"nq{job_id}"
 
 
-LANES = ("transactional", "bulk")
+LANES = tuple(Lane)
 
 
 def lane_queue(queue_name: str, lane: str) -> str:
     """Transactional sends have their own arq queue, which workers poll apart from bulk work."""
-    return queue_name if lane == "bulk" else f"{queue_name}:{lane}"
+    return queue_name if lane == Lane.BULK else f"{queue_name}:{lane}"
 
 
 @dataclass(frozen=True)
 class BatchJob:
     job_id: int
     defer_seconds: float = 0.0
-    lane: str = "bulk"
+    lane: Lane = Lane.BULK
 
 
 async def enqueue_batches(redis: Redis, queue_name: str, jobs: Iterable[BatchJob]) -> int:

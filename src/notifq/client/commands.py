@@ -19,6 +19,7 @@ from notifq.client.api import ApiClient, ApiError, ClientError, Unreachable, Usa
 from notifq.client.progress import WATCH_REQUEST_SECONDS, ProgressView, Snapshot, bar, exit_code, watch
 from notifq.client.recipients import Recipients, read_recipients, read_stdin
 from notifq.client.tables import age, clean, table, timestamp
+from notifq.vocabulary import CampaignStatus, Channel
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_EMAIL = "admin@notifq.dev"
@@ -26,9 +27,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPT
 # 128 + SIGPIPE, what a shell reports for a command killed by SIGPIPE (`yes | head`): not 1, which means
 # "the campaign ended with failures". Python ignores SIGPIPE, so this is set by hand.
 EXIT_BROKEN_PIPE = 141
-CAMPAIGN_STATUSES = (
-    "scheduled", "pending", "processing", "paused", "completed", "completed_with_failures", "cancelled",
-)  # fmt: skip
+CAMPAIGN_STATUSES = tuple(CampaignStatus)
 
 EXIT_CODES = """\
 exit codes:
@@ -388,7 +387,7 @@ def register(sub: Any) -> None:
     who.add_argument("--count", type=_positive, metavar="K",
                      help="load test: K synthetic recipients that all go to the mock provider")  # fmt: skip
     who.add_argument("--recipients", metavar="FILE.csv", help=RECIPIENTS_HELP)
-    p.add_argument("--channel", choices=("email", "sms", "push"), default="email", help="default: email")
+    p.add_argument("--channel", choices=tuple(Channel), default=Channel.EMAIL, help="default: email")
     p.add_argument("--subject", help="subject template (one line); none by default")
     text = p.add_mutually_exclusive_group()
     text.add_argument("--body", help="body template; none by default")

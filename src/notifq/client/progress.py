@@ -16,10 +16,11 @@ from typing import Any, TextIO
 
 from notifq.client.api import ApiError, Unreachable
 from notifq.client.tables import clean, timestamp
+from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus
 
-TERMINAL_STATUSES = frozenset({"completed", "completed_with_failures", "cancelled"})
+TERMINAL_STATUSES = FINISHED_CAMPAIGN_STATUSES
 # Statuses in which nothing moves until a time or an operator says so: said once, or the watch looks stuck.
-WAITING_STATUSES = frozenset({"scheduled", "paused"})
+WAITING_STATUSES = frozenset({CampaignStatus.SCHEDULED, CampaignStatus.PAUSED})
 POLL_SECONDS = 0.5
 PLAIN_EVERY_SECONDS = 1.0
 # A restarting API or a short PostgreSQL/Redis outage should not end a long watch.
@@ -66,7 +67,7 @@ class Snapshot:
 
 def exit_code(snapshot: Snapshot) -> int:
     """0 only for a clean completion; failed messages or a cancellation are 1."""
-    return 0 if snapshot.status == "completed" and snapshot.failed == 0 else 1
+    return 0 if snapshot.status == CampaignStatus.COMPLETED and snapshot.failed == 0 else 1
 
 
 class RateMeter:
@@ -125,7 +126,7 @@ def describe(snapshot: Snapshot, rate: float | None, elapsed: float) -> str:
 def waiting_note(campaign: Mapping[str, Any]) -> str:
     """Why a watched campaign does not move, said once when it enters a waiting status."""
     hint = "Ctrl-C stops watching, not the campaign"
-    if campaign.get("status") == "scheduled":
+    if campaign.get("status") == CampaignStatus.SCHEDULED:
         when = f" for {timestamp(campaign['sendAt'])}" if campaign.get("sendAt") else ""
         return f"the campaign is scheduled{when}; waiting for it to start ({hint})"
     return f"the campaign is paused; waiting for it to be resumed ({hint})"

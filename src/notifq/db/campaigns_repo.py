@@ -11,11 +11,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-MESSAGE_STATUSES = ("pending", "queued", "sending", "sent", "failed", "cancelled")
-TERMINAL_MESSAGE_STATUSES = frozenset({"sent", "failed", "cancelled"})
-CAMPAIGN_STATUSES = (
-    "scheduled", "pending", "processing", "paused", "completed", "completed_with_failures", "cancelled",
-)  # fmt: skip
+from notifq import vocabulary
+from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, Channel, MessageStatus
+
+# The API layer still imports these names; they are derived from the vocabulary, never copied.
+MESSAGE_STATUSES = tuple(MessageStatus)
+TERMINAL_MESSAGE_STATUSES = vocabulary.TERMINAL_MESSAGE_STATUSES
+CAMPAIGN_STATUSES = tuple(CampaignStatus)
+_FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_CAMPAIGN_STATUSES))
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,11 @@ class CampaignRow:
     name: str
     subject: str | None
     body: str | None
-    status: str
-    channel: str
+    status: CampaignStatus
+    channel: Channel
     send_at: datetime | None
     total_messages: int
-    counts: Mapping[str, int]
+    counts: Mapping[MessageStatus, int]
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
@@ -43,15 +46,15 @@ _COLUMNS = (
 def _row(r: Any) -> CampaignRow:
     m = r._mapping
     return CampaignRow(
-        id=m["id"], name=m["name"], subject=m["subject"], body=m["body"], status=m["status"],
-        channel=m["channel"], send_at=m["send_at"], total_messages=m["total_messages"],
+        id=m["id"], name=m["name"], subject=m["subject"], body=m["body"], status=CampaignStatus(m["status"]),
+        channel=Channel(m["channel"]), send_at=m["send_at"], total_messages=m["total_messages"],
         counts={s: m[f"{s}_count"] for s in MESSAGE_STATUSES},
         created_at=m["created_at"], updated_at=m["updated_at"], completed_at=m["completed_at"],
     )  # fmt: skip
 
 
 async def insert(
-    conn: AsyncConnection, *, name: str, subject: str | None, body: str | None, total: int, channel: str,
+    conn: AsyncConnection, *, name: str, subject: str | None, body: str | None, total: int, channel: Channel,
     send_at: datetime | None, created_by: uuid.UUID | None,
 ) -> CampaignRow:  # fmt: skip
     """A scheduled campaign (send_at in the future) holds its messages as `pending` until then."""
@@ -65,7 +68,7 @@ async def insert(
         ),
         {
             "name": name, "subject": subject, "body": body, "total": total, "channel": channel,
-            "send_at": send_at, "status": "scheduled" if scheduled else "pending",
+            "send_at": send_at, "status": CampaignStatus.SCHEDULED if scheduled else CampaignStatus.PENDING,
             "queued": 0 if scheduled else total, "pending": total if scheduled else 0, "created_by": created_by,
         },
     )  # fmt: skip
@@ -108,18 +111,19 @@ async def mark_enqueued(conn: AsyncConnection, campaign_ids: list[uuid.UUID]) ->
     await conn.execute(
         text(
             "UPDATE campaigns SET enqueued_at = COALESCE(enqueued_at, now()), updated_at = now(), "
-            "status = CASE WHEN status = 'pending' THEN 'processing' ELSE status END "
+            f"status = CASE WHEN status = '{CampaignStatus.PENDING}' THEN '{CampaignStatus.PROCESSING}' "
+            "ELSE status END "
             "WHERE id = ANY(:ids)"
         ),
         {"ids": campaign_ids},
     )
 
 
-async def set_status(conn: AsyncConnection, campaign_id: uuid.UUID, status: str) -> None:
+async def set_status(conn: AsyncConnection, campaign_id: uuid.UUID, status: CampaignStatus) -> None:
     await conn.execute(
         text(
             "UPDATE campaigns SET status = :status, updated_at = now(), "
-            "completed_at = CASE WHEN :status IN ('completed', 'completed_with_failures', 'cancelled') "
+            f"completed_at = CASE WHEN :status IN ({_FINISHED}) "
             "THEN now() ELSE NULL END "
             "WHERE id = :id"
         ),
@@ -132,7 +136,7 @@ async def stale_pending(conn: AsyncConnection, grace_seconds: float) -> list[uui
     once the reconciler re-enqueues their batches, workers may complete them before it stamps them."""
     result = await conn.execute(
         text(
-            "SELECT id FROM campaigns WHERE enqueued_at IS NULL AND status <> 'scheduled' "
+            f"SELECT id FROM campaigns WHERE enqueued_at IS NULL AND status <> '{CampaignStatus.SCHEDULED}' "
             "AND created_at < now() - make_interval(secs => :grace)"
         ),
         {"grace": grace_seconds},
@@ -147,16 +151,18 @@ class TimelinePoint:
     failed: int
 
 
-TIMELINE_SQL = text("""
+TIMELINE_SQL = text(f"""
 WITH done AS (
-    SELECT updated_at, status FROM messages WHERE campaign_id = :id AND status IN ('sent', 'failed')
+    SELECT updated_at, status FROM messages WHERE campaign_id = :id
+        AND status IN ('{MessageStatus.SENT}', '{MessageStatus.FAILED}')
 ), width AS (
     SELECT date_trunc('second', min(updated_at)) AS origin,
            greatest(1, ceil(extract(epoch FROM max(updated_at) - min(updated_at)) / :points))::int AS seconds
     FROM done
 )
 SELECT date_bin(make_interval(secs => w.seconds), d.updated_at, w.origin) AS at, w.seconds,
-       count(*) FILTER (WHERE d.status = 'sent') AS sent, count(*) FILTER (WHERE d.status = 'failed') AS failed
+       count(*) FILTER (WHERE d.status = '{MessageStatus.SENT}') AS sent,
+       count(*) FILTER (WHERE d.status = '{MessageStatus.FAILED}') AS failed
 FROM done d CROSS JOIN width w
 GROUP BY 1, 2 ORDER BY 1
 """)

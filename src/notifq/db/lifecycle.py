@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifq.db.transitions import transition
+from notifq.db.transitions import sql_in, transition
+from notifq.vocabulary import CampaignStatus, Event, Lane, MessageStatus
+
+S, C, E = MessageStatus, CampaignStatus, Event  # short names for the SQL below
+_OPEN = sql_in((S.PENDING, S.QUEUED))
 
 
 @dataclass(frozen=True)
@@ -22,26 +26,26 @@ class Released:
     """A batch that now has queued messages and needs its job written to Redis."""
 
     job_id: int
-    priority: str
+    priority: Lane
 
 
 def _released(rows: Sequence[object]) -> list[Released]:
     seen: dict[int, str] = {}
     for r in rows:
-        if r.status == "queued" and r.job_id is not None:  # type: ignore[attr-defined]
+        if r.status == MessageStatus.QUEUED and r.job_id is not None:  # type: ignore[attr-defined]
             seen[r.job_id] = r.priority  # type: ignore[attr-defined]
-    return [Released(job_id, priority) for job_id, priority in sorted(seen.items())]
+    return [Released(job_id, Lane(priority)) for job_id, priority in sorted(seen.items())]
 
 
 _CANCEL_CAMPAIGN = text(
     transition(
-        """
-        UPDATE messages m SET status = 'cancelled', updated_at = now()
-        FROM (SELECT id, status FROM messages WHERE campaign_id = :c AND status IN ('pending', 'queued')
+        f"""
+        UPDATE messages m SET status = '{S.CANCELLED}', updated_at = now()
+        FROM (SELECT id, status FROM messages WHERE campaign_id = :c AND status IN ({_OPEN})
               FOR UPDATE) o
         WHERE m.id = o.id
         RETURNING m.id, m.campaign_id, m.channel, o.status AS old_status, m.status, m.attempts,
-            'cancelled'::text AS event, NULL::text AS detail, NULL::text AS provider
+            '{E.CANCELLED}'::text AS event, NULL::text AS detail, NULL::text AS provider
         """
     )
 )
@@ -54,12 +58,12 @@ async def cancel_campaign_messages(conn: AsyncConnection, campaign_id: uuid.UUID
 
 _CANCEL_ONE = text(
     transition(
-        """
-        UPDATE messages m SET status = 'cancelled', updated_at = now()
-        FROM (SELECT id, status FROM messages WHERE id = :id AND status IN ('pending', 'queued') FOR UPDATE) o
+        f"""
+        UPDATE messages m SET status = '{S.CANCELLED}', updated_at = now()
+        FROM (SELECT id, status FROM messages WHERE id = :id AND status IN ({_OPEN}) FOR UPDATE) o
         WHERE m.id = o.id
         RETURNING m.id, m.campaign_id, m.channel, o.status AS old_status, m.status, m.attempts,
-            'cancelled'::text AS event, NULL::text AS detail, NULL::text AS provider
+            '{E.CANCELLED}'::text AS event, NULL::text AS detail, NULL::text AS provider
         """
     )
 )
@@ -71,11 +75,11 @@ async def cancel_message(conn: AsyncConnection, message_id: int) -> bool:
 
 _PAUSE = text(
     transition(
-        """
-        UPDATE messages m SET status = 'pending', updated_at = now()
-        WHERE m.campaign_id = :c AND m.status = 'queued'
-        RETURNING m.id, m.campaign_id, m.channel, 'queued'::text AS old_status, m.status, m.attempts,
-            'paused'::text AS event, NULL::text AS detail, NULL::text AS provider
+        f"""
+        UPDATE messages m SET status = '{S.PENDING}', updated_at = now()
+        WHERE m.campaign_id = :c AND m.status = '{S.QUEUED}'
+        RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, m.attempts,
+            '{E.PAUSED}'::text AS event, NULL::text AS detail, NULL::text AS provider
         """
     )
 )
@@ -87,11 +91,11 @@ async def pause_campaign_messages(conn: AsyncConnection, campaign_id: uuid.UUID)
 
 _RESUME = text(
     transition(
-        """
-        UPDATE messages m SET status = 'queued', updated_at = now()
-        WHERE m.campaign_id = :c AND m.status = 'pending' AND (m.send_at IS NULL OR m.send_at <= now())
-        RETURNING m.id, m.campaign_id, m.channel, 'pending'::text AS old_status, m.status, m.attempts,
-            'resumed'::text AS event, NULL::text AS detail, NULL::text AS provider, m.job_id, m.priority
+        f"""
+        UPDATE messages m SET status = '{S.QUEUED}', updated_at = now()
+        WHERE m.campaign_id = :c AND m.status = '{S.PENDING}' AND (m.send_at IS NULL OR m.send_at <= now())
+        RETURNING m.id, m.campaign_id, m.channel, '{S.PENDING}'::text AS old_status, m.status, m.attempts,
+            '{E.RESUMED}'::text AS event, NULL::text AS detail, NULL::text AS provider, m.job_id, m.priority
         """
     )
 )
@@ -104,15 +108,15 @@ async def resume_campaign_messages(conn: AsyncConnection, campaign_id: uuid.UUID
 
 _RELEASE_DUE = text(
     transition(
-        """
-        UPDATE messages m SET status = 'queued', updated_at = now()
+        f"""
+        UPDATE messages m SET status = '{S.QUEUED}', updated_at = now()
         FROM (SELECT q.id FROM messages q LEFT JOIN campaigns c ON c.id = q.campaign_id
-              WHERE q.status = 'pending' AND q.send_at <= now()
-                AND (c.id IS NULL OR c.status IN ('scheduled', 'pending', 'processing'))
+              WHERE q.status = '{S.PENDING}' AND q.send_at <= now()
+                AND (c.id IS NULL OR c.status IN ({sql_in((C.SCHEDULED, C.PENDING, C.PROCESSING))}))
               ORDER BY q.send_at LIMIT :limit FOR UPDATE OF q SKIP LOCKED) due
         WHERE m.id = due.id
-        RETURNING m.id, m.campaign_id, m.channel, 'pending'::text AS old_status, m.status, m.attempts,
-            'released'::text AS event, NULL::text AS detail, NULL::text AS provider, m.job_id, m.priority
+        RETURNING m.id, m.campaign_id, m.channel, '{S.PENDING}'::text AS old_status, m.status, m.attempts,
+            '{E.RELEASED}'::text AS event, NULL::text AS detail, NULL::text AS provider, m.job_id, m.priority
         """
     )
 )
@@ -123,8 +127,8 @@ async def release_due(conn: AsyncConnection, limit: int) -> list[Released]:
     released = _released((await conn.execute(_RELEASE_DUE, {"limit": limit})).all())
     await conn.execute(
         text(
-            "UPDATE campaigns SET status = 'processing', updated_at = now(), enqueued_at = now() "
-            "WHERE status = 'scheduled' AND send_at <= now()"
+            f"UPDATE campaigns SET status = '{C.PROCESSING}', updated_at = now(), enqueued_at = now() "
+            f"WHERE status = '{C.SCHEDULED}' AND send_at <= now()"
         )
     )
     return released
@@ -132,12 +136,12 @@ async def release_due(conn: AsyncConnection, limit: int) -> list[Released]:
 
 _REQUEUE = text(
     transition(
-        """
-        UPDATE messages m SET status = 'queued', attempts = 0, lease_until = NULL, updated_at = now(),
+        f"""
+        UPDATE messages m SET status = '{S.QUEUED}', attempts = 0, lease_until = NULL, updated_at = now(),
             job_id = u.job_id
         FROM unnest(CAST(:ids AS bigint[]), CAST(:jobs AS bigint[])) AS u(id, job_id)
-        WHERE m.id = u.id AND m.status = 'failed'
-        RETURNING m.id, m.campaign_id, m.channel, 'failed'::text AS old_status, m.status, m.attempts,
+        WHERE m.id = u.id AND m.status = '{S.FAILED}'
+        RETURNING m.id, m.campaign_id, m.channel, '{S.FAILED}'::text AS old_status, m.status, m.attempts,
             CAST(:event AS text) AS event, NULL::text AS detail, NULL::text AS provider, m.job_id, m.priority
         """
     )
@@ -145,7 +149,7 @@ _REQUEUE = text(
 
 
 async def requeue_failed(
-    conn: AsyncConnection, where: str, params: dict[str, object], batch_size: int, event: str, limit: int
+    conn: AsyncConnection, where: str, params: dict[str, object], batch_size: int, event: Event, limit: int
 ) -> tuple[int, list[Released]]:
     """Failed messages (matching `where`) back to the queue with fresh attempts, in new batches.
 
@@ -154,7 +158,7 @@ async def requeue_failed(
     rows = (
         await conn.execute(
             text(
-                f"SELECT id, campaign_id, priority FROM messages WHERE status = 'failed' AND {where} "
+                f"SELECT id, campaign_id, priority FROM messages WHERE status = '{S.FAILED}' AND {where} "
                 "ORDER BY campaign_id NULLS FIRST, priority, id LIMIT :limit FOR UPDATE"
             ),
             {**params, "limit": limit},

@@ -17,6 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifq.db import transitions
 from notifq.db.engine import raw_connection
+from notifq.db.transitions import sql_in
+from notifq.vocabulary import Channel, Event, Lane, MessageStatus
+
+_OPEN = sql_in((MessageStatus.QUEUED, MessageStatus.SENDING))  # a batch with these still has work
 
 INSERT_CHUNK = 1000
 
@@ -27,12 +31,12 @@ class ClaimedMessage:
     campaign_id: uuid.UUID | None
     recipient: str
     attempts: int
-    channel: str = "email"
+    channel: str = Channel.EMAIL
     subject: str | None = None
     body: str | None = None
     data: dict[str, str] | None = None
     vars: dict[str, str] | None = None
-    priority: str = "bulk"
+    priority: str = Lane.BULK
 
 
 @dataclass(frozen=True)
@@ -45,28 +49,31 @@ class Outcome:
 
     message_id: int
     attempts: int
-    status: str
+    status: MessageStatus
     error: str | None = None
     retry_job_id: int | None = None
     provider: str | None = None
     provider_message_id: str | None = None
     refund: bool = False
-    event: str | None = None
+    event: Event | None = None
 
     @property
-    def event_name(self) -> str:
-        return self.event or {"sent": "sent", "failed": "failed"}.get(self.status, "retry")
+    def event_name(self) -> Event:
+        return self.event or _EVENT_OF.get(self.status, Event.RETRY)
+
+
+_EVENT_OF = {MessageStatus.SENT: Event.SENT, MessageStatus.FAILED: Event.FAILED}
 
 
 @dataclass(frozen=True)
 class MessageRow:
     id: int
     campaign_id: uuid.UUID | None
-    channel: str
-    priority: str
+    channel: Channel
+    priority: Lane
     recipient: str
     subject: str | None
-    status: str
+    status: MessageStatus
     attempts: int
     last_error: str | None
     provider: str | None
@@ -79,7 +86,7 @@ class MessageRow:
 @dataclass(frozen=True)
 class EventRow:
     at: datetime
-    event: str
+    event: Event
     attempt: int | None
     detail: str | None
     provider: str | None
@@ -99,8 +106,8 @@ async def copy_campaign_messages(
     job_ids: Sequence[int],
     batch_size: int,
     *,
-    channel: str,
-    status: str,
+    channel: Channel,
+    status: MessageStatus,
     send_at: datetime | None,
 ) -> int:
     """COPY the messages in chunks of 1,000, each already assigned to its batch (job).
@@ -140,14 +147,14 @@ async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: f
     """Take up to `limit` queued messages of a batch (see transitions.CLAIM)."""
     result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds})
     fields = ("id", "campaign_id", "recipient", "attempts", "channel", "subject", "body", "data", "vars", "priority")
-    claimed = [ClaimedMessage(*(getattr(r, f) for f in fields)) for r in result if r.status == "sending"]
+    claimed = [ClaimedMessage(*(getattr(r, f) for f in fields)) for r in result if r.status == MessageStatus.SENDING]
     claimed.sort(key=lambda m: m.id)
     return claimed
 
 
 @dataclass(frozen=True)
 class RecordResult:
-    requeued_jobs: dict[int, str]  # batch -> lane
+    requeued_jobs: dict[int, Lane]  # batch -> lane
     stale: int  # outcomes that lost to a newer attempt or an earlier terminal state
 
 
@@ -169,13 +176,13 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) ->
     """Write many outcomes with one statement, guarded so each message ends in exactly one terminal state."""
     if not outcomes:
         return RecordResult({}, 0)
-    requeued: dict[int, str] = {}
+    requeued: dict[int, Lane] = {}
     applied: set[int] = set()
     for r in await conn.execute(_RECORD, _params(outcomes)):
         applied.add(r.id)
-        if r.status == "queued":
-            requeued[r.job_id] = r.priority
-    late = [o for o in outcomes if o.status == "sent" and o.message_id not in applied]
+        if r.status == MessageStatus.QUEUED:
+            requeued[r.job_id] = Lane(r.priority)
+    late = [o for o in outcomes if o.status == MessageStatus.SENT and o.message_id not in applied]
     if late:
         applied.update(r.id for r in await conn.execute(_RECORD_LATE_SENT, _params(late)))
     return RecordResult(requeued, len(outcomes) - len(applied))
@@ -184,7 +191,7 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) ->
 async def move_queued(conn: AsyncConnection, old_job_id: int, new_job_id: int) -> int:
     """Hand a batch's unclaimed messages to another batch (job slice over, or SIGTERM)."""
     result = await conn.execute(
-        text("UPDATE messages SET job_id = :new WHERE job_id = :old AND status = 'queued'"),
+        text(f"UPDATE messages SET job_id = :new WHERE job_id = :old AND status = '{MessageStatus.QUEUED}'"),
         {"new": new_job_id, "old": old_job_id},
     )
     return int(result.rowcount)
@@ -195,7 +202,7 @@ async def expired_leases(conn: AsyncConnection, limit: int) -> list[ClaimedMessa
     result = await conn.execute(
         text(
             "SELECT id, campaign_id, recipient, attempts, channel, priority FROM messages "
-            "WHERE status = 'sending' AND lease_until < now() ORDER BY lease_until LIMIT :limit"
+            f"WHERE status = '{MessageStatus.SENDING}' AND lease_until < now() ORDER BY lease_until LIMIT :limit"
         ),
         {"limit": limit},
     )
@@ -211,13 +218,13 @@ async def open_jobs(conn: AsyncConnection, limit: int) -> list[int]:
     """
     result = await conn.execute(
         text(
-            """
+            f"""
             WITH RECURSIVE j(job_id, n) AS (
-                (SELECT job_id, 1 FROM messages WHERE status IN ('queued', 'sending') AND job_id IS NOT NULL
+                (SELECT job_id, 1 FROM messages WHERE status IN ({_OPEN}) AND job_id IS NOT NULL
                  ORDER BY job_id LIMIT 1)
                 UNION ALL
                 SELECT (SELECT m.job_id FROM messages m
-                        WHERE m.status IN ('queued', 'sending') AND m.job_id > j.job_id
+                        WHERE m.status IN ({_OPEN}) AND m.job_id > j.job_id
                         ORDER BY m.job_id LIMIT 1), j.n + 1
                 FROM j WHERE j.job_id IS NOT NULL AND j.n < :limit
             )
@@ -229,18 +236,18 @@ async def open_jobs(conn: AsyncConnection, limit: int) -> list[int]:
     return [r[0] for r in result]
 
 
-async def stale_among(conn: AsyncConnection, job_ids: Sequence[int], grace_seconds: float) -> dict[int, str]:
+async def stale_among(conn: AsyncConnection, job_ids: Sequence[int], grace_seconds: float) -> dict[int, Lane]:
     """Of these batches, those with queued messages untouched for `grace_seconds`, with their lane."""
     if not job_ids:
         return {}
     result = await conn.execute(
         text(
             "SELECT DISTINCT job_id, priority FROM messages WHERE job_id = ANY(CAST(:jobs AS bigint[])) "
-            "AND status = 'queued' AND updated_at < now() - make_interval(secs => :grace)"
+            f"AND status = '{MessageStatus.QUEUED}' AND updated_at < now() - make_interval(secs => :grace)"
         ),
         {"jobs": list(job_ids), "grace": grace_seconds},
     )
-    return {r.job_id: r.priority for r in result}
+    return {r.job_id: Lane(r.priority) for r in result}
 
 
 async def campaigns_of(conn: AsyncConnection, job_ids: Sequence[int]) -> list[uuid.UUID]:
@@ -260,8 +267,12 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _message(r: Any) -> MessageRow:
-    return MessageRow(**{k: getattr(r, k) for k in _MESSAGE_COLUMNS.split(", ")})
+def message_row(r: Any) -> MessageRow:
+    """A row with the _MESSAGE_COLUMNS (or more) as a MessageRow, its vocabulary typed."""
+    return MessageRow(
+        r.id, r.campaign_id, Channel(r.channel), Lane(r.priority), r.recipient, r.subject, MessageStatus(r.status),
+        r.attempts, r.last_error, r.provider, r.provider_message_id, r.send_at, r.created_at, r.updated_at,
+    )  # fmt: skip
 
 
 async def list_page(
@@ -279,7 +290,7 @@ async def list_page(
         text(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} ORDER BY id LIMIT :limit"),
         params,
     )
-    return [_message(r) for r in result]
+    return [message_row(r) for r in result]
 
 
 async def list_filtered(
@@ -296,14 +307,14 @@ async def list_filtered(
         ),
         {**params, "before": before_id, "limit": limit},
     )
-    return [_message(r) for r in result]
+    return [message_row(r) for r in result]
 
 
 async def get(conn: AsyncConnection, message_id: int) -> MessageRow | None:
     r = (
         await conn.execute(text(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = :id"), {"id": message_id})
     ).first()
-    return _message(r) if r else None
+    return message_row(r) if r else None
 
 
 async def events(conn: AsyncConnection, message_id: int) -> list[EventRow]:
@@ -311,7 +322,7 @@ async def events(conn: AsyncConnection, message_id: int) -> list[EventRow]:
         text("SELECT at, event, attempt, detail, provider FROM message_events WHERE message_id = :id ORDER BY id"),
         {"id": message_id},
     )
-    return [EventRow(r.at, r.event, r.attempt, r.detail, r.provider) for r in result]
+    return [EventRow(r.at, Event(r.event), r.attempt, r.detail, r.provider) for r in result]
 
 
 async def prune_events(conn: AsyncConnection, older_than_seconds: float, limit: int) -> int:

@@ -6,13 +6,27 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifq.db.messages_repo import MessageRow
+from notifq.db.messages_repo import MessageRow, message_row
 from notifq.db.transitions import transition
-from notifq.validation import NotificationRequest
+from notifq.vocabulary import MessageStatus
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """One single notification to insert (already checked by the service's caller)."""
+
+    channel: str
+    recipient: str
+    subject: str | None
+    body: str
+    data: dict[str, str] | None
+    priority: str
+    send_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,7 @@ _INSERT = text(
 
 
 async def insert(
-    conn: AsyncConnection, requests: Sequence[NotificationRequest], batches: Sequence[int], created_by: uuid.UUID | None
+    conn: AsyncConnection, requests: Sequence[NewNotification], batches: Sequence[int], created_by: uuid.UUID | None
 ) -> list[Inserted]:
     """Insert in request order (identity values follow it, so sorting by id restores it).
 
@@ -56,24 +70,19 @@ async def insert(
         _INSERT,
         {
             "channels": [r.channel for r in requests],
-            "recipients": [r.to for r in requests],
+            "recipients": [r.recipient for r in requests],
             "subjects": [r.subject for r in requests],
             "bodies": [r.body for r in requests],
             "data": [json.dumps(r.data) if r.data else None for r in requests],
             "priorities": [r.priority for r in requests],
-            "statuses": ["pending" if r.send_at else "queued" for r in requests],
+            "statuses": [MessageStatus.PENDING if r.send_at else MessageStatus.QUEUED for r in requests],
             "send_ats": [r.send_at for r in requests],
             "batches": list(batches),
             "batch_count": max(batches, default=-1) + 1,
             "created_by": created_by,
         },
     )
-    inserted = [
-        Inserted(MessageRow(r.id, r.campaign_id, r.channel, r.priority, r.recipient, r.subject, r.status, r.attempts,
-                            r.last_error, r.provider, r.provider_message_id, r.send_at, r.created_at, r.updated_at),
-                 r.job_id)
-        for r in result
-    ]  # fmt: skip
+    inserted = [Inserted(message_row(r), r.job_id) for r in result]
     return sorted(inserted, key=lambda i: i.row.id)
 
 

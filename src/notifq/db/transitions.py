@@ -10,14 +10,26 @@ are locked only inside the server for one statement, never across a client round
 
 from __future__ import annotations
 
-STATUSES = ("pending", "queued", "sending", "sent", "failed", "cancelled")
+from collections.abc import Iterable
+from enum import StrEnum
+
+from notifq.vocabulary import CampaignStatus, Event, MessageStatus
+
 COUNT_SHARDS = 16  # message_counts rows per (channel, status): see migration 0002
 
 # The columns every `moved` CTE must return (more may follow).
 MOVED_COLUMNS = "id, campaign_id, channel, old_status, status, attempts, event, detail, provider"
 
+
+def sql_in(members: Iterable[StrEnum]) -> str:
+    """The members as SQL literals for an `IN (…)` list: `'sent', 'failed'` (enum values, never user input)."""
+    return ", ".join(f"'{m}'" for m in members)
+
+
+S, C, E = MessageStatus, CampaignStatus, Event  # short names for the SQL below
+_OPEN_CAMPAIGN = sql_in((C.PENDING, C.PROCESSING, C.PAUSED))
 _COMPLETE = (
-    "c.status IN ('pending', 'processing', 'paused') AND c.sent_count + d.sent + c.failed_count + d.failed "
+    f"c.status IN ({_OPEN_CAMPAIGN}) AND c.sent_count + d.sent + c.failed_count + d.failed "
     "+ c.cancelled_count + d.cancelled = c.total_messages"
 )
 
@@ -28,9 +40,10 @@ def transition(moved_sql: str, *, events: bool = True, before: str = "") -> str:
     `before`: CTEs `moved_sql` reads from, evaluated first (e.g. job numbers drawn once).
     """
     deltas = ", ".join(
-        f"count(*) FILTER (WHERE status = '{s}') - count(*) FILTER (WHERE old_status = '{s}') AS {s}" for s in STATUSES
+        f"count(*) FILTER (WHERE status = '{s}') - count(*) FILTER (WHERE old_status = '{s}') AS {s}"
+        for s in MessageStatus
     )
-    counters = ", ".join(f"{s}_count = c.{s}_count + d.{s}" for s in STATUSES)
+    counters = ", ".join(f"{s}_count = c.{s}_count + d.{s}" for s in MessageStatus)
     event_cte = (
         """,
     ev AS (
@@ -46,7 +59,7 @@ def transition(moved_sql: str, *, events: bool = True, before: str = "") -> str:
     camp AS (
         UPDATE campaigns c SET {counters},
             status = CASE WHEN {_COMPLETE} THEN
-                CASE WHEN c.failed_count + d.failed > 0 THEN 'completed_with_failures' ELSE 'completed' END
+                CASE WHEN c.failed_count + d.failed > 0 THEN '{C.COMPLETED_WITH_FAILURES}' ELSE '{C.COMPLETED}' END
                 ELSE c.status END,
             completed_at = CASE WHEN {_COMPLETE} THEN now() ELSE c.completed_at END,
             updated_at = now()
@@ -74,20 +87,22 @@ def transition(moved_sql: str, *, events: bool = True, before: str = "") -> str:
 # WAL record per locked row): the UPDATE re-checks `status = 'queued'`, so a concurrent
 # claimer skips what another took. A paused campaign's messages go back to `pending`, a
 # cancelled one's to `cancelled`, instead of being sent.
+_HELD = sql_in((C.CANCELLED, C.PAUSED))
 CLAIM = transition(
-    """
+    f"""
     UPDATE messages m SET
-        status = CASE p.campaign_status WHEN 'cancelled' THEN 'cancelled' WHEN 'paused' THEN 'pending'
-                 ELSE 'sending' END,
-        attempts = CASE WHEN p.campaign_status IN ('cancelled', 'paused') THEN m.attempts ELSE m.attempts + 1 END,
-        lease_until = CASE WHEN p.campaign_status IN ('cancelled', 'paused') THEN NULL
+        status = CASE p.campaign_status WHEN '{C.CANCELLED}' THEN '{S.CANCELLED}' WHEN '{C.PAUSED}' THEN '{S.PENDING}'
+                 ELSE '{S.SENDING}' END,
+        attempts = CASE WHEN p.campaign_status IN ({_HELD}) THEN m.attempts ELSE m.attempts + 1 END,
+        lease_until = CASE WHEN p.campaign_status IN ({_HELD}) THEN NULL
                       ELSE now() + make_interval(secs => :lease) END,
         updated_at = now()
     FROM (SELECT q.id, c.status AS campaign_status FROM messages q LEFT JOIN campaigns c ON c.id = q.campaign_id
-          WHERE q.job_id = :job_id AND q.status = 'queued' ORDER BY q.id LIMIT :limit) p
-    WHERE m.id = p.id AND m.status = 'queued'
-    RETURNING m.id, m.campaign_id, m.channel, 'queued'::text AS old_status, m.status, m.attempts,
-        CASE m.status WHEN 'sending' THEN 'attempt' WHEN 'cancelled' THEN 'cancelled' ELSE 'paused' END AS event,
+          WHERE q.job_id = :job_id AND q.status = '{S.QUEUED}' ORDER BY q.id LIMIT :limit) p
+    WHERE m.id = p.id AND m.status = '{S.QUEUED}'
+    RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, m.attempts,
+        CASE m.status WHEN '{S.SENDING}' THEN '{E.ATTEMPT}' WHEN '{S.CANCELLED}' THEN '{E.CANCELLED}'
+            ELSE '{E.PAUSED}' END AS event,
         NULL::text AS detail, NULL::text AS provider,
         m.recipient, m.subject, m.body, m.data, m.vars, m.priority
     """
@@ -106,13 +121,13 @@ RECORD = transition(
     UPDATE messages m SET
         status = r.status,
         attempts = m.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
-        last_error = CASE WHEN r.status = 'sent' THEN m.last_error ELSE r.error END,
+        last_error = CASE WHEN r.status = '{S.SENT}' THEN m.last_error ELSE r.error END,
         job_id = COALESCE(r.job_id, m.job_id), lease_until = NULL, updated_at = now(),
         provider = COALESCE(r.provider, m.provider),
         provider_message_id = COALESCE(r.pmid, m.provider_message_id)
     FROM {_OUTCOMES}
-    WHERE m.id = r.id AND m.status = 'sending' AND (r.status = 'sent' OR m.attempts = r.attempts)
-    RETURNING m.id, m.campaign_id, m.channel, 'sending'::text AS old_status, m.status, r.attempts AS attempts,
+    WHERE m.id = r.id AND m.status = '{S.SENDING}' AND (r.status = '{S.SENT}' OR m.attempts = r.attempts)
+    RETURNING m.id, m.campaign_id, m.channel, '{S.SENDING}'::text AS old_status, m.status, r.attempts AS attempts,
         r.event, r.error AS detail, r.provider, m.job_id, m.priority
     """
 )
@@ -120,11 +135,11 @@ RECORD = transition(
 # A late `sent` for a message the reconciler already put back in the queue.
 RECORD_LATE_SENT = transition(
     f"""
-    UPDATE messages m SET status = 'sent', lease_until = NULL, updated_at = now(),
+    UPDATE messages m SET status = '{S.SENT}', lease_until = NULL, updated_at = now(),
         provider = COALESCE(r.provider, m.provider), provider_message_id = COALESCE(r.pmid, m.provider_message_id)
     FROM {_OUTCOMES}
-    WHERE m.id = r.id AND m.status = 'queued'
-    RETURNING m.id, m.campaign_id, m.channel, 'queued'::text AS old_status, m.status, r.attempts AS attempts,
-        'sent'::text AS event, 'after the message was re-queued'::text AS detail, r.provider, m.job_id, m.priority
+    WHERE m.id = r.id AND m.status = '{S.QUEUED}'
+    RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, r.attempts AS attempts,
+        '{E.SENT}'::text AS event, 'after the message was re-queued'::text AS detail, r.provider, m.job_id, m.priority
     """
 )

@@ -26,6 +26,7 @@ from notifq.errors import PermanentError, ThrottledError
 from notifq.providers.base import OutgoingMessage
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.templates import render
+from notifq.vocabulary import Event, Lane, MessageStatus
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.recording import Retry, record
 
@@ -46,7 +47,7 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
     if wait > 0:  # circuit open or throttled: wait without using up an attempt
         # Rounded up so the messages skipped together share one retry batch.
         return deferred(message, f"provider {provider.name} paused; not attempted", math.ceil(wait * 10) / 10,
-                        "deferred")  # fmt: skip
+                        Event.DEFERRED)  # fmt: skip
     outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body, message.channel,
                                message.data)  # fmt: skip
     metrics = deps.metrics
@@ -57,11 +58,11 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
             result = await provider.send(outgoing)
         except PermanentError as exc:
             deps.breaker.success(provider.name)  # the provider answered; the message is the problem
-            return Outcome(message.id, message.attempts, "failed", _error_text(exc), provider=provider.name)
+            return Outcome(message.id, message.attempts, MessageStatus.FAILED, _error_text(exc), provider=provider.name)
         except ThrottledError as exc:
             hold = exc.retry_after if exc.retry_after and exc.retry_after > 0 else DEFAULT_THROTTLE_SECONDS
             deps.breaker.hold(provider.name, hold)
-            return deferred(message, _error_text(exc), hold, "throttled", provider.name)
+            return deferred(message, _error_text(exc), hold, Event.THROTTLED, provider.name)
         except Exception as exc:  # transient, or a provider bug: retryable
             deps.breaker.failure(provider.name)
             return failed_attempt(deps, message, _error_text(exc), provider.name)
@@ -69,13 +70,14 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
             metrics.in_flight -= 1
             metrics.latency(message.channel, provider.name, time.perf_counter() - started)
     deps.breaker.success(provider.name)
-    return Outcome(message.id, message.attempts, "sent", provider=result.provider,
+    return Outcome(message.id, message.attempts, MessageStatus.SENT, provider=result.provider,
                    provider_message_id=result.provider_message_id)  # fmt: skip
 
 
-def deferred(message: ClaimedMessage, error: str, delay: float, event: str, provider: str | None = None) -> Retry:
+def deferred(message: ClaimedMessage, error: str, delay: float, event: Event, provider: str | None = None) -> Retry:
     """Try again after `delay` with the attempt given back (the provider asked us to wait)."""
-    outcome = Outcome(message.id, message.attempts, "queued", error, provider=provider, refund=True, event=event)
+    outcome = Outcome(message.id, message.attempts, MessageStatus.QUEUED, error, provider=provider, refund=True,
+                      event=event)  # fmt: skip
     return Retry(outcome, delay, message.campaign_id, message.priority)
 
 
@@ -84,9 +86,9 @@ def failed_attempt(deps: WorkerDeps, message: ClaimedMessage, error: str, provid
     """Retry on the 1 s / 2 s / 4 s schedule, or fail for good after the last attempt."""
     settings = deps.settings
     if message.attempts >= settings.max_attempts:
-        return Outcome(message.id, message.attempts, "failed", error, provider=provider)
+        return Outcome(message.id, message.attempts, MessageStatus.FAILED, error, provider=provider)
     delay = settings.retry_delays[min(message.attempts, len(settings.retry_delays)) - 1]
-    outcome = Outcome(message.id, message.attempts, "queued", error, provider=provider)
+    outcome = Outcome(message.id, message.attempts, MessageStatus.QUEUED, error, provider=provider)
     return Retry(outcome, delay, message.campaign_id, message.priority)
 
 
@@ -117,7 +119,7 @@ async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[l
         else:
             final.append(result)
             deps.metrics.outcome(result.status, message.channel, result.provider or "none")
-            if result.status == "failed":
+            if result.status == MessageStatus.FAILED:
                 log.info("message failed permanently: %s", result.error,
                          extra={"message_id": message.id, "campaign_id": message.campaign_id,
                                 "provider": result.provider, "attempt": result.attempts})  # fmt: skip
@@ -132,7 +134,7 @@ async def claim_chunk(deps: WorkerDeps, job_id: int, limit: int) -> list[Claimed
     return await retry_deadlocks(claim)
 
 
-async def hand_over(deps: WorkerDeps, job_id: int, lane: str) -> int | None:
+async def hand_over(deps: WorkerDeps, job_id: int, lane: Lane) -> int | None:
     """Move the batch's unclaimed messages to a new batch and enqueue it; None if nothing is left."""
     async with deps.engine.connect() as conn:
         new_id = (await messages_repo.reserve_job_ids(conn, 1))[0]
@@ -144,11 +146,11 @@ async def hand_over(deps: WorkerDeps, job_id: int, lane: str) -> int | None:
 
 async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
     deps: WorkerDeps = ctx["deps"]
-    lane: str = ctx.get("lane", "bulk")
+    lane: Lane = ctx.get("lane", Lane.BULK)
     settings = deps.settings
     deadline = time.monotonic() + settings.job_slice_seconds
     totals = {"sent": 0, "failed": 0, "retried": 0}
-    transactional = lane == "transactional"
+    transactional = lane == Lane.TRANSACTIONAL
     while True:
         if deps.draining.is_set() or time.monotonic() >= deadline:
             await hand_over(deps, job_id, lane)
@@ -168,7 +170,7 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
             final, retries = await send_chunk(deps, claimed)
             result = await record(deps.engine, deps.redis, settings.queue_name, final, retries,
                                   settings.job_batch_size)  # fmt: skip
-        sent = sum(1 for o in final if o.status == "sent")
+        sent = sum(1 for o in final if o.status == MessageStatus.SENT)
         totals["sent"] += sent
         totals["failed"] += len(final) - sent
         totals["retried"] += len(retries)

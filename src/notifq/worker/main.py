@@ -26,6 +26,7 @@ from notifq.db.engine import COMMAND_TIMEOUT_SECONDS, create_engine
 from notifq.providers.factory import ProviderFactory
 from notifq.queue import DELIVER_FUNCTION, LANES, lane_queue
 from notifq.settings import Settings
+from notifq.vocabulary import Lane
 from notifq.worker.breaker import CircuitBreaker
 from notifq.worker.delivery import deliver_batch
 from notifq.worker.deps import WorkerDeps
@@ -40,7 +41,7 @@ TRANSACTIONAL_JOBS = 16
 # 8 serve 16 jobs; beyond that a job waits for a pooled connection (never opens a new one).
 # +3: the scheduler, and the reconciler (which records outcomes while holding its lock).
 TRANSACTIONAL_DB_SLOTS = 8
-POLL_DELAY = {"transactional": 0.01, "bulk": 0.05}
+POLL_DELAY = {Lane.TRANSACTIONAL: 0.01, Lane.BULK: 0.05}
 
 
 class WorkerRuntime:
@@ -74,7 +75,7 @@ class WorkerRuntime:
                 queue_name=lane_queue(s.queue_name, lane),
                 redis_settings=RedisSettings.from_dsn(s.redis_url),
                 ctx={"deps": deps, "lane": lane},
-                max_jobs=TRANSACTIONAL_JOBS if lane == "transactional" else s.worker_jobs,
+                max_jobs=TRANSACTIONAL_JOBS if lane == Lane.TRANSACTIONAL else s.worker_jobs,
                 job_timeout=s.job_timeout,
                 keep_result=0,
                 poll_delay=POLL_DELAY[lane],

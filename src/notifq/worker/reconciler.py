@@ -26,6 +26,7 @@ from notifq.db import campaigns_repo, idempotency_repo, messages_repo
 from notifq.db.messages_repo import Outcome
 from notifq.idempotency import KEY_TTL_SECONDS
 from notifq.queue import BatchJob, enqueue_batches, missing_jobs
+from notifq.vocabulary import Event, MessageStatus
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.recording import Retry, record
 
@@ -65,10 +66,11 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
     retries: list[Retry] = []
     for m in expired:
         if m.attempts >= settings.max_attempts:
-            final.append(Outcome(m.id, m.attempts, "failed", "worker lost during the last attempt; outcome unknown",
-                                 event="lost"))  # fmt: skip
+            final.append(Outcome(m.id, m.attempts, MessageStatus.FAILED,
+                                 "worker lost during the last attempt; outcome unknown", event=Event.LOST))  # fmt: skip
         else:
-            lost_attempt = Outcome(m.id, m.attempts, "queued", "worker lost during the attempt", event="lost")
+            lost_attempt = Outcome(m.id, m.attempts, MessageStatus.QUEUED, "worker lost during the attempt",
+                                   event=Event.LOST)  # fmt: skip
             retries.append(Retry(lost_attempt, 0.0, m.campaign_id, m.priority))
     # The outcome guard (same attempt, still `sending`) makes a concurrent second round a no-op.
     await record(deps.engine, deps.redis, settings.queue_name, final, retries, settings.job_batch_size)

@@ -19,6 +19,7 @@ from notifq.db import messages_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.messages_repo import Outcome
 from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches
+from notifq.vocabulary import Lane, MessageStatus
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Retry:
     outcome: Outcome
     delay: float
     campaign_id: uuid.UUID | None
-    lane: str = "bulk"
+    lane: str = Lane.BULK
 
 
 async def record(
@@ -55,7 +56,7 @@ async def record(
         # Losing these outcomes would mean sending the messages again: a deadlock is retried.
         result = await retry_deadlocks(lambda: messages_repo.record_outcomes(conn, outcomes))
     pipe = redis.pipeline(transaction=False)
-    sent = sum(1 for o in final if o.status == "sent")
+    sent = sum(1 for o in final if o.status == MessageStatus.SENT)
     if sent:
         key = f"{SENT_RATE_KEY}{int(time.time())}"
         pipe.incrby(key, sent)
