@@ -68,10 +68,11 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _message(error: Mapping[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+def _message(error: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
     """notifq's wording for pydantic's error types (the existing API's messages, kept)."""
     kind, ctx = error["type"], error.get("ctx") or {}
-    details: dict[str, Any] = {"field": name}
+    name = where or "the request body"
+    details: dict[str, Any] = {"field": where} if where else {}
     if kind == "missing":
         return f"`{name}` is required", details
     if kind == "string_type":
@@ -95,12 +96,14 @@ def _message(error: Mapping[str, Any], name: str) -> tuple[str, dict[str, Any]]:
         words = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "more than",
                  "less_than": "less than"}[kind]  # fmt: skip
         return f"`{name}` must be {words} {bound}", details
-    if kind in ("too_short", "too_long"):
-        return f"`{name}` has the wrong number of items", details
+    if kind == "too_short":
+        return f"`{name}` must hold at least {ctx.get('min_length')} items", {**details, "min": ctx.get("min_length")}
+    if kind == "too_long":
+        return f"`{name}` must hold at most {ctx.get('max_length')} items", {**details, "max": ctx.get("max_length")}
     if kind in ("list_type", "tuple_type"):
         return f"`{name}` must be a list", details
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"`{name or 'the request body'}` must be a JSON object", details
+        return f"`{name}` must be a JSON object", details
     if kind == "string_pattern_mismatch":
         return f"`{name}` has an invalid format", details
     if kind in ("uuid_type", "uuid_parsing"):
