@@ -1,8 +1,12 @@
-"""Admin passwords (bcrypt), bearer tokens (JWT HS256, algorithm pinned) and login throttling."""
+"""Admin passwords (bcrypt), bearer tokens (JWT HS256, algorithm pinned), revocation and login throttling."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import math
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,14 +15,25 @@ from datetime import UTC, datetime
 import bcrypt
 import jwt
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.db import admins_repo
 from notifq.errors import TooManyAttempts, Unauthorized, ValidationError
 
 ALGORITHM = "HS256"
 BCRYPT_MAX_BYTES = 72
-# A real hash of a random password: verifying against it when the account does not exist
-# costs the same time as a real check, so response times do not reveal which emails exist.
-_DUMMY_HASH = bcrypt.hashpw(uuid.uuid4().bytes, bcrypt.gensalt(rounds=10))
+BCRYPT_ROUNDS = 12  # real hashes and the dummy one alike: login time must not tell which emails exist
+REVOCATION_REFRESH_SECONDS = 2.0  # how long another API process may still accept a revoked token
+
+
+@functools.cache
+def dummy_hash() -> bytes:
+    """A real hash of a random password, checked when the account does not exist.
+
+    Same cost as a real one, so response times do not reveal which emails are admins.
+    Made on first use rather than at import (0.25 s of bcrypt); the app makes it at start.
+    """
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=BCRYPT_ROUNDS))
 
 
 def check_password_length(password: str) -> bytes:
@@ -34,15 +49,18 @@ def check_password_length(password: str) -> bytes:
 
 
 def hash_password(password: str) -> str:
-    return bcrypt.hashpw(check_password_length(password), bcrypt.gensalt(rounds=12)).decode()
+    return bcrypt.hashpw(check_password_length(password), bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode()
 
 
 def verify_password(password: str, password_hash: str | None) -> bool:
     raw = check_password_length(password)
     if password_hash is None:
-        bcrypt.checkpw(raw, _DUMMY_HASH)
+        bcrypt.checkpw(raw, dummy_hash())
         return False
     return bcrypt.checkpw(raw, password_hash.encode())
+
+
+# --- tokens ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -51,54 +69,209 @@ class IssuedToken:
     expires_at: datetime
 
 
-def issue_token(secret: str, issuer: str, subject: str, ttl_seconds: int, now: float | None = None) -> IssuedToken:
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a verified token says: whose it is, its id (for logout) and its admin's generation then."""
+
+    admin_id: uuid.UUID
+    jti: str
+    generation: int
+    exp: int  # seconds since the epoch
+
+
+def issue_token(
+    secret: str, issuer: str, subject: str, ttl_seconds: int, now: float | None = None, generation: int = 0
+) -> IssuedToken:
     iat = int(now if now is not None else time.time())
     exp = iat + ttl_seconds
-    token = jwt.encode({"sub": subject, "iss": issuer, "iat": iat, "exp": exp}, secret, algorithm=ALGORITHM)
+    claims = {"sub": subject, "iss": issuer, "iat": iat, "exp": exp, "jti": uuid.uuid4().hex, "gen": generation}
+    token = jwt.encode(claims, secret, algorithm=ALGORITHM)
     return IssuedToken(token=token, expires_at=datetime.fromtimestamp(exp, tz=UTC))
 
 
-def verify_token(secret: str, issuer: str, token: str) -> str:
-    """Return the subject; any defect (expired, tampered, alg=none, missing claim) is a 401."""
+def verify_token(secret: str, issuer: str, token: str) -> TokenClaims:
+    """The token's claims; any defect (expired, tampered, alg=none, missing claim) is a 401.
+
+    Only the signature and the claims: whether the token was revoked since is `AdminSessions.check`.
+    """
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], issuer=issuer,
-            options={"require": ["exp", "iat", "sub", "iss"]},
+            options={"require": ["exp", "iat", "sub", "iss", "jti", "gen"]},
         )  # fmt: skip
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("invalid token") from None
-    return str(claims["sub"])
+    jti, generation = claims["jti"], claims["gen"]
+    if not isinstance(jti, str) or not jti or type(generation) is not int:
+        raise Unauthorized("invalid token")
+    try:
+        admin_id = uuid.UUID(str(claims["sub"]))
+    except ValueError:
+        raise Unauthorized("invalid token") from None
+    return TokenClaims(admin_id, jti, generation, int(claims["exp"]))
+
+
+class AdminSessions:
+    """Which signed tokens still count, per API process: revocation without a query per request.
+
+    PostgreSQL is the truth (`admins.token_generation`, `revoked_tokens`); each process keeps
+    a copy of every admin's generation and of the unexpired revoked token ids, loaded again
+    by the first request after `REVOCATION_REFRESH_SECONDS` (one request in 2 s pays two
+    small queries, the others a few dict lookups). A revoked token therefore lives at most
+    that long on other API processes, and not at all on the process that handled its
+    logout, which adds it to its own copy at once. An admin missing from the copy (created
+    since the last load) is looked up by id once until the next load.
+
+    Why not Redis, one key per revoked token, checked in the send's existing pipeline: every
+    other endpoint would gain a Redis round trip, the check would have to be threaded into
+    each service's pipeline, a deleted admin or a password change still needs PostgreSQL, and
+    Redis may lose everything (a flushed Redis would resurrect logged-out tokens). Measured
+    (2026-12-01, warm copy, 20,000 calls): `require_admin` 43 µs of CPU, of which the JWT
+    is 41 µs and this check 2.5 µs (34 µs before jti/gen, so ~9 µs more in all, under 1 % of
+    the ~1.06 ms a single send costs the API); a due load takes ~0.6 ms, once per 2 s.
+
+    If PostgreSQL does not answer a due load, the request fails like any other (503): the
+    copy is never trusted past its age.
+    """
+
+    def __init__(self, engine: AsyncEngine, refresh_seconds: float = REVOCATION_REFRESH_SECONDS) -> None:
+        self.engine = engine
+        self.refresh_seconds = refresh_seconds
+        self._generations: dict[uuid.UUID, int | None] = {}  # None: looked up, no such admin
+        self._revoked: set[str] = set()
+        self._loaded_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def check(self, claims: TokenClaims) -> None:
+        if time.monotonic() - self._loaded_at >= self.refresh_seconds:
+            await self._load()
+        try:
+            generation = self._generations[claims.admin_id]
+        except KeyError:
+            generation = await self._lookup(claims.admin_id)
+        if generation != claims.generation or claims.jti in self._revoked:
+            raise Unauthorized("token revoked")
+
+    async def revoke(self, claims: TokenClaims) -> None:
+        """Logout: recorded in PostgreSQL for every process, refused by this one from now on."""
+        async with self.engine.begin() as conn:
+            expires_at = datetime.fromtimestamp(claims.exp, tz=UTC)
+            await admins_repo.revoke(conn, claims.jti, claims.admin_id, expires_at)
+        self._revoked.add(claims.jti)
+
+    async def _load(self) -> None:
+        async with self._lock:
+            started = time.monotonic()
+            if started - self._loaded_at < self.refresh_seconds:
+                return  # another request loaded it while this one waited
+            async with self.engine.connect() as conn:
+                generations = await admins_repo.generations(conn)
+                revoked = await admins_repo.revoked(conn)
+            self._generations = dict(generations)
+            self._revoked = revoked
+            self._loaded_at = started
+
+    async def _lookup(self, admin_id: uuid.UUID) -> int | None:
+        async with self.engine.connect() as conn:
+            generation = await admins_repo.generation(conn, admin_id)
+        self._generations[admin_id] = generation
+        return generation
+
+
+# --- login throttling -----------------------------------------------------------------------------
+
+# Each key is a hash: `failed` (wrong passwords in the window) and `pending` (attempts whose
+# bcrypt check is running). An attempt may start only while failed + pending < max for every
+# key, so parallel guesses cannot all pass a check made before any of them had failed.
+_RESERVE = """
+local max = tonumber(ARGV[1])
+local busy = false
+for _, key in ipairs(KEYS) do
+  local failed = tonumber(redis.call("HGET", key, "failed") or "0")
+  local pending = tonumber(redis.call("HGET", key, "pending") or "0")
+  if failed >= max then
+    return {"locked", redis.call("TTL", key)}
+  end
+  if failed + pending >= max then
+    busy = true
+  end
+end
+if busy then
+  return {"busy", 0}
+end
+for _, key in ipairs(KEYS) do
+  redis.call("HINCRBY", key, "pending", 1)
+  redis.call("EXPIRE", key, ARGV[2], "NX")
+end
+return {"ok", 0}
+"""
+# The attempt's outcome (ARGV[1]): "failed" turns its pending slot into a failure and starts the
+# window again; "succeeded" deletes the account's key (KEYS[1]) and frees the address's slot;
+# "released" only frees the slots. A hash whose last field goes is deleted by Redis itself.
+_SETTLE = """
+for i, key in ipairs(KEYS) do
+  if ARGV[1] == "succeeded" and i == 1 then
+    redis.call("DEL", key)
+  else
+    if redis.call("HEXISTS", key, "pending") == 1 and redis.call("HINCRBY", key, "pending", -1) <= 0 then
+      redis.call("HDEL", key, "pending")
+    end
+    if ARGV[1] == "failed" then
+      redis.call("HINCRBY", key, "failed", 1)
+      redis.call("EXPIRE", key, ARGV[2])
+    end
+  end
+end
+return 0
+"""
+RESERVE_WAIT_SECONDS = 5.0  # how long an attempt waits for others' bcrypt checks before a 429
+RESERVE_POLL_SECONDS = 0.05
 
 
 class LoginThrottle:
-    """Counts failed logins per account and per client address in Redis (shared by every API process)."""
+    """Counts failed logins per account and per client address in Redis (shared by every API process).
+
+    Past `max_failures` in the window the answer is 429. Attempts in flight count against the
+    limit until they end, so of N simultaneous wrong guesses at most `max_failures` reach
+    bcrypt and the rest get 429; an attempt that finds the remaining slots taken by checks
+    still running waits for them (right passwords in parallel all get in, a few at a time).
+    """
 
     def __init__(self, redis: Redis, max_failures: int, lockout_seconds: int) -> None:
         self.redis = redis
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
+        self._reserve = redis.register_script(_RESERVE)
+        self._settle = redis.register_script(_SETTLE)
 
     @staticmethod
     def _keys(email: str, address: str) -> list[str]:
         digest = hashlib.sha256(email.lower().encode()).hexdigest()[:32]
         return [f"notifq:login:acct:{digest}", f"notifq:login:addr:{address}"]
 
-    async def check(self, email: str, address: str) -> None:
+    async def reserve(self, email: str, address: str) -> None:
+        """Take a slot for one attempt (then `failed`, `succeeded` or `release`); 429 when locked out."""
         keys = self._keys(email, address)
-        values = await self.redis.mget(keys)
-        for key, value in zip(keys, values, strict=True):
-            if value is not None and int(value) >= self.max_failures:
-                ttl = await self.redis.ttl(key)
+        deadline = time.monotonic() + RESERVE_WAIT_SECONDS
+        while True:
+            raw_state, ttl = await self._reserve(keys=keys, args=[self.max_failures, self.lockout_seconds])
+            state = raw_state.decode() if isinstance(raw_state, bytes) else raw_state
+            if state == "ok":
+                return
+            if state == "locked" or time.monotonic() >= deadline:
                 raise TooManyAttempts("too many failed logins; try again later", max(int(ttl), 1))
+            await asyncio.sleep(RESERVE_POLL_SECONDS)
 
     async def failed(self, email: str, address: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for key in self._keys(email, address):
-            pipe.incr(key)
-            pipe.expire(key, self.lockout_seconds)
-        await pipe.execute()
+        """The attempt's password was wrong: one more failure, and the lockout window starts again."""
+        await self._settle(keys=self._keys(email, address), args=["failed", self.lockout_seconds])
 
     async def succeeded(self, email: str, address: str) -> None:
-        await self.redis.delete(self._keys(email, address)[0])
+        """The right password: the account's failures are forgotten, the address's are kept."""
+        await self._settle(keys=self._keys(email, address), args=["succeeded", self.lockout_seconds])
+
+    async def release(self, email: str, address: str) -> None:
+        """The attempt got no answer (PostgreSQL down, say): it does not count."""
+        await self._settle(keys=self._keys(email, address), args=["released", self.lockout_seconds])

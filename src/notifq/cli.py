@@ -7,11 +7,16 @@ import asyncio
 import getpass
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from notifq.errors import ConfigError, ValidationError
+from notifq.errors import ConfigError, NotifqError
 from notifq.logs import setup_logging
 from notifq.runtime import dev_jwt_secret, with_server_urls
 from notifq.settings import Settings, load_settings, require_jwt_secret
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 def _settings() -> Settings:
@@ -43,8 +48,11 @@ def cmd_api(args: argparse.Namespace) -> None:
         sys.exit(f"notifq: {exc.message}")
     setup_logging(settings.log_format)
     # log_config=None: uvicorn's loggers propagate to our (JSON, redacting) root handler.
+    # proxy_headers=False: uvicorn otherwise believes X-Forwarded-For from 127.0.0.1, so a local
+    # client could name any address and never meet the per-address login lockout.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", log_config=None,
-                access_log=args.access_log, log_level="info", timeout_graceful_shutdown=10)  # fmt: skip
+                access_log=args.access_log, log_level="info", timeout_graceful_shutdown=10,
+                proxy_headers=False)  # fmt: skip
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -68,11 +76,8 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print("database is at the latest migration")
 
 
-def cmd_create_admin(args: argparse.Namespace) -> None:
-    from notifq.admins import set_admin
-    from notifq.db.engine import create_engine
-
-    settings = _resolved(_settings())
+def _read_password() -> str:
+    """From a prompt (typed twice) on a terminal, else one line of stdin."""
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")
         if password != getpass.getpass("again: "):
@@ -81,20 +86,50 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
         password = sys.stdin.readline().rstrip("\n")
     if not password:
         sys.exit("notifq: empty password")
+    return password
+
+
+def _run_admin_change(change: Callable[[AsyncEngine], Awaitable[None]]) -> None:
+    """Run one change to the admins table with a one-connection engine; its errors end the command."""
+    from notifq.db.engine import create_engine
+
+    settings = _resolved(_settings())
 
     async def run() -> None:
         assert settings.database_url
         engine = create_engine(settings.database_url, pool_size=1)
         try:
-            await set_admin(engine, args.email, password)
+            await change(engine)
         finally:
             await engine.dispose()
 
     try:
         asyncio.run(run())
-    except (ValueError, ValidationError) as exc:
+    except (ValueError, NotifqError) as exc:
         sys.exit(f"notifq: {exc}")
+
+
+def cmd_create_admin(args: argparse.Namespace) -> None:
+    from notifq.admins import set_admin
+
+    password = _read_password()
+    _run_admin_change(lambda engine: set_admin(engine, args.email, password))
     print(f"admin {args.email} saved")
+
+
+def cmd_set_password(args: argparse.Namespace) -> None:
+    from notifq.admins import set_password
+
+    password = _read_password()
+    _run_admin_change(lambda engine: set_password(engine, args.email, password))
+    print(f"password of {args.email} changed; its tokens are revoked")
+
+
+def cmd_delete_admin(args: argparse.Namespace) -> None:
+    from notifq.admins import delete_admin
+
+    _run_admin_change(lambda engine: delete_admin(engine, args.email))
+    print(f"admin {args.email} deleted; its tokens are revoked")
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -125,6 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("create-admin", help="create an admin or reset its password (password from prompt or stdin)")
     p.add_argument("email")
     p.set_defaults(func=cmd_create_admin)
+    p = sub.add_parser("set-password", help="change an admin's password and revoke its tokens (prompt or stdin)")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_set_password)
+    p = sub.add_parser("delete-admin", help="delete an admin and revoke its tokens")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_delete_admin)
     p = sub.add_parser("scale", help="set the number of workers of the running `notifq dev` stack")
     p.add_argument("workers", type=int)
     p.set_defaults(func=cmd_scale)
