@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.db import admins_repo
 from notifq.errors import TooManyAttempts, Unauthorized, ValidationError
+from notifq.keys import RedisKeys
 
 ALGORITHM = "HS256"
 BCRYPT_MAX_BYTES = 72
@@ -239,17 +240,17 @@ class LoginThrottle:
     still running waits for them (right passwords in parallel all get in, a few at a time).
     """
 
-    def __init__(self, redis: Redis, max_failures: int, lockout_seconds: int) -> None:
+    def __init__(self, redis: Redis, max_failures: int, lockout_seconds: int, keys: RedisKeys) -> None:
         self.redis = redis
+        self.keys = keys
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
 
-    @staticmethod
-    def _keys(email: str, address: str) -> list[str]:
+    def _keys(self, email: str, address: str) -> list[str]:
         digest = hashlib.sha256(email.lower().encode()).hexdigest()[:32]
-        return [f"notifq:login:acct:{digest}", f"notifq:login:addr:{address}"]
+        return [self.keys.login_account(digest), self.keys.login_address(address)]
 
     async def reserve(self, email: str, address: str) -> None:
         """Take a slot for one attempt (then `failed`, `succeeded` or `release`); 429 when locked out."""

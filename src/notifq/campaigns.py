@@ -28,7 +28,8 @@ from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import MessageRow
 from notifq.errors import Conflict, NotFound, Unauthorized, ValidationError
 from notifq.idempotency import Ticket
-from notifq.queue import BatchJob, enqueue_batches
+from notifq.keys import RedisKeys
+from notifq.queue import BatchJob, enqueue_batches, enqueue_released
 from notifq.settings import Settings
 from notifq.validation import CampaignRequest, is_ascii_number
 from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, Channel, Event, MessageStatus
@@ -78,16 +79,13 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
         raise ValidationError("malformed cursor", {"field": "cursor"}) from None
 
 
-async def enqueue_released(redis: Redis, queue_name: str, released: Iterable[Released]) -> None:
-    await enqueue_batches(redis, queue_name, (BatchJob(r.job_id, lane=r.priority) for r in released))
-
-
 class CampaignService:
     def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings, reads: AsyncEngine | None = None) -> None:
         """`reads`: an autocommit engine for single SELECTs (no BEGIN/ROLLBACK around a poll)."""
         self.engine = engine
         self.reads = reads or engine
         self.redis = redis
+        self.keys = RedisKeys.from_settings(settings)
         self.settings = settings
         self._timelines: dict[tuple[uuid.UUID, datetime], tuple[int, list[campaigns_repo.TimelinePoint]]] = {}
 
@@ -125,7 +123,7 @@ class CampaignService:
 
     async def _enqueue(self, campaign_id: uuid.UUID, job_ids: list[int]) -> bool:
         try:
-            await enqueue_batches(self.redis, self.settings.queue_name, (BatchJob(j) for j in job_ids))
+            await enqueue_batches(self.redis, self.keys, (BatchJob(j) for j in job_ids))
             async with self.engine.begin() as conn:
                 await campaigns_repo.mark_enqueued(conn, [campaign_id])
         except Exception:
@@ -214,7 +212,7 @@ class CampaignService:
 
         count, released = await self._in_transaction(work)
         if released:
-            await enqueue_released(self.redis, self.settings.queue_name, released)
+            await enqueue_released(self.redis, self.keys, released)
         return count
 
     async def _confirm(self, conn: AsyncConnection, campaign_id: uuid.UUID, allowed: Statuses, action: str,
@@ -272,5 +270,5 @@ class CampaignService:
 
         row, released = await self._in_transaction(work)
         if released:
-            await enqueue_released(self.redis, self.settings.queue_name, released)
+            await enqueue_released(self.redis, self.keys, released)
         return row

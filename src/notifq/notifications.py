@@ -8,7 +8,6 @@ workers poll apart from bulk work, so an OTP never waits behind a newsletter.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifq.campaigns import MAX_BIGINT, REQUEUE_LIMIT, enqueue_released
+from notifq import telemetry
+from notifq.campaigns import MAX_BIGINT, REQUEUE_LIMIT
 from notifq.db import lifecycle, messages_repo, notifications_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.lifecycle import Released
@@ -27,11 +27,11 @@ from notifq.db.notifications_repo import NewNotification
 from notifq.db.transitions import sql_in
 from notifq.errors import Conflict, NotFound, ValidationError
 from notifq.idempotency import Ticket
-from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches, queue_depth
+from notifq.keys import RedisKeys
+from notifq.queue import BatchJob, announce_transactional, enqueue_batches, enqueue_released, queue_depth
 from notifq.settings import Settings
 from notifq.validation import NotificationRequest, is_ascii_number
 from notifq.vocabulary import CampaignStatus, Event, Lane, MessageStatus
-from notifq.worker.priority import announce
 
 log = logging.getLogger("notifq.api")
 _COMPLETED = sql_in((CampaignStatus.COMPLETED, CampaignStatus.COMPLETED_WITH_FAILURES))
@@ -66,6 +66,7 @@ class NotificationService:
         self.sends = sends
         self.reads = reads
         self.redis = redis
+        self.keys = RedisKeys.from_settings(settings)
         self.settings = settings
 
     async def create(
@@ -75,7 +76,7 @@ class NotificationService:
         # transactional send the check is the flag itself, which makes the workers' bulk work
         # give way at once; the job follows in one pipeline after the commit.
         if any(r.priority == Lane.TRANSACTIONAL and r.send_at is None for r in requests):
-            await announce(self.redis)
+            await announce_transactional(self.redis, self.keys)
         else:
             await self.redis.ping()
         # One batch per lane and schedule, so a bulk or scheduled item never delays a transactional one.
@@ -99,7 +100,7 @@ class NotificationService:
         if due:
             jobs = [BatchJob(job, lane=lane) for job, lane in sorted(due)]
             try:
-                await enqueue_batches(self.redis, self.settings.queue_name, jobs)
+                await enqueue_batches(self.redis, self.keys, jobs)
             except Exception:
                 # Committed already: the reconciler enqueues them once Redis answers (after
                 # NOTIFQ_RECONCILE_GRACE), so the answer stays 202; late, never lost.
@@ -190,7 +191,7 @@ class NotificationService:
 
         count, released = await retry_deadlocks(attempt)
         if released:
-            await enqueue_released(self.redis, self.settings.queue_name, released)
+            await enqueue_released(self.redis, self.keys, released)
         return count
 
     async def stats(self) -> dict[str, Any]:
@@ -201,15 +202,13 @@ class NotificationService:
         for channel, status, n in counts:
             by_status[status] += n
             by_channel[channel][status] = n
-        now = int(time.time())
-        window = [f"{SENT_RATE_KEY}{s}" for s in range(now - 59, now + 1)]  # the current second included
-        sent_last_minute = sum(int(v) for v in await self.redis.mget(window) if v)
+        sent_last_minute = await telemetry.sent_last_minute(self.redis, self.keys)
         return {
             "byStatus": dict(by_status),
             "byChannel": {c: dict(s) for c, s in by_channel.items()},
             "sentLastMinute": sent_last_minute,
             "sendRatePerSecond": round(sent_last_minute / 60, 2),
-            "queueDepth": await queue_depth(self.redis, self.settings.queue_name),
+            "queueDepth": await queue_depth(self.redis, self.keys),
         }
 
 

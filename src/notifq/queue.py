@@ -1,10 +1,11 @@
-"""The Redis side of delivery: arq jobs that each name one batch of messages.
+"""The Redis side of delivery: the client, and arq jobs that each name one batch of messages.
 
 A job's only argument is its batch number (`messages.job_id`), so the payload stays a
 few bytes whatever the batch size, and PostgreSQL stays the one place that knows which
 messages a job covers. Jobs are written with arq's own key layout (job key + queue ZADD,
 exactly what `ArqRedis.enqueue_job` writes) but pipelined a thousand at a time: one
 `enqueue_job` costs three round trips (~2,000 jobs/s), a pipeline ~70,000 jobs/s.
+Every key name comes from `RedisKeys` (keys.py).
 """
 
 from __future__ import annotations
@@ -12,29 +13,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
+from notifq.keys import RedisKeys
 from notifq.vocabulary import Lane
 
 DELIVER_FUNCTION = "deliver_batch"
-SENT_RATE_KEY = "notifq:rate:sent:"  # + epoch second: workers INCRBY per chunk, GET /stats sums a minute
 JOB_EXPIRY_MS = 7 * 24 * 3600 * 1000  # a backlog may wait long; the reconciler covers expiry anyway
 PIPELINE_SIZE = 1000
-
-
-def job_name(job_id: int) -> str:
-    return f"nq{job_id}"
-
-
 LANES = tuple(Lane)
+TRANSACTIONAL_ACTIVE_MS = 1000  # the flag outlives the last transactional send by this much
 
 
-def lane_queue(queue_name: str, lane: str) -> str:
-    """Transactional sends have their own arq queue, which workers poll apart from bulk work."""
-    return queue_name if lane == Lane.BULK else f"{queue_name}:{lane}"
+def redis_client(url: str) -> Redis:
+    """The API's and the workers' client: bounded connect and command times, idle connections checked."""
+    client: Redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
+    return client
 
 
 @dataclass(frozen=True)
@@ -44,21 +42,28 @@ class BatchJob:
     lane: Lane = Lane.BULK
 
 
-async def enqueue_batches(redis: Redis, queue_name: str, jobs: Iterable[BatchJob]) -> int:
-    """Write arq jobs in pipelines; an existing job key is left alone (SET NX), as arq does.
+class Due(Protocol):
+    """A batch that now has queued messages (db.lifecycle.Released)."""
 
-    `queue_name` is the base name; each job goes to its lane's queue.
-    """
+    @property
+    def job_id(self) -> int: ...
+
+    @property
+    def priority(self) -> Lane: ...
+
+
+async def enqueue_batches(redis: Redis, keys: RedisKeys, jobs: Iterable[BatchJob]) -> int:
+    """Write arq jobs in pipelines, each to its lane's queue; an existing job key is kept (SET NX), as arq does."""
     now_ms = int(time.time() * 1000)
     count = 0
     pipe = redis.pipeline(transaction=False)
     pending = 0
     for job in jobs:
-        name = job_name(job.job_id)
+        name = keys.job_id(job.job_id)
         score = now_ms + int(job.defer_seconds * 1000)
         payload = serialize_job(DELIVER_FUNCTION, (job.job_id,), {}, None, now_ms)
         pipe.set(job_key_prefix + name, payload, px=JOB_EXPIRY_MS + (score - now_ms), nx=True)
-        pipe.zadd(lane_queue(queue_name, job.lane), {name: score}, nx=True)
+        pipe.zadd(keys.lane_queue(job.lane), {name: score}, nx=True)
         pending += 1
         count += 1
         if pending >= PIPELINE_SIZE:
@@ -69,20 +74,32 @@ async def enqueue_batches(redis: Redis, queue_name: str, jobs: Iterable[BatchJob
     return count
 
 
-async def missing_jobs(redis: Redis, job_ids: Sequence[int]) -> list[int]:
+async def enqueue_released(redis: Redis, keys: RedisKeys, released: Iterable[Due]) -> int:
+    """Jobs for batches a transition queued (resumed, released at their sendAt, retried, redriven)."""
+    return await enqueue_batches(redis, keys, (BatchJob(r.job_id, lane=r.priority) for r in released))
+
+
+async def missing_jobs(redis: Redis, keys: RedisKeys, job_ids: Sequence[int]) -> list[int]:
     """The batches that have neither a queued job nor a running one in Redis."""
     if not job_ids:
         return []
     pipe = redis.pipeline(transaction=False)
     for job_id in job_ids:
-        name = job_name(job_id)
+        name = keys.job_id(job_id)
         pipe.exists(job_key_prefix + name, in_progress_key_prefix + name)
     found = await pipe.execute()
     return [job_id for job_id, n in zip(job_ids, found, strict=True) if not n]
 
 
-async def queue_depth(redis: Redis, queue_name: str) -> dict[str, int]:
+async def queue_depth(redis: Redis, keys: RedisKeys) -> dict[Lane, int]:
+    """arq jobs (batches) waiting per lane."""
     pipe = redis.pipeline(transaction=False)
     for lane in LANES:
-        pipe.zcard(lane_queue(queue_name, lane))
+        pipe.zcard(keys.lane_queue(lane))
     return dict(zip(LANES, (int(n) for n in await pipe.execute()), strict=True))
+
+
+async def announce_transactional(redis: Redis, keys: RedisKeys) -> None:
+    """Called for every due transactional send: workers' bulk work gives way while the flag lives
+    (worker/priority.py). Also the send's check that Redis answers, before anything is written."""
+    await redis.set(keys.transactional_active, b"1", px=TRANSACTIONAL_ACTIVE_MS)

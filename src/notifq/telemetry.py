@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-WORKERS_KEY = "notifq:workers"  # sorted set: worker id -> last heartbeat (epoch seconds)
-WORKER_KEY = "notifq:worker:"  # + id: hash of the worker's latest heartbeat
-METRICS_KEY = "notifq:metrics"  # hash of cluster-wide counters (see field names below)
+from notifq.keys import RedisKeys
+
 HEARTBEAT_SECONDS = 1.0
 LIVENESS_SECONDS = 5.0
 FORGET_SECONDS = 3600.0  # dead ids are pruned from the sorted set after this long
@@ -65,7 +64,7 @@ class WorkerBeat:
                    sent=int(d["sent"]), failed=int(d["failed"]), retried=int(d["retried"]))  # fmt: skip
 
 
-async def live_workers(redis: Redis) -> list[WorkerBeat]:
+async def live_workers(redis: Redis, keys: RedisKeys) -> list[WorkerBeat]:
     """Workers whose heartbeat hash still exists; also forgets ids silent for an hour.
 
     Liveness is the hash's TTL (LIVENESS_SECONDS, renewed by every beat), kept by Redis:
@@ -73,20 +72,27 @@ async def live_workers(redis: Redis) -> list[WorkerBeat]:
     whose clocks disagree by seconds. The sorted set only enumerates them.
     """
     pipe = redis.pipeline(transaction=False)
-    pipe.zremrangebyscore(WORKERS_KEY, "-inf", time.time() - FORGET_SECONDS)
-    pipe.zrange(WORKERS_KEY, 0, -1)
+    pipe.zremrangebyscore(keys.workers, "-inf", time.time() - FORGET_SECONDS)
+    pipe.zrange(keys.workers, 0, -1)
     _, ids = await pipe.execute()
     if not ids:
         return []
     pipe = redis.pipeline(transaction=False)
     for worker_id in ids:
-        pipe.hgetall(WORKER_KEY + worker_id.decode())
+        pipe.hgetall(keys.worker(worker_id.decode()))
     beats = [WorkerBeat.from_hash(raw) for raw in await pipe.execute() if raw]
     return sorted(beats, key=lambda b: (b.host, b.pid, b.id))
 
 
-async def metric_counters(redis: Redis) -> dict[str, float]:
+async def metric_counters(redis: Redis, keys: RedisKeys) -> dict[str, float]:
     pipe = redis.pipeline(transaction=False)  # a pipeline's execute() is typed plainly awaitable
-    pipe.hgetall(METRICS_KEY)
+    pipe.hgetall(keys.metrics)
     (raw,) = await pipe.execute()
     return {k.decode(): float(v) for k, v in raw.items()}
+
+
+async def sent_last_minute(redis: Redis, keys: RedisKeys) -> int:
+    """Messages sent cluster-wide in the last 60 seconds, the current one included."""
+    now = int(time.time())
+    window = [keys.sent_rate(second) for second in range(now - 59, now + 1)]
+    return sum(int(v) for v in await redis.mget(window) if v)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.db.campaigns_repo import MESSAGE_STATUSES
-from notifq.queue import job_name
+from notifq.keys import RedisKeys
 from notifq.settings import Settings
 from tests.api.support import assert_error, create_campaign
 from tests.harness import assert_counters_match, campaign_row, status_counts
@@ -106,9 +106,9 @@ async def test_create_with_recipients_writes_rows_and_jobs(
         min(settings.job_batch_size, len(RECIPIENTS) - i) for i in range(0, len(RECIPIENTS), settings.job_batch_size)
     )
     assert await redis.zcard(settings.queue_name) == expected_jobs
-    assert await _queued_job_names(redis, settings) == {job_name(j) for j in job_ids}
+    assert await _queued_job_names(redis, settings) == {RedisKeys.from_settings(settings).job_id(j) for j in job_ids}
     for j in set(job_ids):
-        assert await redis.exists(job_key_prefix + job_name(j))
+        assert await redis.exists(job_key_prefix + RedisKeys.from_settings(settings).job_id(j))
 
     row = await campaign_row(engine, body["id"])
     assert row["created_by"] == fast_admin
@@ -445,7 +445,7 @@ async def test_retry_requeues_failed_messages(
 
     new_jobs = {m["job_id"] for m in requeued}
     assert len(new_jobs) == math.ceil(k / settings.job_batch_size)
-    assert await _queued_job_names(redis, settings) == {job_name(j) for j in new_jobs}
+    assert await _queued_job_names(redis, settings) == {RedisKeys.from_settings(settings).job_id(j) for j in new_jobs}
 
     got = (await client.get(f"/campaigns/{created['id']}", headers=fast_auth)).json()
     assert got["status"] == "processing"

@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from notifq.queue import lane_queue
+from notifq.keys import RedisKeys
 from notifq.settings import Settings
+from notifq.vocabulary import Lane
 from tests.api.support import assert_error, create_campaign, row_counts
 from tests.conftest import wait_for
 from tests.harness import running_worker
@@ -47,7 +48,8 @@ async def _messages(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 
 async def _queue_sizes(redis: Redis, settings: Settings) -> dict[str, int]:
-    return {lane: int(await redis.zcard(lane_queue(settings.queue_name, lane))) for lane in ("transactional", "bulk")}
+    keys = RedisKeys.from_settings(settings)
+    return {lane: int(await redis.zcard(keys.lane_queue(lane))) for lane in (Lane.TRANSACTIONAL, Lane.BULK)}
 
 
 async def _assert_nothing_written(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
@@ -325,8 +327,11 @@ async def test_bulk_single_notification_goes_to_the_bulk_lane(
     assert await redis.zcard(settings.queue_name) == 1
     assert await redis.zcard(settings.queue_name + ":transactional") == 1
     jobs = {r["id"]: r["job_id"] for r in await _messages(engine)}
-    assert await redis.zrange(settings.queue_name, 0, -1) == [f"nq{jobs[int(bulk['id'])]}".encode()]
-    assert await redis.zrange(settings.queue_name + ":transactional", 0, -1) == [f"nq{jobs[int(txn['id'])]}".encode()]
+    keys = RedisKeys.from_settings(settings)
+    assert await redis.zrange(settings.queue_name, 0, -1) == [keys.job_id(jobs[int(bulk["id"])]).encode()]
+    assert await redis.zrange(settings.queue_name + ":transactional", 0, -1) == [
+        keys.job_id(jobs[int(txn["id"])]).encode()
+    ]
 
 
 # --- list -----------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_json_format_masks_what_call_sites_pass_by_mistake() -> None:
 async def _has_worker(redis: object) -> bool:
     from redis.asyncio import Redis
 
-    from notifq.telemetry import WORKERS_KEY
+    from notifq.keys import RedisKeys
 
     assert isinstance(redis, Redis)
-    return bool(await redis.zcard(WORKERS_KEY))
+    return bool(await redis.zcard(RedisKeys.for_prefix("notifq").workers))

@@ -13,12 +13,15 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.keys import RedisKeys
 from notifq.settings import Settings
 from notifq.telemetry import LIVENESS_SECONDS, live_workers, metric_counters
 from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.rate_limit import RateLimiter
 from tests.conftest import wait_for
 from tests.harness import finished_campaign, running_worker, spawn_worker, status_counts, stop_process
+
+KEYS = RedisKeys.for_prefix("notifq")
 
 
 async def _workers(client: httpx.AsyncClient, auth: dict[str, str]) -> dict[str, object]:
@@ -159,16 +162,16 @@ async def test_counters_survive_a_failed_publish(redis: Redis) -> None:
     unreachable = Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5)
     try:
         with pytest.raises(RedisConnectionError):
-            await metrics.publish(unreachable, limiter)
+            await metrics.publish(unreachable, KEYS, limiter)
     finally:
         await unreachable.aclose()
     metrics.outcome("sent", "sms", "sns")
-    await metrics.publish(redis, limiter)
-    counters = await metric_counters(redis)
+    await metrics.publish(redis, KEYS, limiter)
+    counters = await metric_counters(redis, KEYS)
     assert counters["count|sent|sms|sns"] == 2
     assert counters["bucket|sms|sns|2"] == 1  # 3 ms falls in the (2.5 ms, 5 ms] bucket
     assert counters["latency_sum|sms|sns"] == pytest.approx(0.003)
-    assert [b.id for b in await live_workers(redis)] == [metrics.id]
+    assert [b.id for b in await live_workers(redis, KEYS)] == [metrics.id]
 
 
 def _closed_port() -> int:

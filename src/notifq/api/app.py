@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -17,13 +16,10 @@ from notifq.api.security_headers import SecurityHeaders
 from notifq.auth import AdminSessions, LoginThrottle, dummy_hash
 from notifq.campaigns import CampaignService
 from notifq.db.engine import READ_POOL_SIZE, SEND_POOL_SIZE, create_engine
+from notifq.keys import RedisKeys
 from notifq.notifications import NotificationService
+from notifq.queue import redis_client
 from notifq.settings import Settings, require_jwt_secret
-
-
-def redis_client(url: str) -> Redis:
-    client: Redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
-    return client
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -48,7 +44,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.redis = redis
         app.state.campaigns = CampaignService(engine, redis, settings, reads=reads)
         app.state.notifications = NotificationService(engine, redis, settings, sends=sends, reads=reads)
-        app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds)
+        app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds,
+                                                 RedisKeys.from_settings(settings))  # fmt: skip
         # Revocation is checked on the send's own pool: a dashboard's slow read never delays it.
         app.state.sessions = AdminSessions(sends)
         await asyncio.to_thread(dummy_hash)  # once per process: the first unknown email costs no more

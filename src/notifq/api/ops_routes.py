@@ -20,6 +20,7 @@ from notifq.api.contract import Operation, Reply, json_reply
 from notifq.api.models.ops import Worker, WorkerQueue, Workers
 from notifq.api.requests import require_admin
 from notifq.db import notifications_repo
+from notifq.keys import RedisKeys
 from notifq.queue import queue_depth
 from notifq.telemetry import LATENCY_BUCKETS, OUTCOMES, WorkerBeat, live_workers, metric_counters
 from notifq.vocabulary import Lane, MessageStatus
@@ -32,9 +33,9 @@ async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
 
 async def workers(request: Request) -> Response:
     await require_admin(request)
-    redis = request.app.state.redis
-    beats = await live_workers(redis)
-    jobs = await queue_depth(redis, request.app.state.settings.queue_name)
+    redis, keys = request.app.state.redis, RedisKeys.from_settings(request.app.state.settings)
+    beats = await live_workers(redis, keys)
+    jobs = await queue_depth(redis, keys)
     by_status: dict[str, int] = defaultdict(int)
     for _, status, n in await _message_counts(request):
         by_status[status] += n
@@ -92,10 +93,10 @@ def _gauge(name: str, doc: str, value: float) -> Metric:
 
 
 async def metrics(request: Request) -> Response:
-    redis = request.app.state.redis
-    counters = await metric_counters(redis)
-    beats: list[WorkerBeat] = await live_workers(redis)
-    jobs = await queue_depth(redis, request.app.state.settings.queue_name)
+    redis, keys = request.app.state.redis, RedisKeys.from_settings(request.app.state.settings)
+    counters = await metric_counters(redis, keys)
+    beats: list[WorkerBeat] = await live_workers(redis, keys)
+    jobs = await queue_depth(redis, keys)
     messages = GaugeMetricFamily("notifq_messages", "Messages by channel and status (PostgreSQL)",
                                  labels=["channel", "status"])  # fmt: skip
     queued = 0

@@ -140,7 +140,7 @@ async def hand_over(deps: WorkerDeps, job_id: int, lane: Lane) -> int | None:
         new_id = (await messages_repo.reserve_job_ids(conn, 1))[0]
         if not await messages_repo.move_queued(conn, job_id, new_id):
             return None
-    await enqueue_batches(deps.redis, deps.settings.queue_name, [BatchJob(new_id, lane=lane)])
+    await enqueue_batches(deps.redis, deps.keys, [BatchJob(new_id, lane=lane)])
     return new_id
 
 
@@ -168,7 +168,7 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
             if not claimed:
                 break
             final, retries = await send_chunk(deps, claimed)
-            result = await record(deps.engine, deps.redis, settings.queue_name, final, retries,
+            result = await record(deps.engine, deps.redis, deps.keys, final, retries,
                                   settings.job_batch_size)  # fmt: skip
         sent = sum(1 for o in final if o.status == MessageStatus.SENT)
         totals["sent"] += sent

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.keys import RedisKeys
 from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings
 from notifq.worker.breaker import CircuitBreaker
@@ -25,6 +26,7 @@ class WorkerDeps:
     settings: Settings
     engine: AsyncEngine
     redis: Redis
+    keys: RedisKeys
     providers: ProviderFactory
     limiter: RateLimiter
     in_flight: asyncio.Semaphore

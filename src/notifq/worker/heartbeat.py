@@ -18,7 +18,7 @@ async def run_heartbeat(deps: WorkerDeps) -> None:
     warned_at = 0.0
     while True:
         try:
-            await deps.metrics.publish(deps.redis, deps.limiter)
+            await deps.metrics.publish(deps.redis, deps.keys, deps.limiter)
         except Exception as exc:
             if time.monotonic() - warned_at > WARN_EVERY_SECONDS:
                 warned_at = time.monotonic()
@@ -29,6 +29,6 @@ async def run_heartbeat(deps: WorkerDeps) -> None:
 async def say_goodbye(deps: WorkerDeps) -> None:
     """The last counters, and leave /workers at once instead of after the liveness window."""
     try:
-        await deps.metrics.publish(deps.redis, deps.limiter, alive=False)
+        await deps.metrics.publish(deps.redis, deps.keys, deps.limiter, alive=False)
     except Exception as exc:
         log.warning("could not publish the final heartbeat: %r", exc)

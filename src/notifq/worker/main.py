@@ -21,10 +21,10 @@ from arq import Worker
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from notifq.api.app import redis_client
 from notifq.db.engine import COMMAND_TIMEOUT_SECONDS, create_engine
+from notifq.keys import RedisKeys
 from notifq.providers.factory import ProviderFactory
-from notifq.queue import DELIVER_FUNCTION, LANES, lane_queue
+from notifq.queue import DELIVER_FUNCTION, LANES, redis_client
 from notifq.settings import Settings
 from notifq.vocabulary import Lane
 from notifq.worker.breaker import CircuitBreaker
@@ -64,6 +64,7 @@ class WorkerRuntime:
                                  pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker", autocommit=True,
                                  pre_ping=True),
             redis=redis_client(s.redis_url),
+            keys=RedisKeys.from_settings(s),
             providers=self.providers(s),
             limiter=RateLimiter(s.rate_limit),
             in_flight=asyncio.Semaphore(s.worker_max_in_flight),
@@ -72,7 +73,7 @@ class WorkerRuntime:
         for lane in LANES:
             self.workers[lane] = Worker(
                 functions=[func(deliver_batch, name=DELIVER_FUNCTION, max_tries=1000)],
-                queue_name=lane_queue(s.queue_name, lane),
+                queue_name=deps.keys.lane_queue(lane),
                 redis_settings=RedisSettings.from_dsn(s.redis_url),
                 ctx={"deps": deps, "lane": lane},
                 max_jobs=TRANSACTIONAL_JOBS if lane == Lane.TRANSACTIONAL else s.worker_jobs,
@@ -86,7 +87,8 @@ class WorkerRuntime:
         self._tasks = [asyncio.create_task(w.async_run(), name=f"arq-{lane}") for lane, w in self.workers.items()]
         self._tasks.append(asyncio.create_task(run_reconciler(deps), name="notifq-reconciler"))
         self._tasks.append(asyncio.create_task(run_scheduler(deps), name="notifq-scheduler"))
-        self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.draining), name="notifq-priority"))
+        self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.keys, deps.draining),
+                                               name="notifq-priority"))  # fmt: skip
         self._tasks.append(asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat"))
         log.info("worker %s started: rate limit %s msg/s, %d bulk + %d transactional jobs at once",
                  deps.metrics.id, s.rate_limit or "unlimited", s.worker_jobs, TRANSACTIONAL_JOBS,

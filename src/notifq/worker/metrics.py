@@ -16,12 +16,10 @@ from collections import Counter, defaultdict, deque
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from notifq.keys import RedisKeys
 from notifq.telemetry import (
     LATENCY_BUCKETS,
     LIVENESS_SECONDS,
-    METRICS_KEY,
-    WORKER_KEY,
-    WORKERS_KEY,
     WorkerBeat,
     bucket_field,
     count_field,
@@ -84,7 +82,7 @@ class WorkerMetrics:
                           last_seen=now, rate=self.rate(now), in_flight=self.in_flight, sent=self.totals["sent"],
                           failed=self.totals["failed"], retried=self.totals["retried"])  # fmt: skip
 
-    async def publish(self, redis: Redis, limiter: RateLimiter, *, alive: bool = True) -> None:
+    async def publish(self, redis: Redis, keys: RedisKeys, limiter: RateLimiter, *, alive: bool = True) -> None:
         """Heartbeat plus every counter increment since the last call, in one round trip."""
         now = time.time()
         pending, sums = self._take_increments()
@@ -93,20 +91,20 @@ class WorkerMetrics:
         self._waits_published = waits
         pipe = redis.pipeline(transaction=False)
         for name, n in pending.items():
-            pipe.hincrby(METRICS_KEY, name, n)
+            pipe.hincrby(keys.metrics, name, n)
         for name, seconds in sums.items():
-            pipe.hincrbyfloat(METRICS_KEY, name, seconds)
+            pipe.hincrbyfloat(keys.metrics, name, seconds)
         if waits[0] != published[0]:
-            pipe.hincrby(METRICS_KEY, "rate_limit_waits", waits[0] - published[0])
-            pipe.hincrbyfloat(METRICS_KEY, "rate_limit_wait_seconds", waits[1] - published[1])
-        key = WORKER_KEY + self.id
+            pipe.hincrby(keys.metrics, "rate_limit_waits", waits[0] - published[0])
+            pipe.hincrbyfloat(keys.metrics, "rate_limit_wait_seconds", waits[1] - published[1])
+        key = keys.worker(self.id)
         if alive:
             pipe.hset(key, mapping=self.beat(now).to_hash())
             pipe.expire(key, int(LIVENESS_SECONDS))  # liveness: Redis drops a silent worker's hash
-            pipe.zadd(WORKERS_KEY, {self.id: now})
+            pipe.zadd(keys.workers, {self.id: now})
         else:
             pipe.delete(key)
-            pipe.zrem(WORKERS_KEY, self.id)
+            pipe.zrem(keys.workers, self.id)
         try:
             await pipe.execute()
         except RedisConnectionError:

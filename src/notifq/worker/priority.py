@@ -17,16 +17,12 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-ACTIVE_KEY = "notifq:transactional:active"
-ACTIVE_TTL_MS = 1000  # the flag outlives the last transactional POST by this much
+from notifq.keys import RedisKeys
+from notifq.queue import TRANSACTIONAL_ACTIVE_MS
+
 BUSY_CHUNK = 100  # bulk messages per chunk while transactional traffic is active
 BUSY_PAUSE_SECONDS = 0.01  # after each bulk chunk, while it is active
 WATCH_INTERVAL_SECONDS = 0.05
-
-
-async def announce(redis: Redis) -> None:
-    """Called by the API for every transactional send it accepts."""
-    await redis.set(ACTIVE_KEY, b"1", px=ACTIVE_TTL_MS)
 
 
 class PriorityGate:
@@ -38,7 +34,7 @@ class PriorityGate:
     def busy(self) -> bool:
         return time.monotonic() < self._until
 
-    def mark(self, seconds: float = ACTIVE_TTL_MS / 1000) -> None:
+    def mark(self, seconds: float = TRANSACTIONAL_ACTIVE_MS / 1000) -> None:
         self._until = max(self._until, time.monotonic() + seconds)
 
     def chunk_size(self, normal: int) -> int:
@@ -54,11 +50,11 @@ class PriorityGate:
             yield
             await asyncio.sleep(BUSY_PAUSE_SECONDS)
 
-    async def watch(self, redis: Redis, stop: asyncio.Event) -> None:
-        """Follow the API's flag (cheap: one GET every 50 ms per worker process)."""
+    async def watch(self, redis: Redis, keys: RedisKeys, stop: asyncio.Event) -> None:
+        """Follow the flag the API sets (queue.announce_transactional; one PTTL every 50 ms per worker process)."""
         while not stop.is_set():
             with contextlib.suppress(Exception):  # Redis down: the lanes themselves will notice
-                ttl = await redis.pttl(ACTIVE_KEY)
+                ttl = await redis.pttl(keys.transactional_active)
                 if ttl and ttl > 0:
                     self.mark(ttl / 1000)
             with contextlib.suppress(TimeoutError):

@@ -73,13 +73,13 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
                                    event=Event.LOST)  # fmt: skip
             retries.append(Retry(lost_attempt, 0.0, m.campaign_id, m.priority))
     # The outcome guard (same attempt, still `sending`) makes a concurrent second round a no-op.
-    await record(deps.engine, deps.redis, settings.queue_name, final, retries, settings.job_batch_size)
+    await record(deps.engine, deps.redis, deps.keys, final, retries, settings.job_batch_size)
     # Ask Redis about every open batch (cheap, pipelined), then PostgreSQL only about the
     # missing ones: a batch enqueued a moment ago is not yet "lost" (the grace period).
-    missing = await missing_jobs(deps.redis, await messages_repo.open_jobs(conn, SCAN_LIMIT))
+    missing = await missing_jobs(deps.redis, deps.keys, await messages_repo.open_jobs(conn, SCAN_LIMIT))
     lost = await messages_repo.stale_among(conn, missing, settings.reconcile_grace)
     if lost:
-        await enqueue_batches(deps.redis, settings.queue_name, [BatchJob(j, lane=lane) for j, lane in lost.items()])
+        await enqueue_batches(deps.redis, deps.keys, [BatchJob(j, lane=lane) for j, lane in lost.items()])
         # Their campaigns are enqueued now (stamped before workers can complete them).
         stale_campaigns = list({*stale_campaigns, *await messages_repo.campaigns_of(conn, list(lost))})
     await idempotency_repo.purge_older_than(conn, KEY_TTL_SECONDS)

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.db import messages_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.messages_repo import Outcome
-from notifq.queue import SENT_RATE_KEY, BatchJob, enqueue_batches
+from notifq.keys import RedisKeys
+from notifq.queue import BatchJob, enqueue_batches
 from notifq.vocabulary import Lane, MessageStatus
 
 
@@ -33,7 +34,7 @@ class Retry:
 
 
 async def record(
-    engine: AsyncEngine, redis: Redis, queue_name: str, final: Sequence[Outcome], retries: Sequence[Retry],
+    engine: AsyncEngine, redis: Redis, keys: RedisKeys, final: Sequence[Outcome], retries: Sequence[Retry],
     batch_size: int,
 ) -> messages_repo.RecordResult:  # fmt: skip
     """Persist outcomes (autocommit, one statement), then enqueue the retry batches with their backoff.
@@ -58,13 +59,13 @@ async def record(
     pipe = redis.pipeline(transaction=False)
     sent = sum(1 for o in final if o.status == MessageStatus.SENT)
     if sent:
-        key = f"{SENT_RATE_KEY}{int(time.time())}"
+        key = keys.sent_rate(int(time.time()))
         pipe.incrby(key, sent)
         pipe.expire(key, 120)
         await pipe.execute()
     if result.requeued_jobs:
         await enqueue_batches(
-            redis, queue_name,
+            redis, keys,
             (BatchJob(j, delays.get(j, 0.0), lane) for j, lane in sorted(result.requeued_jobs.items())),
         )  # fmt: skip
     return result

@@ -13,8 +13,8 @@ import logging
 
 from sqlalchemy import text
 
-from notifq.campaigns import enqueue_released
 from notifq.db import lifecycle
+from notifq.queue import enqueue_released
 from notifq.worker.deps import WorkerDeps
 
 log = logging.getLogger("notifq.scheduler")
@@ -33,7 +33,7 @@ async def release_once(deps: WorkerDeps) -> int:
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
     if released:
-        await enqueue_released(deps.redis, deps.settings.queue_name, released)
+        await enqueue_released(deps.redis, deps.keys, released)
     return len(released)
 
 

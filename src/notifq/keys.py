@@ -1,0 +1,80 @@
+"""Every Redis key notifq writes, named in one place under one prefix (NOTIFQ_REDIS_PREFIX).
+
+Deployments that share a Redis (even one database number) keep apart when their prefixes
+differ: each reads and writes only keys under its own `<prefix>:`. The one exception is
+arq's fixed namespaces (`arq:job:<id>`, `arq:in-progress:<id>`, `arq:retry:<id>`,
+`arq:result:<id>`), which arq prefixes itself; so the job ids carry ours, `<prefix>:b<batch>`,
+and two deployments never claim each other's `arq:job:…`.
+
+The arq queues live under the prefix too (`<prefix>:queue`, `<prefix>:queue:transactional`)
+unless NOTIFQ_QUEUE names another bulk queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from notifq.settings import Settings
+from notifq.vocabulary import Lane
+
+DEFAULT_QUEUE_NAME = "notifq:queue"  # NOTIFQ_QUEUE's default: the queue then follows the prefix
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str
+    queue: str  # the bulk lane's arq queue; other lanes append `:<lane>`
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> RedisKeys:
+        return cls(prefix, f"{prefix}:queue")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisKeys:
+        """NOTIFQ_QUEUE wins when it is set to something else than its default."""
+        if settings.queue_name and settings.queue_name != DEFAULT_QUEUE_NAME:
+            return cls(settings.redis_prefix, settings.queue_name)
+        return cls.for_prefix(settings.redis_prefix)
+
+    # --- delivery (queue.py) ---
+
+    def lane_queue(self, lane: Lane) -> str:
+        """Transactional sends have their own arq queue, which workers poll apart from bulk work."""
+        return self.queue if lane == Lane.BULK else f"{self.queue}:{lane}"
+
+    def job_id(self, batch: int) -> str:
+        """The arq job id of a batch (`messages.job_id`); arq stores it as `arq:job:<this>`."""
+        return f"{self.prefix}:b{batch}"
+
+    @property
+    def transactional_active(self) -> str:
+        """A short-lived flag set by every transactional send: bulk work gives way while it lives."""
+        return f"{self.prefix}:transactional:active"
+
+    # --- telemetry (telemetry.py) ---
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker id -> last heartbeat (epoch seconds)."""
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        """Hash of a worker's latest heartbeat, expiring when it stops beating."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def metrics(self) -> str:
+        """Hash of cluster-wide counters (field names in telemetry.py)."""
+        return f"{self.prefix}:metrics"
+
+    def sent_rate(self, second: int) -> str:
+        """Messages sent in one epoch second, published with the workers' heartbeats."""
+        return f"{self.prefix}:rate:sent:{second}"
+
+    # --- login throttling (auth.py) ---
+
+    def login_account(self, digest: str) -> str:
+        return f"{self.prefix}:login:acct:{digest}"
+
+    def login_address(self, address: str) -> str:
+        return f"{self.prefix}:login:addr:{address}"
