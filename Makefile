@@ -37,6 +37,7 @@ lint: install
 	$(BIN)/ruff check src tests scripts migrations
 	$(BIN)/ruff format --check src tests scripts migrations
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: install
 	$(BIN)/ruff check --fix src tests scripts migrations

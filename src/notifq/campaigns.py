@@ -36,8 +36,6 @@ from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, Channe
 
 log = logging.getLogger("notifq.campaigns")
 T = TypeVar("T")
-MAX_BIGINT = 2**63 - 1
-REQUEUE_LIMIT = 1_000_000
 TIMELINE_CACHE_SIZE = 64
 # Where an operator's action is allowed from.
 Statuses = tuple[CampaignStatus, ...]
@@ -169,7 +167,7 @@ class CampaignService:
     ) -> tuple[list[MessageRow], str | None]:
         after = None
         if cursor:
-            if not is_ascii_number(cursor) or int(cursor) > MAX_BIGINT:
+            if not is_ascii_number(cursor) or int(cursor) > messages_repo.MAX_ID:
                 raise ValidationError("malformed cursor", {"field": "cursor"})
             after = int(cursor)
         await self.get(campaign_id)
@@ -203,7 +201,7 @@ class CampaignService:
             campaign = await self._checked(conn, campaign_id, RETRYABLE, "retried")
             count, released = await lifecycle.requeue_failed(
                 conn, "campaign_id = :c", {"c": campaign_id}, self.settings.job_batch_size, Event.REQUEUED,
-                REQUEUE_LIMIT,
+                lifecycle.REQUEUE_LIMIT,
             )  # fmt: skip
             await self._confirm(conn, campaign_id, RETRYABLE, "retried", count)
             if released and campaign.status != CampaignStatus.PAUSED:

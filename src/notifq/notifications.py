@@ -18,7 +18,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq import telemetry
-from notifq.campaigns import MAX_BIGINT, REQUEUE_LIMIT
 from notifq.db import lifecycle, messages_repo, notifications_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.lifecycle import Released
@@ -38,7 +37,7 @@ _COMPLETED = sql_in((CampaignStatus.COMPLETED, CampaignStatus.COMPLETED_WITH_FAI
 
 
 def parse_message_id(raw: str) -> int:
-    if not is_ascii_number(raw) or not 1 <= int(raw) <= MAX_BIGINT:
+    if not is_ascii_number(raw) or not 1 <= int(raw) <= messages_repo.MAX_ID:
         raise ValidationError("malformed notification id: expected a positive integer", {"field": "id"})
     return int(raw)
 
@@ -46,7 +45,7 @@ def parse_message_id(raw: str) -> int:
 def parse_id_cursor(raw: str | None) -> int | None:
     if not raw:
         return None
-    if not is_ascii_number(raw) or int(raw) > MAX_BIGINT:
+    if not is_ascii_number(raw) or int(raw) > messages_repo.MAX_ID:
         raise ValidationError("malformed cursor", {"field": "cursor"})
     return int(raw)
 
@@ -176,7 +175,7 @@ class NotificationService:
             async with self.engine.begin() as conn:
                 count, released = await lifecycle.requeue_failed(
                     conn, " AND ".join(clauses[1:]) or "true", params, self.settings.job_batch_size, Event.REDRIVEN,
-                    REQUEUE_LIMIT,
+                    lifecycle.REQUEUE_LIMIT,
                 )  # fmt: skip
                 if released:
                     await conn.execute(

@@ -18,6 +18,7 @@ from notifq.db.transitions import sql_in, transition
 from notifq.vocabulary import CampaignStatus, Event, Lane, MessageStatus
 
 S, C, E = MessageStatus, CampaignStatus, Event  # short names for the SQL below
+REQUEUE_LIMIT = 1_000_000  # failed messages one retry or redrive request queues again
 _OPEN = sql_in((S.PENDING, S.QUEUED))
 
 

@@ -23,6 +23,7 @@ from notifq.vocabulary import Channel, Event, Lane, MessageStatus
 _OPEN = sql_in((MessageStatus.QUEUED, MessageStatus.SENDING))  # a batch with these still has work
 
 INSERT_CHUNK = 1000
+MAX_ID = 2**63 - 1  # message ids (and cursors over them) are PostgreSQL bigints
 
 
 @dataclass(frozen=True)
