@@ -142,6 +142,7 @@ class AdminSessions:
         self.refresh_seconds = refresh_seconds
         self._generations: dict[uuid.UUID, int | None] = {}  # None: looked up, no such admin
         self._revoked: set[str] = set()
+        self._revoked_here: dict[str, int] = {}  # jti -> exp, for logouts this process handled
         self._loaded_at = -math.inf
         self._lock = asyncio.Lock()
 
@@ -160,6 +161,7 @@ class AdminSessions:
         async with self.engine.begin() as conn:
             expires_at = datetime.fromtimestamp(claims.exp, tz=UTC)
             await admins_repo.revoke(conn, claims.jti, claims.admin_id, expires_at)
+        self._revoked_here[claims.jti] = claims.exp
         self._revoked.add(claims.jti)
 
     async def _load(self) -> None:
@@ -170,8 +172,11 @@ class AdminSessions:
             async with self.engine.connect() as conn:
                 generations = await admins_repo.generations(conn)
                 revoked = await admins_repo.revoked(conn)
+            # A load that read revoked_tokens before a logout here committed must not drop it.
+            now = time.time()
+            self._revoked_here = {jti: exp for jti, exp in self._revoked_here.items() if exp > now}
             self._generations = dict(generations)
-            self._revoked = revoked
+            self._revoked = revoked | self._revoked_here.keys()
             self._loaded_at = started
 
     async def _lookup(self, admin_id: uuid.UUID) -> int | None:

@@ -78,7 +78,8 @@ class TestLoginTiming:
     ) -> None:
         async with app_client(settings.with_(login_max_failures=1000)) as client:
             await login(client, "warm-up@notifq.dev", "password")
-            unknown, known = [], []
+            unknown: list[float] = []
+            known: list[float] = []
             for i in range(7):  # interleaved, so a busy moment of the machine hits both alike
                 for email, times in ((f"nobody{i}@notifq.dev", unknown), (ADMIN_EMAIL, known)):
                     started = time.perf_counter()

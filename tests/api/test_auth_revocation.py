@@ -7,6 +7,7 @@ handled a logout refuses the token at once, the others within `REVOCATION_REFRES
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from starlette.applications import Starlette
 
 from notifq.admins import delete_admin, ensure_default_admin, set_admin, set_password
 from notifq.auth import REVOCATION_REFRESH_SECONDS
+from notifq.db import admins_repo
 from notifq.errors import NotFound
 from notifq.settings import Settings
 from tests.api.support import app_and_client, assert_error, bearer
@@ -38,7 +40,7 @@ STREAMS = ("/events/campaigns",)  # answer forever with a good token: left out o
 
 def authenticated_routes(app: Starlette) -> list[tuple[str, str]]:
     """(method, path) of every route the app serves that needs a token, path parameters filled in."""
-    routes = []
+    routes: list[tuple[str, str]] = []
     for route in app.router.routes:
         methods = getattr(route, "methods", None)
         path = getattr(route, "path", "")
@@ -130,6 +132,21 @@ class TestLogout:
         assert [(r.admin_id, r.live) for r in rows] == [(admin_id, True)]
         async with app_and_client(settings) as (_, fresh):
             assert_error(await fresh.get("/campaigns", headers=bearer(token)), 401, "unauthorized")
+
+    async def test_a_reload_that_read_before_the_logout_keeps_it(
+        self, settings: Settings, admin_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A due reload whose read of revoked_tokens predates this process's logout must not forget it."""
+        async with app_and_client(settings) as (app, client):
+            token = await _token(client)
+            assert (await client.post("/auth/logout", headers=bearer(token))).status_code == 204
+
+            async def read_before_the_logout(conn: Any) -> set[str]:
+                return set()
+
+            monkeypatch.setattr(admins_repo, "revoked", read_before_the_logout)
+            app.state.sessions._loaded_at = -math.inf  # the copy is due
+            assert_error(await client.get("/campaigns", headers=bearer(token)), 401, "unauthorized")
 
     async def test_expired_revocations_are_pruned(
         self, settings: Settings, engine: AsyncEngine, admin_id: uuid.UUID
