@@ -48,11 +48,12 @@ def cmd_api(args: argparse.Namespace) -> None:
         sys.exit(f"notifq: {exc.message}")
     setup_logging(settings.log_format)
     # log_config=None: uvicorn's loggers propagate to our (JSON, redacting) root handler.
-    # proxy_headers=False: uvicorn otherwise believes X-Forwarded-For from 127.0.0.1, so a local
-    # client could name any address and never meet the per-address login lockout.
+    # Proxy headers only from NOTIFQ_TRUSTED_PROXIES: uvicorn otherwise believes X-Forwarded-For from
+    # 127.0.0.1, so a local client could name any address and never meet the per-address login lockout.
+    proxies = list(settings.trusted_proxies)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", log_config=None,
                 access_log=args.access_log, log_level="info", timeout_graceful_shutdown=10,
-                proxy_headers=False)  # fmt: skip
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)  # fmt: skip
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

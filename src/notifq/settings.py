@@ -154,6 +154,9 @@ class Settings(BaseModel):
         description="failed logins per account or client address before 429")
     login_lockout_seconds: int = setting("NOTIFQ_LOGIN_LOCKOUT_SECONDS", 300, ge=1,
         description="how long failed logins are counted, and so how long the 429 lasts")
+    trusted_proxies: CommaList = setting("NOTIFQ_TRUSTED_PROXIES", (), shown="none",
+        description="comma-separated proxy addresses whose `X-Forwarded-For` the API believes (the client address "
+        "drives the login lockout); empty: the peer address is the client")
     queue_name: str = setting("NOTIFQ_QUEUE", "notifq:queue", min_length=1,
         description="the bulk arq queue; transactional sends use `<name>:transactional`")
     # Providers per channel (issue 3). Mock routes win first: mock domains, phone prefixes and push tokens.
