@@ -1,9 +1,11 @@
 """Where workers publish their heartbeats and metrics in Redis, and how the API reads them back.
 
-Workers may run on many hosts, so nothing is scraped from them: each worker folds its
-counters into one Redis hash once a second and refreshes its own heartbeat hash, and the
-API's /workers and /metrics read the cluster-wide picture from there. A worker that stops
-heartbeating (SIGKILL, lost host) drops out of /workers after `LIVENESS_SECONDS`.
+Workers may run on many hosts, so nothing is scraped from them. Each worker keeps one set
+of counters (worker/metrics.py) and, once a second, in one pipeline: folds their increments
+into one Redis hash (GET /metrics), adds the messages it sent to a per-second series
+(GET /stats' sentLastMinute), and refreshes its own heartbeat hash (GET /workers). All three
+are published from the same counters, so they agree. A worker that stops heartbeating
+(SIGKILL, lost host) drops out of /workers after `LIVENESS_SECONDS`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from notifq.keys import RedisKeys
 HEARTBEAT_SECONDS = 1.0
 LIVENESS_SECONDS = 5.0
 FORGET_SECONDS = 3600.0  # dead ids are pruned from the sorted set after this long
+SENT_RATE_TTL_SECONDS = 120  # a per-second bucket of the sent series outlives the minute /stats sums
 
 # Provider call latency buckets (seconds): from the in-memory mock to a slow SMTP relay.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,6 +33,11 @@ OUTCOMES = ("sent", "failed", "retried", "throttled", "deferred")
 
 def count_field(outcome: str, channel: str, provider: str) -> str:
     return f"count|{outcome}|{channel}|{provider}"
+
+
+def counts_outcome(name: str, outcome: str) -> bool:
+    """Whether hash field `name` is a count_field of `outcome`."""
+    return name.startswith(f"count|{outcome}|")
 
 
 def bucket_field(channel: str, provider: str, index: int) -> str:

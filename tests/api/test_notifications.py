@@ -424,7 +424,7 @@ async def test_cancel_scheduled_notification_is_never_sent(
     async with running_worker(settings) as runtime:
         await asyncio.sleep(1.2)  # two scheduler rounds, several reconciler rounds
         assert runtime.deps is not None
-        assert runtime.deps.stats["sent"] == 0
+        assert runtime.deps.metrics.totals["sent"] == 0
     view = (await client.get(f"/notifications/{data['id']}", headers=fast_auth)).json()
     assert view["status"] == "cancelled" and view["attempts"] == 0
     assert [e["event"] for e in view["events"]] == ["accepted", "cancelled"]
@@ -439,7 +439,7 @@ async def test_cancel_queued_notification(
     assert r.status_code == 202 and r.json()["status"] == "cancelled"
     async with running_worker(settings) as runtime:
         await asyncio.sleep(0.5)
-        assert runtime.deps is not None and runtime.deps.stats["sent"] == 0
+        assert runtime.deps is not None and runtime.deps.metrics.totals["sent"] == 0
 
 
 async def test_cancel_sent_notification_is_409(

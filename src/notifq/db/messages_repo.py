@@ -7,8 +7,9 @@ the same statement, so the counters always equal the per-status counts of the ro
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -153,10 +154,17 @@ async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: f
     return claimed
 
 
+# What one recorded outcome did: (new status, audit event, channel, provider).
+Recorded = tuple[str, str, str, str | None]
+
+
 @dataclass(frozen=True)
 class RecordResult:
     requeued_jobs: dict[int, Lane]  # batch -> lane
     stale: int  # outcomes that lost to a newer attempt or an earlier terminal state
+    # The transitions the statements applied, counted: exactly what PostgreSQL now holds, so
+    # counters built from them (worker metrics) agree with the rows and the audit trail.
+    recorded: Counter[Recorded] = field(default_factory=Counter)
 
 
 def _params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
@@ -179,14 +187,18 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) ->
         return RecordResult({}, 0)
     requeued: dict[int, Lane] = {}
     applied: set[int] = set()
+    recorded: Counter[Recorded] = Counter()
     for r in await conn.execute(_RECORD, _params(outcomes)):
         applied.add(r.id)
+        recorded[(r.status, r.event, r.channel, r.provider)] += 1
         if r.status == MessageStatus.QUEUED:
             requeued[r.job_id] = Lane(r.priority)
     late = [o for o in outcomes if o.status == MessageStatus.SENT and o.message_id not in applied]
     if late:
-        applied.update(r.id for r in await conn.execute(_RECORD_LATE_SENT, _params(late)))
-    return RecordResult(requeued, len(outcomes) - len(applied))
+        for r in await conn.execute(_RECORD_LATE_SENT, _params(late)):
+            applied.add(r.id)
+            recorded[(r.status, r.event, r.channel, r.provider)] += 1
+    return RecordResult(requeued, len(outcomes) - len(applied), recorded)
 
 
 async def move_queued(conn: AsyncConnection, old_job_id: int, new_job_id: int) -> int:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from typing import Any
 
 from notifq.db import messages_repo
@@ -28,6 +29,7 @@ from notifq.queue import BatchJob, enqueue_batches
 from notifq.templates import render
 from notifq.vocabulary import Event, Lane, MessageStatus
 from notifq.worker.deps import WorkerDeps
+from notifq.worker.metrics import outcome_of
 from notifq.worker.recording import Retry, record
 
 log = logging.getLogger("notifq.worker")
@@ -114,11 +116,8 @@ async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[l
         result = task.result() if task in done else failed_attempt(deps, message, "provider timed out")
         if isinstance(result, Retry):
             retries.append(result)
-            outcome = result.outcome
-            deps.metrics.outcome(outcome.event or "retried", message.channel, outcome.provider or "none")
         else:
             final.append(result)
-            deps.metrics.outcome(result.status, message.channel, result.provider or "none")
             if result.status == MessageStatus.FAILED:
                 log.info("message failed permanently: %s", result.error,
                          extra={"message_id": message.id, "campaign_id": message.campaign_id,
@@ -149,7 +148,7 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
     lane: Lane = ctx.get("lane", Lane.BULK)
     settings = deps.settings
     deadline = time.monotonic() + settings.job_slice_seconds
-    totals = {"sent": 0, "failed": 0, "retried": 0}
+    totals: Counter[str] = Counter()  # this job's share of the worker's counts (the job's result)
     transactional = lane == Lane.TRANSACTIONAL
     while True:
         if deps.draining.is_set() or time.monotonic() >= deadline:
@@ -168,16 +167,9 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
             if not claimed:
                 break
             final, retries = await send_chunk(deps, claimed)
-            result = await record(deps.engine, deps.redis, deps.keys, final, retries,
-                                  settings.job_batch_size)  # fmt: skip
-        sent = sum(1 for o in final if o.status == MessageStatus.SENT)
-        totals["sent"] += sent
-        totals["failed"] += len(final) - sent
-        totals["retried"] += len(retries)
-        deps.stats["sent"] += sent
-        deps.stats["failed"] += len(final) - sent
-        deps.stats["retried"] += len(retries)
-        deps.stats["stale"] += result.stale
+            result = await record(deps, final, retries)
+        for (status, event, _, _), n in result.recorded.items():
+            totals[outcome_of(status, event)] += n
         if result.stale:
             log.warning("job %s: %d outcomes arrived after another claim or a terminal state", job_id, result.stale)
-    return totals
+    return dict(totals)

@@ -35,7 +35,6 @@ class WorkerDeps:
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     _content: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=lambda: {"sent": 0, "failed": 0, "retried": 0, "stale": 0})
 
     @property
     def chunk_size(self) -> int:

@@ -121,7 +121,8 @@ class WorkerRuntime:
         await deps.providers.aclose()
         await deps.redis.aclose()
         await deps.engine.dispose()
-        log.info("worker %s stopped: %s", deps.metrics.id, deps.stats, extra={"worker_id": deps.metrics.id})
+        log.info("worker %s stopped: %s, %d stale outcomes", deps.metrics.id, dict(deps.metrics.totals),
+                 deps.metrics.stale, extra={"worker_id": deps.metrics.id})  # fmt: skip
         self.deps = None
 
     async def run_until_signal(self) -> None:

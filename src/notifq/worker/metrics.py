@@ -1,7 +1,11 @@
-"""A worker's own counters, kept in memory on the hot path and published once a second.
+"""A worker's one set of counters, kept in memory on the hot path and published once a second.
 
-Counting costs a dict update per message; the Redis writes happen in the heartbeat,
-one pipeline per second however many messages went through (see notifq/telemetry.py).
+What is counted is what PostgreSQL recorded (the rows each record statement moved, via
+worker/recording.py), not what the code meant to record, so the counts equal the message
+rows and the audit trail. Counting costs a dict update per chunk; the Redis writes happen
+in the heartbeat, one pipeline per second however many messages went through: the
+cluster-wide hash behind /metrics, the per-second sent series behind /stats, and this
+worker's heartbeat behind /workers, all from the same increments (notifq/telemetry.py).
 """
 
 from __future__ import annotations
@@ -12,22 +16,38 @@ import socket
 import time
 import uuid
 from collections import Counter, defaultdict, deque
+from collections.abc import Mapping
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from notifq.db.messages_repo import Recorded
 from notifq.keys import RedisKeys
 from notifq.telemetry import (
     LATENCY_BUCKETS,
     LIVENESS_SECONDS,
+    SENT_RATE_TTL_SECONDS,
     WorkerBeat,
     bucket_field,
     count_field,
+    counts_outcome,
     latency_sum_field,
 )
+from notifq.vocabulary import Event, MessageStatus
 from notifq.worker.rate_limit import RateLimiter
 
 RATE_WINDOW_SECONDS = 5.0
+HEARTBEAT_TOTALS = ("sent", "failed", "retried")
+
+
+def outcome_of(status: str, event: str) -> str:
+    """A recorded transition's /metrics outcome: sent or failed; for a message queued again,
+    throttled or deferred (its attempt given back), else retried (a retry, or a lost worker's attempt)."""
+    if status in (MessageStatus.SENT, MessageStatus.FAILED):
+        return str(status)
+    if event in (Event.THROTTLED, Event.DEFERRED):
+        return str(event)
+    return "retried"
 
 
 class WorkerMetrics:
@@ -37,6 +57,7 @@ class WorkerMetrics:
         self.started_at = time.time()
         self.in_flight = 0
         self.totals: Counter[str] = Counter()  # sent / failed / retried, for the heartbeat
+        self.stale = 0  # outcomes PostgreSQL refused (a newer attempt or a terminal state got there first)
         # Keyed by tuples on the hot path; turned into hash field names once a second.
         self._outcomes: Counter[tuple[str, str, str]] = Counter()
         self._buckets: Counter[tuple[str, str, int]] = Counter()
@@ -47,10 +68,20 @@ class WorkerMetrics:
         self._waits_published = (0, 0.0)
         self._history: deque[tuple[float, int]] = deque()
 
-    def outcome(self, outcome: str, channel: str, provider: str) -> None:
-        self._outcomes[(outcome, channel, provider)] += 1
-        if outcome in ("sent", "failed", "retried"):
-            self.totals[outcome] += 1
+    def outcome(self, outcome: str, channel: str, provider: str, n: int = 1) -> None:
+        self._outcomes[(outcome, channel, provider)] += n
+        if outcome in HEARTBEAT_TOTALS:
+            self.totals[outcome] += n
+
+    def recorded(self, recorded: Mapping[Recorded, int], stale: int = 0) -> Counter[str]:
+        """Count what one record statement applied; returns its totals per outcome."""
+        totals: Counter[str] = Counter()
+        for (status, event, channel, provider), n in recorded.items():
+            outcome = outcome_of(status, event)
+            self.outcome(outcome, channel, provider or "none", n)
+            totals[outcome] += n
+        self.stale += stale
+        return totals
 
     def latency(self, channel: str, provider: str, seconds: float) -> None:
         self._buckets[(channel, provider, bisect.bisect_left(LATENCY_BUCKETS, seconds))] += 1
@@ -86,6 +117,7 @@ class WorkerMetrics:
         """Heartbeat plus every counter increment since the last call, in one round trip."""
         now = time.time()
         pending, sums = self._take_increments()
+        sent = sum(n for name, n in pending.items() if counts_outcome(name, "sent"))
         waits = (limiter.waits, limiter.waited_seconds)
         published = self._waits_published
         self._waits_published = waits
@@ -97,6 +129,10 @@ class WorkerMetrics:
         if waits[0] != published[0]:
             pipe.hincrby(keys.metrics, "rate_limit_waits", waits[0] - published[0])
             pipe.hincrbyfloat(keys.metrics, "rate_limit_wait_seconds", waits[1] - published[1])
+        if sent:  # the rate series gets exactly the sends this pipeline adds to the hash
+            rate_key = keys.sent_rate(int(now))
+            pipe.incrby(rate_key, sent)
+            pipe.expire(rate_key, SENT_RATE_TTL_SECONDS)
         key = keys.worker(self.id)
         if alive:
             pipe.hset(key, mapping=self.beat(now).to_hash())

@@ -73,7 +73,7 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
                                    event=Event.LOST)  # fmt: skip
             retries.append(Retry(lost_attempt, 0.0, m.campaign_id, m.priority))
     # The outcome guard (same attempt, still `sending`) makes a concurrent second round a no-op.
-    await record(deps.engine, deps.redis, deps.keys, final, retries, settings.job_batch_size)
+    await record(deps, final, retries)
     # Ask Redis about every open batch (cheap, pipelined), then PostgreSQL only about the
     # missing ones: a batch enqueued a moment ago is not yet "lost" (the grace period).
     missing = await missing_jobs(deps.redis, deps.keys, await messages_repo.open_jobs(conn, SCAN_LIMIT))
