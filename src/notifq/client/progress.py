@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from notifq.client.api import ApiError, Unreachable
 from notifq.client.tables import clean, timestamp
-from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus
+from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, MessageStatus
 
 TERMINAL_STATUSES = FINISHED_CAMPAIGN_STATUSES
 # Statuses in which nothing moves until a time or an operator says so: said once, or the watch looks stuck.
@@ -46,9 +46,9 @@ class Snapshot:
         return cls(
             status=str(campaign.get("status", "?")),
             total=int(campaign.get("totalMessages") or 0),
-            sent=int(progress.get("sent", campaign.get("sentCount", 0)) or 0),
-            failed=int(progress.get("failed", campaign.get("failedCount", 0)) or 0),
-            cancelled=int(progress.get("cancelled", 0) or 0),
+            sent=int(progress.get(MessageStatus.SENT, campaign.get("sentCount", 0)) or 0),
+            failed=int(progress.get(MessageStatus.FAILED, campaign.get("failedCount", 0)) or 0),
+            cancelled=int(progress.get(MessageStatus.CANCELLED, 0) or 0),
         )
 
     @property
