@@ -42,6 +42,9 @@ async def test_the_token_stays_out_of_urls_and_logout_forgets_it(ui: Ui, api: ht
     await page.click("#logout")
     await expect(page.locator("#login-form")).to_be_visible()
     await expect(page.locator("#login-message")).to_contain_text("logged out")
+    # Logging out revoked the token on the server: a copy of it no longer works.
+    revoked = await api.get("/campaigns", headers={"Authorization": f"Bearer {token}"})
+    assert revoked.status_code == 401, revoked.text
     await ui.screenshot("logged-out")
     assert await page.evaluate(SESSION) is None
     assert await page.evaluate("sessionStorage.length") == 0

@@ -152,3 +152,24 @@ export async function login(email, password) {
   saveSession(data.token, data.expiresAt);
   return data;
 }
+
+/**
+ * POST /auth/logout, then forget the session: the token is revoked on the server, so a copy of
+ * it (a shared machine, a leaked screenshot of devtools) stops working too. The local session is
+ * forgotten even when the server cannot be reached.
+ */
+export async function logout() {
+  const session = getSession();
+  clearSession();
+  if (!session) return;
+  try {
+    await fetch('/auth/logout', {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${session.token}`, Accept: 'application/json' },
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+  } catch {
+    // Offline: the token still expires on its own.
+  }
+}

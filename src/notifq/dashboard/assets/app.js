@@ -5,7 +5,7 @@
 // that fires when the reader navigates away: it cancels the view's requests, event streams
 // and timers, so nothing keeps running for a page no longer shown.
 
-import { clearSession, getSession, setUnauthorizedHandler } from './api.js';
+import { clearSession, getSession, logout as revokeSession, setUnauthorizedHandler } from './api.js';
 import { pageHeading } from './components.js';
 import { h } from './dom.js';
 import { renderCampaign } from './view-campaign.js';
@@ -77,8 +77,8 @@ function markNav(active) {
   }
 }
 
-function logout() {
-  clearSession();
+async function logout() {
+  await revokeSession();
   showLogin('You have been logged out.');
 }
 
