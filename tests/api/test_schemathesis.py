@@ -1,0 +1,224 @@
+"""Schemathesis against the real API, served by `notifq api` on 127.0.0.1 over real PostgreSQL and Redis.
+
+The run uses schemathesis' own CLI (`st run`, the reference engine: examples, coverage, fuzzing
+and stateful phases) with every check on: not_a_server_error (any 5xx, 503 included, is a
+failure), status_code_conformance, content_type_conformance, response_headers_conformance,
+response_schema_conformance, negative_data_rejection, positive_data_acceptance,
+missing_required_header, unsupported_method, allow_header_conformance, use_after_free,
+ensure_resource_availability, ignored_auth and object_level_authorization.
+
+Scope, not leniency:
+- Excluded: every operation whose answer is `text/event-stream` (server-sent events never end),
+  and POST /auth/logout (it would revoke the token under test). The dashboard (GET /) is in.
+- Bounded for a 2-core machine: a few dozen examples per operation, short stateful scenarios,
+  deterministic generation (the same cases every run), a 30 s limit per request and a hard
+  limit on the whole run.
+- Every generated request gets an Idempotency-Key of its own (`unique_idempotency_keys`):
+  otherwise two different bodies share a key and the documented 422 `key_reused` reads as a
+  valid request refused.
+- Stateful links are inferred from `Location` headers only: links inferred from response
+  fields follow a `null` campaignId as the literal path `/campaigns/None`, which is
+  schemathesis' artifact, not the API's.
+- The `filter_too_much` health check is off: the body schemas tie addresses to `channel` with
+  `if`/`then`, and hypothesis gives up on POST /notifications otherwise (nothing is fuzzed).
+- The server caps campaigns at 1,000 recipients (NOTIFQ_MAX_CAMPAIGN_SIZE) so that a
+  generated campaign takes milliseconds; the document is expected to state the running
+  server's limits.
+
+On failure the assertion lists each failure (operation, check, reproduction); the full output,
+the JUnit report and the server log are kept under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from notifq.settings import Settings
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.harness import worker_env
+
+ROOT = Path(__file__).resolve().parents[2]
+ST = Path(sys.executable).with_name("st")
+MAX_CAMPAIGN_SIZE = 100_000
+RUN_TIMEOUT_SECONDS = 240
+EXAMPLES_PER_OPERATION = 40
+# Operations schemathesis must not call: they would end the run or the token it runs with.
+TOKEN_REVOKING = {("POST", "/auth/logout")}
+
+
+def unique_idempotency_keys(context: Any, case: Any, kwargs: Any) -> None:
+    """A schemathesis `before_call` hook: every generated request gets an Idempotency-Key of its own.
+
+    Schemathesis draws header values from a small pool, so two different bodies often share a
+    key; the API then answers 422 `key_reused`, as documented, which schemathesis would report as
+    a valid request refused. A valid key stays valid (printable ASCII, at most 255 characters)
+    and an invalid one is left alone, so negative cases keep their meaning. It runs inside the
+    `st` process, written out with its source (`_hooks_file`): it may use only `uuid`.
+    """
+    headers = case.headers  # a case-insensitive mapping, or None
+    key = headers.get("Idempotency-Key") if headers is not None else None
+    if isinstance(key, str) and 1 <= len(key) <= 255 and key.isascii() and key.isprintable():
+        headers["Idempotency-Key"] = f"{key[:200]}-{uuid.uuid4().hex}"
+
+
+def _hooks_file(directory: Path) -> Path:
+    path = directory / "st_hooks.py"
+    source = inspect.getsource(unique_idempotency_keys)
+    register = 'schemathesis.hook("before_call")(unique_idempotency_keys)'
+    path.write_text(
+        f"from __future__ import annotations\n\nimport uuid\n\nimport schemathesis\n\n\n{source}\n\n{register}\n"
+    )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """`notifq api` in its own process (uvloop, httptools: as deployed), stopped with SIGTERM."""
+    port = _free_port()
+    served = settings.with_(host="127.0.0.1", port=port, max_campaign_size=MAX_CAMPAIGN_SIZE)
+    env = worker_env(served)
+    env.update(NOTIFQ_HOST="127.0.0.1", NOTIFQ_PORT=str(port), NOTIFQ_MAX_CAMPAIGN_SIZE=str(MAX_CAMPAIGN_SIZE))
+    log = (tmp_path / "api.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "notifq", "api"], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "api.log").read_text(errors="replace")
+            assert time.monotonic() < deadline, "notifq api did not start within 60 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _bearer_schemes(spec: dict[str, Any]) -> list[str]:
+    schemes = spec.get("components", {}).get("securitySchemes", {})
+    return [name for name, s in schemes.items() if s.get("type") == "http" and s.get("scheme", "").lower() == "bearer"]
+
+
+def _excluded_paths(spec: dict[str, Any]) -> list[str]:
+    """Paths of the streaming operations and of the token-revoking ones."""
+    excluded = set()
+    for path, item in spec.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            media = {m for r in operation["responses"].values() if isinstance(r, dict) for m in r.get("content", {})}
+            if "text/event-stream" in media or (method.upper(), path) in TOKEN_REVOKING:
+                excluded.add(path)
+    return sorted(excluded)
+
+
+def _config(schemes: list[str], hooks: Path) -> str:
+    auth = "".join(f'[auth.openapi."{name}"]\nbearer = "${{NOTIFQ_ST_TOKEN}}"\n' for name in schemes)
+    return f"""\
+hooks = {json.dumps(str(hooks))}
+continue-on-failure = true
+workers = 1
+request-timeout = 30
+suppress-health-check = ["filter_too_much"]
+{auth}
+[generation]
+mode = "all"
+deterministic = true
+max-examples = {EXAMPLES_PER_OPERATION}
+
+[checks.not_a_server_error]
+expected-statuses = ["2xx", "3xx", "4xx"]
+
+[phases.stateful]
+max-steps = 6
+
+[phases.stateful.generation]
+max-examples = 15
+
+[phases.stateful.inference]
+algorithms = ["location-headers"]
+"""
+
+
+def _failures(junit: Path) -> list[str]:
+    """One entry per distinct failure (check, title, status), with the operations it hit and a reproduction."""
+    seen: dict[str, tuple[list[str], str]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for failure in [*case.iter("failure"), *case.iter("error")]:
+            for block in re.split(r"\n(?=\d+\. Test Case ID)", failure.text or ""):
+                title = re.search(r"^- (ST\d+ .+)$|^(Failed Health Check.*)$", block, re.M)
+                curl = re.search(r"^\s+(curl .+)$", block, re.M)
+                got = re.search(r"^\[(\d{3})\]", block, re.M)
+                head = (title.group(1) or title.group(2)) if title else block.strip().splitlines()[0][:200]
+                said = re.search(r'"message":"((?:[^"\\]|\\.)*)"', block)  # the API's own error message
+                why = re.search(r"^\s+(Invalid component: .+|Got .+|TRACE .+)$", block, re.M)
+                key = head + (f" -> {got.group(1)}" if got else "") + (f" {said.group(1)!r}" if said else "")
+                key += f" ({why.group(1)[:200]})" if why else ""
+                seen.setdefault(key, ([], curl.group(1)[:600] if curl else ""))[0].append(str(case.get("name")))
+    return [
+        f"{key} on {len(ops)} operation(s): {', '.join(ops)}" + (f"\n    e.g. {example}" if example else "")
+        for key, (ops, example) in seen.items()
+    ]
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_SECONDS + 60)
+def test_api_honours_its_openapi_contract(api_url: str, admin_id: Any, tmp_path: Path) -> None:
+    """Every operation's answers match /openapi.json, and its inputs are accepted or refused as it says."""
+    login = httpx.post(f"{api_url}/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}, timeout=30)
+    assert login.status_code == 200, login.text
+    spec = httpx.get(f"{api_url}/openapi.json", timeout=10).json()
+    schemes = _bearer_schemes(spec)
+    assert schemes, "the document declares no HTTP bearer security scheme"
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(_config(schemes, _hooks_file(tmp_path)))
+    excluded = _excluded_paths(spec)
+    reports = tmp_path / "reports"
+    args = [str(ST), "--config-file", str(config), "run", f"{api_url}/openapi.json", "--checks", "all",
+            "--no-color", "--report", "junit,json", "--report-dir", str(reports)]  # fmt: skip
+    if excluded:
+        args += ["--exclude-path-regex", "^(?:" + "|".join(re.escape(p) for p in excluded) + ")$"]
+    env = {**os.environ, "NOTIFQ_ST_TOKEN": login.json()["token"]}
+    started = time.monotonic()
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
+    elapsed = time.monotonic() - started
+    (tmp_path / "st-output.txt").write_text(done.stdout + done.stderr)
+    junits = sorted(reports.glob("junit*.xml"))
+    assert junits, f"schemathesis wrote no report (exit {done.returncode}):\n{done.stdout[-3000:]}{done.stderr}"
+    failures = _failures(junits[-1])
+    summary = done.stdout[done.stdout.rfind("=== SUMMARY") :][:3000]
+    assert done.returncode == 0 and not failures, (
+        f"schemathesis exit {done.returncode} after {elapsed:.0f} s, {len(failures)} failure(s) "
+        f"(full output: {tmp_path / 'st-output.txt'}):\n" + "\n".join(failures) + f"\n\n{summary}"
+    )
