@@ -1,11 +1,12 @@
 """Where workers publish their heartbeats and metrics in Redis, and how the API reads them back.
 
 Workers may run on many hosts, so nothing is scraped from them. Each worker keeps one set
-of counters (worker/metrics.py) and, once a second, in one pipeline: folds their increments
-into one Redis hash (GET /metrics), adds the messages it sent to a per-second series
-(GET /stats' sentLastMinute), and refreshes its own heartbeat hash (GET /workers). All three
-are published from the same counters, so they agree. A worker that stops heartbeating
-(SIGKILL, lost host) drops out of /workers after `LIVENESS_SECONDS`.
+of counters (worker/metrics.py) and publishes their increments, in one pipeline, into one
+Redis hash (GET /metrics) and the messages it sent into a per-second series (GET /stats'
+sentLastMinute): right after each record statement, and with its heartbeat, which also
+refreshes its own hash (GET /workers) once a second. All three come from the same counters,
+so they agree. A worker that stops heartbeating (SIGKILL, lost host) drops out of /workers
+after `LIVENESS_SECONDS`.
 """
 
 from __future__ import annotations

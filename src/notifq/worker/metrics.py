@@ -2,15 +2,16 @@
 
 What is counted is what PostgreSQL recorded (the rows each record statement moved, via
 worker/recording.py), not what the code meant to record, so the counts equal the message
-rows and the audit trail. Counting costs a dict update per chunk; the Redis writes happen
-in the heartbeat, one pipeline per second however many messages went through: the
-cluster-wide hash behind /metrics, the per-second sent series behind /stats, and this
-worker's heartbeat behind /workers, all from the same increments (notifq/telemetry.py).
+rows and the audit trail. Counting costs a dict update per chunk. The increments go to the
+cluster-wide hash behind /metrics and the per-second sent series behind /stats in one small
+pipeline right after each record, and the totals to this worker's heartbeat behind /workers
+once a second (notifq/telemetry.py).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from notifq.db.messages_repo import Recorded
 from notifq.keys import RedisKeys
@@ -113,13 +115,28 @@ class WorkerMetrics:
                           last_seen=now, rate=self.rate(now), in_flight=self.in_flight, sent=self.totals["sent"],
                           failed=self.totals["failed"], retried=self.totals["retried"])  # fmt: skip
 
+    async def flush(self, redis: Redis, keys: RedisKeys) -> None:
+        """The counter increments since the last publish, at once: the metrics hash and the sent series.
+
+        Called after every record statement (one small pipeline per chunk), so GET /metrics and
+        GET /stats count a send as soon as PostgreSQL holds it; the heartbeat follows within a
+        second. Never raises: what it could not send waits for the next beat.
+        """
+        with contextlib.suppress(RedisError):
+            await self._publish(redis, keys, None, alive=None)
+
     async def publish(self, redis: Redis, keys: RedisKeys, limiter: RateLimiter, *, alive: bool = True) -> None:
         """Heartbeat plus every counter increment since the last call, in one round trip."""
+        await self._publish(redis, keys, limiter, alive=alive)
+
+    async def _publish(self, redis: Redis, keys: RedisKeys, limiter: RateLimiter | None, *, alive: bool | None
+                       ) -> None:  # fmt: skip
+        """`alive`: refresh (True) or remove (False) the heartbeat, or neither (None: counters only)."""
         now = time.time()
         pending, sums = self._take_increments()
         sent = sum(n for name, n in pending.items() if counts_outcome(name, "sent"))
-        waits = (limiter.waits, limiter.waited_seconds)
         published = self._waits_published
+        waits = (limiter.waits, limiter.waited_seconds) if limiter is not None else published
         self._waits_published = waits
         pipe = redis.pipeline(transaction=False)
         for name, n in pending.items():
@@ -138,7 +155,7 @@ class WorkerMetrics:
             pipe.hset(key, mapping=self.beat(now).to_hash())
             pipe.expire(key, int(LIVENESS_SECONDS))  # liveness: Redis drops a silent worker's hash
             pipe.zadd(keys.workers, {self.id: now})
-        else:
+        elif alive is False:
             pipe.delete(key)
             pipe.zrem(keys.workers, self.id)
         try:

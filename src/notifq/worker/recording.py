@@ -52,6 +52,7 @@ async def record(deps: WorkerDeps, final: Sequence[Outcome], retries: Sequence[R
         # Losing these outcomes would mean sending the messages again: a deadlock is retried.
         result = await retry_deadlocks(lambda: messages_repo.record_outcomes(conn, outcomes))
     deps.metrics.recorded(result.recorded, result.stale)
+    await deps.metrics.flush(deps.redis, deps.keys)
     if result.requeued_jobs:
         await enqueue_batches(
             deps.redis, deps.keys,
