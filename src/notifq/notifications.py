@@ -37,17 +37,20 @@ _COMPLETED = sql_in((CampaignStatus.COMPLETED, CampaignStatus.COMPLETED_WITH_FAI
 
 
 def parse_message_id(raw: str) -> int:
-    if not is_ascii_number(raw) or not 1 <= int(raw) <= messages_repo.MAX_ID:
+    """A positive integer; one past the largest id PostgreSQL can hold is well formed but names no message."""
+    if not is_ascii_number(raw) or len(raw) > 19 or int(raw) < 1:
         raise ValidationError("malformed notification id: expected a positive integer", {"field": "id"})
+    if int(raw) > messages_repo.MAX_ID:
+        raise NotFound(f"notification {raw} not found", {"id": raw})
     return int(raw)
 
 
 def parse_id_cursor(raw: str | None) -> int | None:
     if not raw:
         return None
-    if not is_ascii_number(raw) or int(raw) > messages_repo.MAX_ID:
+    if not is_ascii_number(raw):
         raise ValidationError("malformed cursor", {"field": "cursor"})
-    return int(raw)
+    return min(int(raw), messages_repo.MAX_ID)  # every id is below a larger one
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ class NotificationService:
         clauses, params = _dead_letter_filter(channel, campaign_id)
         if ids is not None:
             clauses.append("id = ANY(CAST(:ids AS bigint[]))")
-            params["ids"] = ids
+            params["ids"] = [i for i in ids if i <= messages_repo.MAX_ID]  # larger ones name no message
         clauses.append(
             "(campaign_id IS NULL OR campaign_id NOT IN "
             f"(SELECT id FROM campaigns WHERE status = '{CampaignStatus.CANCELLED}'))"

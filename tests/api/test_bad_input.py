@@ -63,8 +63,6 @@ BAD_CREATE_BODIES: list[tuple[str, bytes]] = [
     ("count-zero", _json({"name": "x", "recipientCount": 0})),
     ("count-negative", _json({"name": "x", "recipientCount": -5})),
     ("count-float", _json({"name": "x", "recipientCount": 2.5})),
-    ("count-integral-float", _json({"name": "x", "recipientCount": 2.0})),
-    ("count-exponent", b'{"name": "x", "recipientCount": 1e2}'),
     ("count-nan", b'{"name": "x", "recipientCount": NaN}'),
     ("count-infinity", b'{"name": "x", "recipientCount": Infinity}'),
     ("count-true", _json({"name": "x", "recipientCount": True})),
@@ -478,3 +476,13 @@ async def test_bad_query_on_unknown_campaign_still_validates_first(
     assert_error(r, 422, "validation_error")
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM campaigns"))).scalar_one() == 0
+
+
+async def test_an_integral_json_number_is_an_integer(
+    client: httpx.AsyncClient, fast_auth: dict[str, str], engine: AsyncEngine
+) -> None:
+    """JSON Schema's `integer` (what /openapi.json promises) includes 2.0 and 1e2; 2.5 stays a 422 (above)."""
+    for raw, total in ((b'{"name": "x", "recipientCount": 2.0}', 2), (b'{"name": "x", "recipientCount": 1e2}', 100)):
+        r = await client.post("/campaigns", content=raw, headers={**fast_auth, "Content-Type": "application/json"})
+        assert r.status_code == 202, r.text
+        assert r.json()["totalMessages"] == total

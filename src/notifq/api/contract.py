@@ -53,8 +53,25 @@ class Operation:
     errors: tuple[str, ...] = ()  # names of components/responses this operation may answer
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def route(self) -> Route:
-        return Route(self.path, self.handler, methods=[self.method])
+
+def routes(operations: list[Operation]) -> list[Route]:
+    """One Starlette route per path: a 405 then lists every method the path takes in `Allow`
+    (Starlette answers a 405 from the first route whose path matches)."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for op in operations:
+        by_path.setdefault(op.path, {})[op.method] = op.handler
+    table = []
+    for path, handlers in by_path.items():
+        if len(handlers) == 1:
+            ((method, handler),) = handlers.items()
+            table.append(Route(path, handler, methods=[method]))
+            continue
+
+        async def dispatch(request: Request, handlers: dict[str, Handler] = handlers) -> Response:
+            return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+        table.append(Route(path, dispatch, methods=list(handlers)))
+    return table
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -177,10 +194,9 @@ def parse_json(raw: bytes, adapter: pydantic.TypeAdapter[Any], context: Mapping[
 
 
 def parse_query(request: Request, model: type[M]) -> M:
-    """Query parameters: an empty value counts as absent (`?status=` lists everything)."""
-    values = {k: v for k, v in request.query_params.items() if v != ""}
+    """Query parameters as the document describes them: an empty `?status=` is a bad status, not "any"."""
     try:
-        return model.model_validate(values)
+        return model.model_validate(dict(request.query_params))
     except pydantic.ValidationError as exc:
         raise translate(exc) from None
 

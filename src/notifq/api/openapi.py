@@ -16,6 +16,7 @@ from notifq import __version__
 from notifq.api.contract import Operation
 from notifq.api.models.base import Error
 from notifq.api.models.campaigns import RecipientWithVars
+from notifq.api.models.notifications import RedriveFilter
 from notifq.settings import Settings
 
 REF = "#/components/schemas/{model}"
@@ -24,7 +25,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "campaign_id": {"description": "The campaign's UUID; anything else is a 422.",
                     "schema": {"type": "string", "format": "uuid"}},
     "notification_id": {"description": "A message id (a positive 64-bit integer); anything else is a 422.",
-                        "schema": {"type": "string", "pattern": r"^[1-9][0-9]{0,18}$"}},
+                        "schema": {"type": "string", "pattern": r"^0*[1-9][0-9]*$", "maxLength": 19}},
 }  # fmt: skip
 HEADERS: dict[str, dict[str, Any]] = {
     "Location": {"description": "Where the new resource is.", "schema": {"type": "string"}},
@@ -86,6 +87,7 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
     inputs: list[tuple[tuple[str, str], Any, TypeAdapter[Any]]] = [
         (("Error", ""), "serialization", TypeAdapter(Error)),
         (("RecipientWithVars", ""), "validation", TypeAdapter(RecipientWithVars)),
+        (("RedriveFilter", ""), "validation", TypeAdapter(RedriveFilter)),
     ]
     for op in operations:
         if op.body is not None:
@@ -155,4 +157,4 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
 def _apply_limits(components: dict[str, Any], settings: Settings) -> None:
     create = components["CampaignCreate"]["properties"]
     create["recipients"]["maxItems"] = settings.max_campaign_size
-    create["recipientCount"]["anyOf"][0]["maximum"] = settings.max_campaign_size
+    create["recipientCount"]["maximum"] = settings.max_campaign_size

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from notifq.api import auth_routes, campaign_routes, dashboard_routes, notification_routes, ops_routes, stream_routes
-from notifq.api.contract import Operation, Reply, json_reply
+from notifq.api.contract import Operation, Reply, json_reply, routes
 from notifq.api.models.ops import Health, LoginRequest, LoginResponse, Readiness
 
 
@@ -74,4 +74,4 @@ OPERATIONS: list[Operation] = [
     *ops_routes.OPERATIONS,
     *dashboard_routes.OPERATIONS,
 ]
-ROUTES: list[BaseRoute] = [*(op.route() for op in OPERATIONS), *dashboard_routes.MOUNTS]
+ROUTES: list[BaseRoute] = [*routes(OPERATIONS), *dashboard_routes.MOUNTS]

@@ -10,7 +10,8 @@ from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, WithJson
 
 from notifq.addresses import E164_RE, EMAIL_RE, PUSH_TOKEN_RE
 from notifq.api.contract import invalid
-from notifq.api.models.base import ApiModel, CursorText, Limit, Page, Text, limit_field, not_blank, one_line
+from notifq.api.models.base import NO_NUL, ApiModel, JsonInt, Limit, Page, Text, limit_field, not_blank, one_line
+from notifq.campaigns import CURSOR_PATTERN
 from notifq.db.campaigns_repo import CampaignRow
 from notifq.db.messages_repo import MessageRow
 from notifq.errors import ValidationError
@@ -32,8 +33,8 @@ ADDRESS_SCHEMAS: dict[Channel, dict[str, Any]] = {
     Channel.SMS: {"type": "string", "pattern": f"^{E164_RE.pattern}$"},
     Channel.PUSH: {"type": "string", "pattern": f"^{PUSH_TOKEN_RE.pattern}$"},
 }
-NAME_PATTERN = r"^[^\r\n]*\S[^\r\n]*$"
-ONE_LINE_PATTERN = r"^[^\r\n]*$"
+NAME_PATTERN = r"^[^\r\n\x00]*[^\s\x00][^\r\n\x00]*$"
+ONE_LINE_PATTERN = r"^[^\r\n\x00]*$"
 BUILTIN_NOTE = ", ".join(f"`{{{{ {name} }}}}`" for name in sorted(BUILTINS))
 
 
@@ -80,9 +81,16 @@ Name = Annotated[Text, AfterValidator(not_blank), AfterValidator(one_line)]
 Subject = Annotated[Text, AfterValidator(one_line)]
 
 
+VARS_SCHEMA = {
+    "type": "object",
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": {"anyOf": [{"type": "string", "pattern": NO_NUL}, {"type": "number"}]},
+}
+
+
 class RecipientWithVars(ApiModel):
     to: str = Field(description="The address, in the format of the campaign's channel.")
-    vars: dict[str, str | float] | None = Field(
+    vars: Annotated[dict[Text, Text | float] | None, WithJsonSchema(VARS_SCHEMA)] = Field(
         None,
         description="Values for the templates' `{{ name }}` placeholders. Strings; numbers are accepted and turned "
         "into strings; anything else is a 422.",
@@ -142,8 +150,8 @@ class CampaignCreate(ApiModel):
         f"{MAX_REPORTED} invalid entries by index (details `invalid`), or up to {MAX_REPORTED} recipients lacking a "
         "variable (details `missingVariables`: `{index, to, variables}`).",
     )
-    recipient_count: int | None = Field(
-        None, json_schema_extra={"minimum": 1},
+    recipient_count: Annotated[JsonInt | None, WithJsonSchema({"type": "integer", "minimum": 1})] = Field(
+        None,
         description="How many synthetic recipients to generate (load-test mode), at most the server's "
         "`NOTIFQ_MAX_CAMPAIGN_SIZE`: user1@example.com …, +15550000001 …, mock-device-1 …; all go to the mock. "
         f"They have no variables, so the templates may only use {BUILTIN_NOTE} (else a 422).",
@@ -265,7 +273,8 @@ CAMPAIGN_CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
 class CampaignQuery(ApiModel):
     model_config = ConfigDict(strict=False)
     limit: Limit = limit_field(50, 500)
-    cursor: CursorText | None = Field(None, description="Opaque `nextCursor` from the previous page.")
+    cursor: Annotated[str, Field(pattern=CURSOR_PATTERN)] | None = Field(
+        None, description="`nextCursor` from the previous page.")  # fmt: skip
     status: CampaignStatus | None = Field(None, description="Only campaigns in this status.")
 
 

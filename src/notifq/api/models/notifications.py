@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from notifq.api.contract import invalid
-from notifq.api.models.base import ApiModel, Limit, Page, Text, limit_field, not_blank
+from notifq.api.models.base import NO_NUL, ApiModel, JsonInt, Limit, Page, Text, limit_field, not_blank
 from notifq.api.models.campaigns import SendAt, Subject, address_rules, send_at_field
 from notifq.db.messages_repo import EventRow, MessageRow
 from notifq.errors import ValidationError
@@ -18,8 +18,12 @@ from notifq.vocabulary import EVENT_DESCRIPTIONS, Channel, Event, Lane, MessageS
 
 MAX_BATCH = 1000
 REDRIVE_MAX_IDS = 10_000
-MESSAGE_ID_PATTERN = r"^[1-9][0-9]{0,18}$"
-DATA_SCHEMA = {"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]}}
+MESSAGE_ID_PATTERN = r"^0*[1-9][0-9]*$"  # with maxLength 19, as notifications.parse_message_id checks
+DATA_SCHEMA = {
+    "type": ["object", "null"],
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": {"anyOf": [{"type": "string", "pattern": NO_NUL}, {"type": "number"}]},
+}
 
 
 class NotificationCreate(ApiModel):
@@ -39,11 +43,11 @@ class NotificationCreate(ApiModel):
     channel: Channel = Channel.EMAIL
     to: str = Field(description="The recipient, in the channel's format: email address, E.164 number or push token.")
     subject: Subject | None = Field(
-        None, max_length=MAX_SUBJECT, json_schema_extra={"pattern": r"^[^\r\n]*$"},
+        None, max_length=MAX_SUBJECT, json_schema_extra={"pattern": r"^[^\r\n\x00]*$"},
         description=f"Optional; one line (no CR/LF), at most {MAX_SUBJECT} characters. Push: the title.",
     )  # fmt: skip
     body: Text = Field(
-        min_length=1, max_length=MAX_BODY, json_schema_extra={"pattern": r"\S"},
+        min_length=1, max_length=MAX_BODY, json_schema_extra={"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"},
         description=f"Required, not blank, at most {MAX_BODY} characters. Sent as is (no templates).",
     )  # fmt: skip
     data: Annotated[Any, WithJsonSchema(DATA_SCHEMA)] = Field(
@@ -147,7 +151,12 @@ class NotificationPage(Page[Notification]):
     """Newest first."""
 
 
-MessageId = Annotated[str | int, Field(json_schema_extra={"pattern": MESSAGE_ID_PATTERN, "minimum": 1})]
+MessageId = str | JsonInt
+IDS_SCHEMA = {
+    "type": "array", "minItems": 1, "maxItems": REDRIVE_MAX_IDS,
+    "items": {"anyOf": [{"type": "string", "pattern": MESSAGE_ID_PATTERN, "maxLength": 19},
+                        {"type": "integer", "minimum": 1}]},
+}  # fmt: skip
 
 
 class RedriveFilter(ApiModel):
@@ -156,26 +165,39 @@ class RedriveFilter(ApiModel):
     campaign_id: uuid.UUID | None = None
 
 
+def _redrive_schema(schema: dict[str, Any]) -> None:
+    """Exactly one of the two, and neither may be null (the API says which is meant by which is present)."""
+    schema["oneOf"] = [{"required": ["ids"], "not": {"required": ["filter"]}},
+                       {"required": ["filter"], "not": {"required": ["ids"]}}]  # fmt: skip
+    schema["examples"] = [{"ids": ["1042", "1043"]}, {"filter": {"channel": "sms"}}]
+    prop = schema["properties"]["filter"]
+    prop.update(next(b for b in prop.pop("anyOf") if b.get("type") != "null"))
+    prop.pop("default", None)
+
+
 class RedriveRequest(ApiModel):
     """Exactly one of `ids` or `filter`; both or neither is a 422."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["ids"], "not": {"required": ["filter"]}},
-                                        {"required": ["filter"], "not": {"required": ["ids"]}}],
-                              "examples": [{"ids": ["1042", "1043"]}, {"filter": {"channel": "sms"}}]}
-    )  # fmt: skip
-    ids: list[MessageId] | None = Field(None, min_length=1, max_length=REDRIVE_MAX_IDS,
-                                        description="Message ids; those not `failed` are skipped.")  # fmt: skip
-    filter: RedriveFilter | None = Field(None, description="Every dead letter matching; `{}` means all of them.")
+    model_config = ConfigDict(json_schema_extra=_redrive_schema)
+    ids: Annotated[list[MessageId] | None, WithJsonSchema(IDS_SCHEMA)] = Field(
+        None, description="Message ids; those not `failed` are skipped.")  # fmt: skip
+    filter: RedriveFilter | None = Field(
+        None, description="Every dead letter matching; `{}` means all of them.")  # fmt: skip
 
     @model_validator(mode="after")
     def _one(self) -> RedriveRequest:
-        if (self.ids is None) == (self.filter is None):
+        given = self.model_fields_set
+        if ("ids" in given) == ("filter" in given):
             raise invalid("give exactly one of `ids` (a list of message ids) or `filter`",
                           {"fields": ["ids", "filter"]})  # fmt: skip
+        if "filter" in given and self.filter is None:
+            raise invalid("`filter` must be an object", {"field": "filter"})
+        if "ids" in given and (self.ids is None or not 1 <= len(self.ids) <= REDRIVE_MAX_IDS):
+            raise invalid(f"`ids` must be a list of 1 to {REDRIVE_MAX_IDS:,} message ids", {"field": "ids"})
         for i, raw in enumerate(self.ids or []):
             text = str(raw)
-            if isinstance(raw, bool) or not (text.isascii() and text.isdigit()) or not 1 <= int(text) < 2**63:
+            malformed = not (text.isascii() and text.isdigit()) or (isinstance(raw, str) and len(text) > 19)
+            if isinstance(raw, bool) or malformed or int(text) < 1:
                 raise invalid("malformed notification id: expected a positive integer", {"field": f"ids[{i}]"})
         return self
 
