@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
@@ -35,7 +36,9 @@ async def running_worker(
     finally:
         # Gracefully, as SIGTERM would: tearing arq down mid-job can drop a Redis client unclosed,
         # whose ResourceWarning then fails whichever later test the garbage collector runs in.
-        await runtime.stop(drain_seconds=10)
+        # Bounded: a stop that hangs fails here, naming itself, instead of as a test timeout that
+        # leaves the worker heartbeating into every later test.
+        await asyncio.wait_for(runtime.stop(drain_seconds=10), timeout=45)
 
 
 def spawn_worker(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
