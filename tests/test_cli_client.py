@@ -58,9 +58,20 @@ async def notifq(*args: str, env: dict[str, str], stdin: str | None = None) -> s
                                    capture_output=True, text=True, timeout=90)  # fmt: skip
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, whatever the test run inherited.
+
+    `make test &` (or nohup, or CI runners) starts pytest with SIGINT ignored, an ignored signal stays
+    ignored across exec, and Python then installs no KeyboardInterrupt handler: the child would never
+    see the SIGINT a test sends it. (Popen's restore_signals covers SIGPIPE and SIGXFSZ only.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[Any]:
     """For the tests that must act on the running command (a terminal, a signal)."""
-    return subprocess.Popen([sys.executable, "-m", "notifq", *args], env=env, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "notifq", *args], env=env, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint, **kwargs)  # fmt: skip
 
 
 @pytest.fixture
@@ -426,11 +437,16 @@ async def test_ctrl_c_while_watching_exits_130_without_a_traceback(cli_env: dict
     created = await notifq("campaign", "create", "--name", "Stuck", "--count", "5", env=cli_env)  # no worker
     proc = _spawn(["campaign", "show", created.stdout.strip(), "--watch"], cli_env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    first = await asyncio.to_thread(proc.stdout.readline)
-    assert "0%" in first and "processing" in first
-    await asyncio.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    _, err = await asyncio.to_thread(proc.communicate, None, 30)
+    try:
+        first = await asyncio.to_thread(proc.stdout.readline)
+        assert "0%" in first and "processing" in first
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.to_thread(proc.communicate, None, 30)
+    finally:
+        if proc.poll() is None:  # the signal went unheard: do not leave the watch running after the test
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
 
