@@ -175,9 +175,9 @@ export function table(caption, headers, { id = null, numeric = [], cards = false
   return { wrap, table: tableEl, body };
 }
 
-/** A row for a `cards` table: role=row and role=cell survive the phone layout (see `table`). */
+/** A row for a `cards` table: role=row and role=cell (rowheader) survive the phone layout (see `table`). */
 export function cardRow(props, cells) {
-  for (const cell of cells) cell.setAttribute('role', 'cell');
+  for (const cell of cells) cell.setAttribute('role', cell.tagName === 'TH' ? 'rowheader' : 'cell');
   return h('tr', { ...props, role: 'row' }, cells);
 }
 

@@ -43,6 +43,21 @@ export function replace(parent, ...children) {
   return append(parent, children);
 }
 
+/**
+ * An address (email, phone number, push token) that wraps at sensible points: after "@" and "+", before
+ * ".", after "-" and "_" (<wbr> elements between Text nodes), never inside a word unless one part alone is
+ * wider than its box. The full value is in the title (for when a layout ellipsizes it).
+ */
+export function address(value) {
+  const text = String(value ?? '');
+  const el = h('span', { className: 'addr', title: text });
+  for (const part of text.split(/(?<=[@+\-_/])|(?=\.)/)) {
+    if (el.childNodes.length) el.append(document.createElement('wbr'));
+    el.append(document.createTextNode(part));
+  }
+  return el;
+}
+
 /** Set text only when it changed: avoids needless layout and keeps screen readers quiet. */
 export function setText(el, value) {
   const text = String(value);

@@ -7,6 +7,7 @@ import {
   LiveIndicator,
   MessageArea,
   ProgressBar,
+  cardRow,
   doneCount,
   pageHeading,
   setStat,
@@ -16,7 +17,7 @@ import {
   updateStatusBadge,
 } from './components.js';
 import { RateChart } from './chart.js';
-import { fmtDateTime, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText } from './dom.js';
+import { address, fmtDateTime, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText } from './dom.js';
 import { followEvents } from './sse.js';
 
 const FAILED_PAGE = 100;
@@ -287,7 +288,7 @@ function buildLayout(container) {
   const stats = Object.fromEntries(Object.entries(names).map(([key, label]) => [key, stat(label, key)]));
   const eta = h('p', { className: 'eta', id: 'campaign-eta', 'aria-live': 'off' }, '—');
   const chart = new RateChart({ label: 'Messages per second' });
-  const failed = table('Failed messages', ['Recipient', 'Attempts', 'Last error', 'Updated'], { id: 'failed-table', numeric: [1] });
+  const failed = table('Failed messages', ['Recipient', 'Attempts', 'Last error', 'Updated'], { id: 'failed-table', numeric: [1], cards: true });
   failed.wrap.classList.add('table-wrap--tall'); // a long list scrolls in its card, not the page
   const failedEmpty = h('p', { className: 'empty muted', id: 'failed-empty', hidden: true }, 'No failed messages.');
   const failedMore = h('button', { type: 'button', className: 'btn', hidden: true }, 'Show more');
@@ -338,15 +339,14 @@ function idAfter(a, b) {
   return x.length !== y.length ? x.length > y.length : x > y;
 }
 
+/** A failed message: its recipient opens the message's audit trail (#/notifications/<id>). */
 function failedRow(m) {
-  return h(
-    'tr',
-    { dataset: { messageId: m.id } },
-    h('td', { className: 'cell-wrap' }, m.recipient),
-    h('td', { className: 'num' }, fmtInt(m.attempts)),
-    h('td', { className: 'cell-wrap' }, m.lastError || '—'),
-    h('td', { className: 'nowrap' }, fmtDateTime(m.updatedAt)),
-  );
+  return cardRow({ dataset: { messageId: m.id } }, [
+    h('td', { className: 'cell-full cell-addr' }, h('a', { href: `#/notifications/${encodeURIComponent(m.id)}`, className: 'message-link' }, address(m.recipient))),
+    h('td', { className: 'num cell-inline', 'data-label': 'Attempts' }, fmtInt(m.attempts)),
+    h('td', { className: 'cell-wrap cell-two', 'data-label': 'Last error' }, m.lastError || '—'),
+    h('td', { className: 'nowrap cell-full cell-inline', 'data-label': 'Updated' }, fmtDateTime(m.updatedAt)),
+  ]);
 }
 
 /** "About 1 min 20 s left at 95 msg/s", or what the status says instead. */

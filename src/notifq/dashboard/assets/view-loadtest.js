@@ -10,7 +10,7 @@
 // workers "drain" more than was "accepted"). Leaving the page does abort them.
 
 import { api, request } from './api.js';
-import { MessageArea, ProgressBar, field, pageHeading, setFieldError, setStat, stat, table } from './components.js';
+import { MessageArea, ProgressBar, cardRow, field, pageHeading, setFieldError, setStat, stat, table } from './components.js';
 import { RateChart } from './chart.js';
 import { fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText, sleep } from './dom.js';
 
@@ -48,7 +48,11 @@ export function renderLoadTest(container, { signal }) {
     sendRate: stat('Send rate, 1-min average', 'send-rate'),
   };
   const chart = new RateChart({ label: 'Messages finished per second (all traffic)' });
-  const byChannel = table('Messages by channel and status', ['Channel', ...STATUSES.map(capitalize)], { id: 'lt-stats-table', numeric: [1, 2, 3, 4, 5, 6] });
+  const byChannel = table('Messages by channel and status', ['Channel', ...STATUSES.map(capitalize)], {
+    id: 'lt-stats-table',
+    numeric: [1, 2, 3, 4, 5, 6],
+    cards: true, // seven columns do not fit a phone: each channel becomes a card
+  });
   const queueDepth = h('p', { className: 'muted', id: 'lt-queue-depth' });
 
   const title = pageHeading('Load test');
@@ -268,13 +272,16 @@ async function fire({ total, batch, concurrency }, { signal, stopped }, onAccept
 function renderChannels(body, byChannel) {
   const channels = Object.keys(byChannel).sort();
   if (!channels.length) {
-    replace(body, h('tr', {}, h('td', { colspan: String(STATUSES.length + 1), className: 'muted' }, 'No messages yet.')));
+    replace(body, cardRow({}, [h('td', { colspan: String(STATUSES.length + 1), className: 'muted cell-full' }, 'No messages yet.')]));
     return;
   }
   replace(
     body,
     channels.map((channel) =>
-      h('tr', {}, h('th', { scope: 'row' }, channel), STATUSES.map((s) => h('td', { className: 'num' }, fmtInt(byChannel[channel][s] || 0)))),
+      cardRow({}, [
+        h('th', { scope: 'row', className: 'cell-full' }, channel),
+        ...STATUSES.map((s) => h('td', { className: 'num', 'data-label': capitalize(s) }, fmtInt(byChannel[channel][s] || 0))),
+      ]),
     ),
   );
 }

@@ -4,7 +4,7 @@
 // lose a text selection, keyboard focus and the table's scroll position each time.
 
 import { api } from './api.js';
-import { MessageArea, pageHeading, setStat, stat, table } from './components.js';
+import { MessageArea, cardRow, pageHeading, setStat, stat, table } from './components.js';
 import { fmtAgo, fmtDuration, fmtInt, fmtRate, h, isAbort, setText, sleep } from './dom.js';
 
 const REFRESH_MS = 1500;
@@ -25,6 +25,7 @@ export function renderWorkers(container, { signal }) {
   const list = table('Workers', ['Worker', 'Host', 'PID', 'Rate /s', 'In flight', 'Sent', 'Failed', 'Retried', 'Up for', 'Last seen'], {
     id: 'workers-table',
     numeric: [2, 3, 4, 5, 6, 7],
+    cards: true, // rows become cards on phones: ten columns do not fit 390 px
   });
   const empty = h('p', { className: 'empty muted', hidden: true, id: 'workers-empty' }, 'No live workers. Start one with `notifq worker` (or `make scale WORKERS=2`).');
   container.replaceChildren(
@@ -95,21 +96,22 @@ export function renderWorkers(container, { signal }) {
   });
 }
 
-/** A worker's row, empty: `updateWorkerRow` fills it. */
+/** A worker's row, empty: `updateWorkerRow` fills it. data-label names each value when a phone shows it as a card. */
 function workerRow(id) {
+  const cell = (label, className, role) => h('td', { className, 'data-label': label, dataset: role ? { role } : null });
   const cells = {
-    id: h('td', { className: 'mono cell-wrap' }, id),
-    host: h('td', { className: 'cell-wrap' }),
-    pid: h('td', { className: 'num' }),
-    rate: h('td', { className: 'num', dataset: { role: 'rate' } }),
-    inFlight: h('td', { className: 'num', dataset: { role: 'in-flight' } }),
-    sent: h('td', { className: 'num' }),
-    failed: h('td', { className: 'num' }),
-    retried: h('td', { className: 'num' }),
-    up: h('td', { className: 'nowrap' }),
-    seen: h('td', { className: 'nowrap' }),
+    id: h('td', { className: 'mono cell-full cell-worker', title: id }, id),
+    host: cell('Host', 'cell-wrap cell-two'),
+    pid: cell('PID', 'num'),
+    rate: cell('Rate /s', 'num', 'rate'),
+    inFlight: cell('In flight', 'num', 'in-flight'),
+    sent: cell('Sent', 'num'),
+    failed: cell('Failed', 'num'),
+    retried: cell('Retried', 'num'),
+    up: cell('Up for', 'nowrap'),
+    seen: cell('Last seen', 'nowrap cell-two'),
   };
-  return { tr: h('tr', { dataset: { workerId: id } }, Object.values(cells)), cells };
+  return { tr: cardRow({ dataset: { workerId: id } }, Object.values(cells)), cells };
 }
 
 /** Set a row's cells (text only changes where it differs, see setText). */
