@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -125,17 +126,23 @@ class NotificationService:
         return [r for r in found if r is not None]
 
     async def list_page(
-        self, *, status: str | None, channel: str | None, to: str | None, cursor: str | None, limit: int
-    ) -> tuple[list[MessageRow], str | None]:
+        self, *, status: str | None, channel: str | None, to: str | None, cursor: str | None, limit: int,
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> tuple[list[MessageRow], str | None]:  # fmt: skip
+        """Newest first: by id, or by creation time when `since`/`until` bound it (index-served either way)."""
         clauses: list[str] = ["campaign_id IS NULL"]
         params: dict[str, object] = {}
         for column, value in (("status", status), ("channel", channel), ("recipient", to)):
             if value is not None:
                 clauses.append(f"{column} = :{column}")
                 params[column] = value
+        before = parse_id_cursor(cursor)
         async with self.reads.connect() as conn:
-            rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
-                                                     limit=limit + 1)  # fmt: skip
+            if since is None and until is None:
+                rows = await messages_repo.list_filtered(conn, clauses, params, before_id=before, limit=limit + 1)
+            else:
+                rows = await messages_repo.list_created_between(conn, clauses, params, since=since, until=until,
+                                                                before_id=before, limit=limit + 1)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
 
     async def cancel(self, message_id: int) -> MessageRow:

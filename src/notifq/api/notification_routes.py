@@ -79,7 +79,7 @@ async def list_notifications(request: Request) -> Response:
     await require_admin(request)
     q = parse_query(request, NotificationQuery)
     rows, cursor = await _service(request).list_page(status=q.status, channel=q.channel, to=q.to, cursor=q.cursor,
-                                                     limit=q.limit)  # fmt: skip
+                                                     limit=q.limit, since=q.since, until=q.until)  # fmt: skip
     return json_reply(NotificationPage(items=[Notification.of(r) for r in rows], next_cursor=cursor))
 
 
@@ -129,6 +129,9 @@ OPERATIONS = [
     Operation("GET", "/notifications", list_notifications, "listNotifications",
               "List single notifications, newest first", "notifications",
               {200: Reply("One page of notifications.", NotificationPage)}, query=NotificationQuery,
+              description="Campaign messages are listed per campaign. Filters combine. With `since` or `until` "
+              "(createdAt in [since, until)) the page is ordered by createdAt, newest first; without, by id. "
+              "Pass `nextCursor` as `cursor`, with the same filters, for the next page.",
               errors=(*ERRORS, "ValidationFailed")),
     Operation("GET", "/notifications/{notification_id}", get_notification, "getNotification",
               "Get a notification (or any campaign message) with its audit trail", "notifications",
