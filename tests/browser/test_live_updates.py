@@ -36,28 +36,6 @@ NOT_JSON = """async () => {
     return [error.name, error.code, error.status];
   }
 }"""
-# Two days of one bucket a second (a tab left open), then the chart's window and rate: no RangeError,
-# and only about the last MAX_WINDOW buckets kept. Then a campaign that finished long ago, seeded from
-# its timeline: its points stay (pruning is relative to the newest bucket, not to now).
-CHART_BUCKETS = """async () => {
-  const { RateChart } = await import('/assets/chart.js');
-  const chart = new RateChart({ label: 'test' });
-  const start = Date.now() - 2 * 86400 * 1000;
-  for (let i = 0; i < 2 * 86400; i += 1) chart.add(start + i * 1000, 1, 0);
-  const [first, last] = chart.window();
-  const live = { size: chart.buckets.size, span: last - first + 1, rate: chart.rate(10) };
-  const longAgo = Date.now() - 30 * 86400 * 1000;
-  const points = Array.from({ length: 700 }, (_, i) => ({ at: new Date(longAgo + i * 1000).toISOString(), sent: 2 }));
-  chart.seed(1, points);
-  chart.freeze(longAgo + 699 * 1000);
-  const [f2, l2] = chart.window();
-  let shown = 0;
-  for (let k = f2; k <= l2; k += 1) if (chart.buckets.has(k)) shown += 1;
-  chart.dispose();
-  return { live, seeded: { size: chart.buckets.size, shown, rate: chart.rate(10) } };
-}"""
-
-
 async def test_the_event_parser_handles_split_lines_comments_and_multiline_data(ui: Ui) -> None:
     await ui.page.goto(ui.base_url + "/")
     chunks = [
@@ -93,15 +71,6 @@ async def test_a_2xx_answer_that_is_not_json_is_an_api_error(ui: Ui) -> None:
                                                                    body="<html>proxy</html>"))  # fmt: skip
     await ui.page.goto(ui.base_url + "/")
     assert await ui.page.evaluate(NOT_JSON) == ["ApiError", "bad_response", 200]
-
-
-async def test_the_rate_chart_keeps_a_bounded_window_of_buckets(ui: Ui) -> None:
-    await ui.page.goto(ui.base_url + "/")
-    result = await ui.page.evaluate(CHART_BUCKETS)
-    assert result["live"]["span"] == 300 and result["live"]["rate"] == 1
-    assert result["live"]["size"] <= 2 * 300 + 1, result
-    assert result["seeded"]["shown"] == 300 and result["seeded"]["rate"] == 2, result
-    assert result["seeded"]["size"] <= 2 * 300 + 1, result
 
 
 async def test_a_dropped_stream_reconnects_and_leaving_the_page_closes_it(

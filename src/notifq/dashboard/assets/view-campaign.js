@@ -17,11 +17,12 @@ import {
   updateStatusBadge,
 } from './components.js';
 import { RateChart } from './chart.js';
-import { address, fmtDateTime, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText } from './dom.js';
+import { address, fmtDateTime, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText, sleep } from './dom.js';
 import { followEvents } from './sse.js';
 
 const FAILED_PAGE = 100;
 const FAILED_RELOAD_MS = 2000; // at most one reload of the failed list per 2 s during a run
+const TIMELINE_EVERY_MS = 10_000; // the chart's data is read again this often during a run
 
 /** Which actions each status allows (mirrors the API's rules in docs/api.md). */
 const ACTIONS = [
@@ -36,7 +37,7 @@ export function renderCampaign(container, { signal, params }) {
   const path = `/campaigns/${encodeURIComponent(id)}`;
   const view = buildLayout(container);
   let campaign = null;
-  let last = null; // sent/failed counts of the previous update: the chart's live increments
+  let last = null; // {sent, failed, at}: the counts of the previous update, for the chart's live increments
   let failedLoadedFor = null;
   let failedTimer = null;
   let failedCursor = null;
@@ -45,8 +46,9 @@ export function renderCampaign(container, { signal, params }) {
 
   /** Apply a campaign snapshot (from GET, the stream, or an action's answer). */
   function update(next) {
-    if (last) view.chart.add(view.chart.now(), Math.max(0, next.sentCount - last.sent), Math.max(0, next.failedCount - last.failed));
-    last = { sent: next.sentCount, failed: next.failedCount };
+    const now = view.chart.now();
+    if (last) view.chart.addSpan(last.at, now, Math.max(0, next.sentCount - last.sent), Math.max(0, next.failedCount - last.failed));
+    last = { sent: next.sentCount, failed: next.failedCount, at: now };
     campaign = next;
     document.title = `${next.name} · notifq`;
     setText(view.title, next.name);
@@ -55,8 +57,9 @@ export function renderCampaign(container, { signal, params }) {
     view.bar.update(next.progress, next.totalMessages);
     setStat(view.stats.total, next.totalMessages);
     for (const key of ['pending', 'queued', 'sending', 'sent', 'failed', 'cancelled']) setStat(view.stats[key], next.progress[key] || 0);
-    view.chart.setStart(Date.parse(next.createdAt));
+    view.chart.setStart(runStart(next));
     view.chart.freeze(FINISHED.has(next.status) && next.completedAt ? Date.parse(next.completedAt) : null);
+    timeline.onUpdate(next);
     renderFailedCount();
     renderEta();
     renderActions();
@@ -231,17 +234,68 @@ export function renderCampaign(container, { signal, params }) {
     );
   }
 
-  /** Seed the chart from the timeline; its Date header measures the server's clock. */
-  async function seedChart() {
-    try {
-      const { data, response } = await request(`${path}/timeline`, { signal });
-      view.chart.setServerDate(response.headers.get('Date'));
-      view.chart.seed(data.bucketSeconds, data.points);
-    } catch (error) {
-      if (isAbort(error) || error.status === 401) throw error;
-      // No timeline (older server): the chart starts empty and fills live.
-    }
-  }
+  /**
+   * The chart's data from GET .../timeline (the server's buckets of the messages' finish times), read again
+   * every 10 s while the campaign runs (attempts and retries come only from there; the live counts fill in
+   * between), and once more when it has finished, so that a finished campaign's chart, and its Peak, is the
+   * same in every view. A slow answer spaces the reads out (20 times its duration).
+   */
+  const timeline = {
+    timer: null,
+    busy: false,
+    requestedAt: -Infinity, // server time of the last read's request
+    finalFor: null, // the completedAt whose final read is done (or under way)
+    available: true, // false on a server without the endpoint
+    async read() {
+      if (this.busy || !this.available) return;
+      this.busy = true;
+      clearTimeout(this.timer);
+      this.timer = null;
+      const started = performance.now();
+      this.requestedAt = view.chart.now();
+      try {
+        const { data, response } = await request(`${path}/timeline`, { signal });
+        view.chart.setServerDate(response.headers.get('Date'));
+        const at = this.requestedAt;
+        const totals = view.chart.seed(data.bucketSeconds, data.points, at);
+        // Live counts continue from what the timeline holds (see RateChart.addSpan).
+        last = { ...totals, at };
+      } catch (error) {
+        if (isAbort(error) || error.status === 401) throw error;
+        if (error.status === 404 || error.status === 405) this.available = false; // an older server: live counts only
+      } finally {
+        this.busy = false;
+      }
+      this.next(Math.max(TIMELINE_EVERY_MS, 20 * (performance.now() - started)));
+    },
+    next(ms) {
+      clearTimeout(this.timer);
+      this.timer = null;
+      if (signal.aborted || !campaign || FINISHED.has(campaign.status) || !this.available) return;
+      this.timer = setTimeout(() => this.read().catch(() => {}), ms);
+    },
+    /** After each update: a finished campaign is read once more unless the last read began after its end. */
+    onUpdate(c) {
+      if (!FINISHED.has(c.status)) {
+        this.finalFor = null;
+        if (this.requestedAt === -Infinity) this.read().catch(() => {}); // the first read
+        else if (!this.timer && !this.busy) this.next(TIMELINE_EVERY_MS);
+        return;
+      }
+      clearTimeout(this.timer);
+      this.timer = null;
+      const end = Date.parse(c.completedAt);
+      if (this.finalFor === c.completedAt || !(this.requestedAt < end + 2000)) return;
+      this.finalFor = c.completedAt;
+      // Waits for a read under way, then reads again (that one may have begun before the end).
+      const settle = async () => {
+        while (this.busy) await sleep(100, signal);
+        await this.read();
+      };
+      settle().catch(() => {});
+    },
+  };
+  signal.addEventListener('abort', () => clearTimeout(timeline.timer));
 
   // A private controller so "not found" can stop the stream without waiting for navigation.
   const stopped = new AbortController();
@@ -256,9 +310,11 @@ export function renderCampaign(container, { signal, params }) {
   });
 
   (async () => {
-    await seedChart();
     try {
-      update(await api(path, { signal }));
+      // The campaign first: its start and end set the chart's edges before the timeline fills it.
+      const { data, response } = await request(path, { signal });
+      view.chart.setServerDate(response.headers.get('Date'));
+      update(data);
     } catch (error) {
       if (error.status === 404 || error.status === 422) return notFound();
       throw error;
@@ -331,6 +387,13 @@ function renderMeta(view, c) {
   if (c.sendAt) items.push(['Scheduled for', fmtDateTime(c.sendAt)]);
   if (c.completedAt) items.push(['Finished', fmtDateTime(c.completedAt)]);
   replace(view.meta, items.map(([k, v]) => h('div', { className: 'meta__item' }, h('dt', {}, k), h('dd', {}, v))));
+}
+
+/** Where the campaign's chart begins: its creation, or its due time when it was scheduled for later. */
+function runStart(c) {
+  const created = Date.parse(c.createdAt);
+  const due = c.sendAt ? Date.parse(c.sendAt) : NaN;
+  return due > created ? due : created;
 }
 
 /** Message ids are decimal integers as strings: a longer one is larger. */

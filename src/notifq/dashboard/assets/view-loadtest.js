@@ -43,11 +43,12 @@ export function renderLoadTest(container, { signal }) {
     accepted: stat('Accepted', 'accepted'),
     acceptRate: stat('Accepted per second', 'accept-rate'),
     drained: stat('Finished (sent + failed)', 'drained'),
-    drainRate: stat('Drained per second', 'drain-rate'),
+    drainRate: stat('Drained per second, last 5 s', 'drain-rate'),
     backlog: stat('Waiting (queued + sending)', 'backlog'),
     sendRate: stat('Send rate, 1-min average', 'send-rate'),
   };
   const chart = new RateChart({ label: 'Messages finished per second (all traffic)' });
+  chart.setStart(chart.now()); // from the page's opening; each run starts the chart again
   const byChannel = table('Messages by channel and status', ['Channel', ...STATUSES.map(capitalize)], {
     id: 'lt-stats-table',
     numeric: [1, 2, 3, 4, 5, 6],
@@ -86,8 +87,9 @@ export function renderLoadTest(container, { signal }) {
     const finished = (by.sent || 0) + (by.failed || 0);
     const sentTotal = by.sent || 0;
     const failedTotal = by.failed || 0;
-    if (lastFinished) chart.add(chart.now(), Math.max(0, sentTotal - lastFinished.sent), Math.max(0, failedTotal - lastFinished.failed));
-    lastFinished = { sent: sentTotal, failed: failedTotal };
+    const at = chart.now();
+    if (lastFinished) chart.addSpan(lastFinished.at, at, Math.max(0, sentTotal - lastFinished.sent), Math.max(0, failedTotal - lastFinished.failed));
+    lastFinished = { sent: sentTotal, failed: failedTotal, at };
     const now = performance.now();
     samples = [...samples.filter((s) => now - s.at <= 5000), { at: now, finished }];
     const oldest = samples[0];
@@ -102,12 +104,18 @@ export function renderLoadTest(container, { signal }) {
     if (run.baseline === null) run.baseline = finished;
     run.drained = Math.max(0, finished - run.baseline);
     setStat(figures.drained, run.drained);
-    setStat(figures.drainRate, Math.round(drainRate));
-    setText(figures.drainRate.value, fmtRate(drainRate));
+    // While the run drains: the current rate. Once it has drained: the run's own figure, what it drained over
+    // how long it took (2,000 in 2 min 07 s is 15.7/s, whatever the rate is afterwards).
+    if (!run.drainedAt) setRate(figures.drainRate, drainRate);
     drainedBar.updateSimple(Math.min(run.drained, run.total), run.total);
     if (run.sendingDone && !run.drainedAt && run.accepted > 0 && run.drained >= run.accepted) {
       run.drainedAt = performance.now();
-      const after = fmtDuration((run.drainedAt - run.startedAt) / 1000, { precise: true });
+      const seconds = (run.drainedAt - run.startedAt) / 1000;
+      const average = run.drained / Math.max(0.001, seconds);
+      const after = `${fmtDuration(seconds, { precise: true })} (${fmtRate(average)} msg/s on average)`;
+      setLabel(figures.drainRate, 'Drained per second, run average');
+      setRate(figures.drainRate, average);
+      chart.freeze(chart.now());
       if (run.stopped) {
         // Not "Done": the run did not send what was asked. The state stays `stopped`.
         setText(status, `Stopped after ${fmtInt(run.accepted)} of ${fmtInt(run.total)} accepted; all ${fmtInt(run.accepted)} finished after ${after}.`);
@@ -121,8 +129,9 @@ export function renderLoadTest(container, { signal }) {
   async function pollStats() {
     while (!signal.aborted) {
       try {
-        const { data, response } = await requestStats(signal);
-        chart.setServerDate(response.headers.get('Date'));
+        // The browser's clock: the chart holds only counts taken here, so no server times need lining up, and the
+        // chart's start and end are on the same clock as the run's (its average is the run's drain rate).
+        const { data } = await requestStats(signal);
         onStats(data);
       } catch (error) {
         if (isAbort(error) || error.status === 401) return;
@@ -152,12 +161,19 @@ export function renderLoadTest(container, { signal }) {
     stop.disabled = false;
     stop.hidden = false;
     run = { ...values, accepted: 0, drained: 0, baseline: null, startedAt: performance.now(), sendingDone: false, stopped: false, drainedAt: null, acceptSeconds: 0 };
+    resetFigures();
+    setLabel(figures.drainRate, 'Drained per second, last 5 s');
+    // The chart shows this run, from its start; its average is then the run's (what drained over how long).
+    chart.reset();
+    chart.freeze(null);
+    chart.setStart(chart.now());
     status.dataset.state = 'sending';
     setText(status, `Sending ${fmtInt(values.total)} notifications…`);
     try {
       // The drain baseline is the /stats reading before the first request.
       const { data } = await requestStats(signal);
       run.baseline = (data.byStatus?.sent || 0) + (data.byStatus?.failed || 0);
+      lastFinished = { sent: data.byStatus?.sent || 0, failed: data.byStatus?.failed || 0, at: chart.now() };
       await fire(values, { signal, stopped: () => stopping }, (n) => {
         run.accepted += n;
         run.acceptSeconds = (performance.now() - run.startedAt) / 1000;
@@ -205,7 +221,17 @@ export function renderLoadTest(container, { signal }) {
   }
 }
 
-/** GET /stats with its response (the Date header sets the chart's clock). */
+/** A rate figure: one decimal for reading, the exact value in data-value for scripts and tests. */
+function setRate(figure, value) {
+  figure.value.dataset.value = String(value);
+  setText(figure.value, fmtRate(value));
+}
+
+function setLabel(figure, text) {
+  setText(figure.el.querySelector('.stat__label'), text);
+}
+
+/** GET /stats with its response. */
 function requestStats(signal) {
   return request('/stats', { signal });
 }
