@@ -20,6 +20,7 @@ import termios
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from notifq.client.api import ApiError, Unreachable, UsageError, check_idempoten
 from notifq.client.commands import terminal_safe_json
 from notifq.client.progress import OUTAGE_TOLERANCE_SECONDS, ProgressView, RateMeter, Snapshot, describe, watch
 from notifq.client.recipients import parse_csv
+from notifq.client.report import failure_hints, summary
 from notifq.errors import ValidationError
+from notifq.vocabulary import CampaignStatus
 from tests.api.support import row_counts
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.harness import running_worker
@@ -102,21 +105,30 @@ async def test_create_with_count_and_watch_completes_with_exit_0(live_api: LiveA
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert UUID.match(lines[0]), lines
-    # Not a terminal: plain lines, no carriage returns, and the final state last.
+    # Not a terminal: plain lines, no carriage returns, the final state, then the summary `campaign show` prints.
     assert "\r" not in done.stdout and len(lines) >= 2
-    assert "100%" in lines[-1] and "sent 300" in lines[-1] and "failed 0" in lines[-1], lines[-1]
-    assert lines[-1].endswith("completed")
+    at = lines.index(f"campaign   {lines[0]}")
+    final = lines[at - 1]
+    assert "100%" in final and "sent 300" in final and "failed 0" in final and final.endswith("completed"), final
+    shown = await notifq("campaign", "show", lines[0], env=cli_env)
+    assert lines[at:] == shown.stdout.splitlines()
+    assert re.search(r"^duration   \d+s, [\d.]+ msg/s on average$", shown.stdout, re.M), shown.stdout
+    assert lines[-1] == "messages   sent 300"
+    assert "failed" not in done.stderr  # nothing to retry, so no advice
 
 
-async def test_watch_on_a_terminal_redraws_one_line(live_api: LiveApi, cli_env: dict[str, str]) -> None:
-    """On a TTY each update rewrites the same line with \\r, and fits the terminal's 80-column width."""
+@pytest.mark.parametrize("columns", [80, 60, 40])
+async def test_watch_on_a_terminal_redraws_one_line_within_its_width(
+    live_api: LiveApi, cli_env: dict[str, str], columns: int
+) -> None:
+    """On a TTY each update rewrites the same line with \\r, fits the terminal, and never cuts the status."""
     master, slave = pty.openpty()
-    # An 80x24 terminal both ways the child may ask (COLUMNS/LINES first, then the tty), so a COLUMNS
+    # The terminal's size both ways the child may ask (COLUMNS/LINES first, then the tty), so a COLUMNS
     # inherited from the developer's shell or the CI runner cannot change the width measured below.
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {**cli_env, "COLUMNS": "80", "LINES": "24"}
-    async with running_worker(live_api.settings):
-        proc = _spawn(["campaign", "create", "--name", "Tty", "--count", "200", "--watch"], env, stdout=slave)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {**cli_env, "COLUMNS": str(columns), "LINES": "24"}
+    async with running_worker(live_api.settings.with_(rate_limit=150)):  # a couple of seconds of redraws
+        proc = _spawn(["campaign", "create", "--name", "Tty", "--count", "300", "--watch"], env, stdout=slave)
         os.close(slave)
         output = await asyncio.to_thread(_read_all, master)
         returncode = await asyncio.to_thread(proc.wait, 60)
@@ -124,11 +136,62 @@ async def test_watch_on_a_terminal_redraws_one_line(live_api: LiveApi, cli_env: 
     assert returncode == 0, proc.stderr.read().decode()
     proc.stderr.close()
     screen = output.decode()
-    assert "\r" in screen and screen.endswith("\r\n")
-    redraws = [part.removesuffix("\x1b[K") for part in screen.split("\n", 1)[1].strip("\r\n").split("\r")]
+    campaign_id, progress, shown = screen.split("\r\n", 2)  # the tty turns each \n into \r\n
+    assert UUID.match(campaign_id)
+    redraws = [part.removesuffix("\x1b[K") for part in progress.split("\r") if part]
+    assert len(redraws) >= 2, redraws
+    assert all(len(r) <= columns - 1 for r in redraws), redraws
+    statuses = tuple(f"  {status}" for status in CampaignStatus) + tuple(f" {status}" for status in CampaignStatus)
+    assert all(r.endswith(statuses) for r in redraws), redraws  # "processin" or "comp" would fail this
     final = redraws[-1]
-    assert final.startswith("[" + "#" * 10) and "100%" in final and final.endswith("completed"), final
-    assert all(len(r) <= 79 for r in redraws), redraws
+    assert "100%" in final and final.endswith(" completed"), final
+    assert final.startswith("[" + "#" * 10) if columns == 80 else True
+    assert shown.startswith(f"campaign   {campaign_id}\r\n") and "status     completed\r\n" in shown
+    if columns == 80:
+        assert all(len(line) <= 79 for line in shown.split("\r\n")), shown
+
+
+def test_the_progress_line_drops_detail_before_it_cuts_the_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    running = Snapshot("processing", 1_000_000, 423_000, 1_200, 0)
+    done = Snapshot("completed_with_failures", 1_000_000, 999_984, 16, 0)
+    for columns in (120, 80, 60, 40, 30):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        out = io.StringIO()
+        view = ProgressView(out, interactive=True, clock=lambda: now[0])
+        for snapshot in (Snapshot("processing", 1_000_000, 0, 0, 0), running, done):
+            now[0] += 10.0
+            view.update(snapshot)
+        redraws = [part.removesuffix("\x1b[K") for part in out.getvalue().split("\r") if part]
+        assert [len(r) <= columns - 1 for r in redraws] == [True] * 3, (columns, redraws)
+        assert redraws[1].endswith(" processing") and redraws[2].endswith(" completed_with_failures"), redraws
+        assert "42%" in redraws[1] and "100%" in redraws[2]
+        if columns >= 60:
+            assert "sent 423000  failed 1200" in redraws[1] and "ETA" in redraws[1]
+    assert describe(running, 10.0, 0.0, width=20) == "42% processing"
+    assert describe(running, 10.0, 0.0, width=5) == "42% p"  # narrower than the status: nothing else helps
+
+
+def test_the_summary_gives_counts_duration_and_average_rate() -> None:
+    campaign = {
+        "id": "6f1c1b1e-2f9b-4d7e-9a0e-8a4f2f4b1a10", "name": "Launch", "status": "completed_with_failures",
+        "channel": "email", "subject": None, "totalMessages": 10_000,
+        "progress": {"pending": 0, "queued": 0, "sending": 0, "sent": 9_984, "failed": 16, "cancelled": 0},
+        "createdAt": "2026-12-01T10:00:00Z", "completedAt": "2026-12-01T10:16:40Z",
+    }  # fmt: skip
+    text = summary(campaign)
+    assert "\nduration   16m40s, 10.0 msg/s on average\n" in text
+    assert text.endswith("\nmessages   sent 9984  failed 16")
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    hints = failure_hints(campaign)
+    assert hints is not None
+    assert f"  notifq campaign messages {campaign['id']} --status failed" in hints.splitlines()
+    assert f"  notifq campaign retry {campaign['id']} --watch" in hints.splitlines()
+    assert failure_hints({**campaign, "status": "cancelled"}) is None
+    assert failure_hints({**campaign, "progress": {"sent": 10_000, "failed": 0}}) is None
+    running = summary({**campaign, "status": "processing", "completedAt": None}, now=datetime(2026, 12, 1, 10, 1,
+                      tzinfo=UTC))  # fmt: skip
+    assert "\nduration   1m00s so far, 166.7 msg/s on average\n" in running
 
 
 def _read_all(fd: int) -> bytes:
@@ -143,17 +206,44 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-async def test_watch_of_a_campaign_with_permanent_failures_exits_1(live_api: LiveApi, cli_env: dict[str, str]) -> None:
+async def test_watch_of_a_campaign_with_permanent_failures_exits_1_and_says_how_to_retry(
+    live_api: LiveApi, cli_env: dict[str, str]
+) -> None:
     failing = live_api.settings.with_(mock_failure_rate=1.0, max_attempts=1)
     async with running_worker(failing):
         done = await notifq("campaign", "create", "--name", "Doomed", "--count", "20", "--watch", env=cli_env)
     assert done.returncode == 1, done.stderr
-    last = done.stdout.splitlines()[-1]
-    assert "100%" in last and "failed 20" in last and last.endswith("completed_with_failures"), last
+    lines = done.stdout.splitlines()
+    campaign_id = lines[0]
+    final = lines[lines.index(f"campaign   {campaign_id}") - 1]
+    assert "100%" in final and "failed 20" in final and final.endswith("completed_with_failures"), final
+    assert "status     completed_with_failures" in lines and lines[-1] == "messages   failed 20"
+    # What to do next, ready to paste (on stderr: stdout keeps the result).
+    assert f"  notifq campaign messages {campaign_id} --status failed\n" in done.stderr
+    assert f"  notifq campaign retry {campaign_id} --watch\n" in done.stderr
 
-    campaign_id = done.stdout.splitlines()[0]
     again = await notifq("campaign", "show", campaign_id, "--watch", env=cli_env)
     assert again.returncode == 1 and "completed_with_failures" in again.stdout
+    assert again.stdout.splitlines()[-10:] == lines[-10:]  # the same summary, however it was reached
+
+    listed = await notifq("campaign", "messages", campaign_id, "--status", "failed", env=cli_env)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "ATTEMPTS", "RECIPIENT", "LAST", "ERROR"]
+    assert len(rows) == 20 and all(r.split()[1:3] == ["failed", "1"] and "example.com" in r for r in rows), rows
+    none = await notifq("campaign", "messages", campaign_id, "--status", "sent", env=cli_env)
+    assert none.returncode == 0 and none.stdout == "no messages with status sent\n"
+
+    async with running_worker(live_api.settings):
+        retried = await notifq("campaign", "retry", campaign_id, "--watch", env=cli_env)
+    assert retried.returncode == 0, retried.stderr
+    out = retried.stdout.splitlines()
+    assert out[0] == "20 failed messages queued again"
+    assert "status     completed" in out and out[-1] == "messages   sent 20" and retried.stderr == ""
+    nothing = await notifq("campaign", "retry", campaign_id, "--json", env=cli_env)
+    assert nothing.returncode == 0 and json.loads(nothing.stdout) == {"requeued": 0}
+    unknown = await notifq("campaign", "retry", str(uuid.uuid4()), env=cli_env)
+    assert unknown.returncode == 3 and "404 not_found" in unknown.stderr
 
 
 async def test_create_from_a_csv_sends_its_columns_as_vars(

@@ -155,10 +155,14 @@ class ApiClient:
         return _object(self.request("POST", "/campaigns", body=body, headers=headers))
 
     def campaign(self, campaign_id: str, *, timeout: float | None = None) -> dict[str, Any]:
-        # Quoted whole, so an id like `../auth/login` cannot address another endpoint; surrogateescape sends
-        # undecodable command-line bytes as they were typed (the API then answers 404) instead of raising.
-        path = f"/campaigns/{quote(campaign_id, safe='', errors='surrogateescape')}"
-        return _object(self.request("GET", path, timeout=timeout))
+        return _object(self.request("GET", _campaign_path(campaign_id), timeout=timeout))
+
+    def messages(self, campaign_id: str, *, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("status", status), ("limit", limit)) if v is not None}
+        return _object(self.request("GET", f"{_campaign_path(campaign_id)}/messages", params=params))
+
+    def retry(self, campaign_id: str) -> dict[str, Any]:
+        return _object(self.request("POST", f"{_campaign_path(campaign_id)}/retry"))
 
     def campaigns(self, *, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("status", status), ("limit", limit)) if v is not None}
@@ -166,6 +170,12 @@ class ApiClient:
 
     def workers(self) -> dict[str, Any]:
         return _object(self.request("GET", "/workers"))
+
+
+def _campaign_path(campaign_id: str) -> str:
+    # Quoted whole, so an id like `../auth/login` cannot address another endpoint; surrogateescape sends
+    # undecodable command-line bytes as they were typed (the API then answers 404) instead of raising.
+    return f"/campaigns/{quote(campaign_id, safe='', errors='surrogateescape')}"
 
 
 def _object(value: Any) -> dict[str, Any]:

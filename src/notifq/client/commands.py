@@ -1,4 +1,4 @@
-"""`notifq campaign create|show|list`, `notifq workers` and `notifq login`: the API from a shell.
+"""`notifq campaign create|show|list|messages|retry`, `notifq workers` and `notifq login`: the API from a shell.
 
 Every command returns an exit code that scripts can act on without parsing output (see
 EXIT_CODES); stdout carries only the result (an id, a table, JSON), diagnostics go to stderr.
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from notifq.client.api import ApiClient, ApiError, ClientError, Unreachable, UsageError, check_idempotency_key
-from notifq.client.progress import WATCH_REQUEST_SECONDS, ProgressView, Snapshot, bar, exit_code, watch
+from notifq.client.progress import WATCH_REQUEST_SECONDS, ProgressView, Snapshot, exit_code, watch
 from notifq.client.recipients import Recipients, read_recipients, read_stdin
+from notifq.client.report import failure_hints, summary
 from notifq.client.tables import age, clean, table, timestamp
-from notifq.vocabulary import CampaignStatus, Channel
+from notifq.vocabulary import CampaignStatus, Channel, MessageStatus
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_EMAIL = "admin@notifq.dev"
@@ -28,6 +29,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPT
 # "the campaign ended with failures". Python ignores SIGPIPE, so this is set by hand.
 EXIT_BROKEN_PIPE = 141
 CAMPAIGN_STATUSES = tuple(CampaignStatus)
+MESSAGE_STATUSES = tuple(MessageStatus)
 
 EXIT_CODES = """\
 exit codes:
@@ -155,34 +157,10 @@ def cmd_create(args: argparse.Namespace) -> int:
         # With --json stdout stays one JSON document: the progress goes to stderr.
         if not args.json:
             print(clean(campaign_id), flush=True)
-        final = watch(_watcher(client, campaign_id), _view(sys.stderr if args.json else sys.stdout), campaign)
-        if args.json:
-            _print_json(final)
-        return exit_code(Snapshot.of(final))
+        return _watched(client, campaign_id, args.json, campaign)
 
 
-# --- campaign show / list ---------------------------------------------------------------------------------------
-
-
-def summary(campaign: Mapping[str, Any]) -> str:
-    snapshot = Snapshot.of(campaign)
-    progress = campaign.get("progress") or {}
-    rows = [
-        ("campaign", campaign.get("id")),
-        ("name", campaign.get("name")),
-        ("status", campaign.get("status")),
-        ("channel", campaign.get("channel")),
-        ("subject", campaign.get("subject")),
-        ("created", timestamp(campaign.get("createdAt"))),
-    ]
-    if campaign.get("sendAt"):
-        rows.append(("send at", timestamp(campaign["sendAt"])))
-    if campaign.get("completedAt"):
-        rows.append(("completed", timestamp(campaign["completedAt"])))
-    rows.append(("progress", f"{bar(snapshot.percent)} {snapshot.percent}%  {snapshot.finished} of "
-                             f"{snapshot.total} finished"))  # fmt: skip
-    rows.append(("messages", "  ".join(f"{k} {clean(v)}" for k, v in progress.items())))
-    return "\n".join(f"{label:<10} {clean(value)}" for label, value in rows)
+# --- campaign show / list / messages / retry ----------------------------------------------------------------------
 
 
 def _watcher(client: ApiClient, campaign_id: str) -> Callable[[], Mapping[str, Any]]:
@@ -190,18 +168,63 @@ def _watcher(client: ApiClient, campaign_id: str) -> Callable[[], Mapping[str, A
     return lambda: client.campaign(campaign_id, timeout=WATCH_REQUEST_SECONDS)
 
 
+def _watched(client: ApiClient, campaign_id: str, as_json: bool, first: Mapping[str, Any] | None = None) -> int:
+    """Follow the campaign to its end, then show it as `campaign show` does; the exit code tells the outcome."""
+    final = watch(_watcher(client, campaign_id), _view(sys.stderr if as_json else sys.stdout), first)
+    _show(final, as_json)
+    return exit_code(Snapshot.of(final))
+
+
+def _show(campaign: Mapping[str, Any], as_json: bool) -> None:
+    """The summary on stdout; the commands for remaining failures on stderr (with --json, only the JSON)."""
+    if as_json:
+        _print_json(campaign)
+        return
+    print(summary(campaign), flush=True)
+    hints = failure_hints(campaign)
+    if hints:
+        print(hints, file=sys.stderr)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     with _connect(args) as client:
-        campaign: Mapping[str, Any] = client.campaign(args.id)
-        code = EXIT_OK
+        campaign = client.campaign(args.id)
         if args.watch:
-            campaign = watch(_watcher(client, args.id), _view(sys.stderr if args.json else sys.stdout), campaign)
-            code = exit_code(Snapshot.of(campaign))
+            return _watched(client, args.id, args.json, campaign)
+    _show(campaign, args.json)
+    return EXIT_OK
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        page = client.messages(args.id, status=args.status, limit=args.limit)
     if args.json:
-        _print_json(campaign)
-    else:
-        print(summary(campaign))
-    return code
+        _print_json(page)
+        return EXIT_OK
+    items = page.get("items") or []
+    if not items:
+        print("no messages" + (f" with status {args.status}" if args.status else ""))
+        return EXIT_OK
+    rows = [[m.get("id"), m.get("status"), m.get("attempts"), m.get("recipient"), m.get("lastError")] for m in items]
+    print(table(["ID", "STATUS", "ATTEMPTS", "RECIPIENT", "LAST ERROR"], rows, numeric=(0, 2)))
+    if page.get("nextCursor"):
+        print("(more messages: raise --limit, up to 1000)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Prints how many messages went back to the queue (with --json the API's answer, or with --watch the
+    final campaign)."""
+    with _connect(args) as client:
+        answer = client.retry(args.id)
+        requeued = answer.get("requeued")
+        if not args.json:
+            print(f"{clean(requeued)} failed message{'' if requeued == 1 else 's'} queued again", flush=True)
+        if args.watch:
+            return _watched(client, args.id, args.json)
+    if args.json:
+        _print_json(answer)
+    return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -377,7 +400,7 @@ def register(sub: Any) -> None:
     campaign = sub.add_parser("campaign", help="create, show, list and watch campaigns through the API",
                               description="Campaigns through the HTTP API.", epilog=epilog,
                               formatter_class=_formatter)  # fmt: skip
-    actions = campaign.add_subparsers(dest="action", required=True, metavar="{create,show,list}")
+    actions = campaign.add_subparsers(dest="action", required=True, metavar="{create,show,list,messages,retry}")
 
     p = actions.add_parser("create", parents=[common], help="create a campaign; prints its id",
                            description="Create a campaign; prints its id (with --json the API's answer).",
@@ -411,6 +434,22 @@ def register(sub: Any) -> None:
     p.add_argument("--status", choices=CAMPAIGN_STATUSES, help="only campaigns with this status")
     p.add_argument("--limit", type=_positive, default=20, help="how many (1-500; default 20)")
     p.set_defaults(func=_guarded(cmd_list))
+
+    p = actions.add_parser("messages", parents=[common], help="a campaign's messages, with their last error",
+                           description="A campaign's messages in creation order: status, attempts, recipient and "
+                           "last error\n(a message's whole history: GET /notifications/{id}).", epilog=epilog,
+                           formatter_class=_formatter)  # fmt: skip
+    p.add_argument("id", help="the campaign id")
+    p.add_argument("--status", choices=MESSAGE_STATUSES, help="only messages with this status, e.g. failed")
+    p.add_argument("--limit", type=_positive, default=100, help="how many (1-1000; default 100)")
+    p.set_defaults(func=_guarded(cmd_messages))
+
+    p = actions.add_parser("retry", parents=[common], help="queue a campaign's failed messages again",
+                           description="Queue a campaign's failed messages again, with fresh attempts; prints how "
+                           "many.", epilog=epilog, formatter_class=_formatter)  # fmt: skip
+    p.add_argument("id", help="the campaign id")
+    p.add_argument("--watch", action="store_true", help=WATCH_HELP)
+    p.set_defaults(func=_guarded(cmd_retry))
 
     p = sub.add_parser("workers", parents=[common], help="running workers and the queue depth, through the API",
                        description="Running workers (from GET /workers) and the queue depth.", epilog=epilog,

@@ -107,20 +107,28 @@ def bar(percent: int, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def describe(snapshot: Snapshot, rate: float | None, elapsed: float) -> str:
-    parts = [f"{snapshot.percent:3d}%", f"sent {snapshot.sent}", f"failed {snapshot.failed}"]
+def describe(snapshot: Snapshot, rate: float | None, elapsed: float, width: int | None = None) -> str:
+    """One progress line. Given a `width`, parts are dropped to fit it, least useful first (the total, the
+    rate, the ETA, then the spacing), so that the status is never cut ("processin", "comp")."""
+    head = [f"{snapshot.percent:3d}%", f"sent {snapshot.sent}", f"failed {snapshot.failed}"]
     if snapshot.cancelled:
-        parts.append(f"cancelled {snapshot.cancelled}")
-    parts.append(f"of {snapshot.total}")
+        head.append(f"cancelled {snapshot.cancelled}")
     rate = max(0.0, rate) if rate is not None else None  # never a negative rate or ETA, whatever the caller gives
-    parts.append(f"{rate:.0f} msg/s" if rate is not None else "- msg/s")
+    speed = f"{rate:.0f} msg/s" if rate is not None else "- msg/s"
     if snapshot.terminal:
-        parts.append(f"watched {duration(elapsed)}")
+        timing = f"watched {duration(elapsed)}"
     else:
         remaining = max(0, snapshot.total - snapshot.finished)
-        parts.append(f"ETA {duration(remaining / rate)}" if rate else "ETA -")
-    parts.append(clean(snapshot.status))  # from the API: escaped like every other value shown
-    return "  ".join(parts)
+        timing = f"ETA {duration(remaining / rate)}" if rate else "ETA -"
+    status = clean(snapshot.status)  # from the API: escaped like every other value shown
+    full = "  ".join([*head, f"of {snapshot.total}", speed, timing, status])
+    if width is None or len(full) <= width:
+        return full
+    for line in ("  ".join([*head, speed, timing, status]), "  ".join([*head, timing, status]),
+                 "  ".join([*head, status]), " ".join([*head, status]).lstrip()):  # fmt: skip
+        if len(line) <= width:
+            return line
+    return f"{snapshot.percent}% {status}"[:width]  # narrower than the status itself: nothing else can help
 
 
 def waiting_note(campaign: Mapping[str, Any]) -> str:
@@ -148,10 +156,14 @@ class ProgressView:
         line = describe(snapshot, self.meter.rate(), now - self.started)
         if self.interactive:
             # A line wider than the terminal wraps, and \r would then redraw only its last part: the bar takes
-            # what the text leaves, and the text is cut if even a short bar does not fit.
-            width = shutil.get_terminal_size().columns - 1
-            bar_width = min(MAX_BAR_WIDTH, max(MIN_BAR_WIDTH, width - len(line) - 3))
-            self.stream.write("\r" + f"{bar(snapshot.percent, bar_width)} {line}"[: max(width, 1)] + "\x1b[K")
+            # what the text leaves (`[` + bar + `] `), and without room for a short bar the text is fitted.
+            width = max(shutil.get_terminal_size().columns - 1, 1)
+            bar_width = min(MAX_BAR_WIDTH, width - len(line) - 3)
+            if bar_width >= MIN_BAR_WIDTH:
+                shown = f"{bar(snapshot.percent, bar_width)} {line}"
+            else:
+                shown = describe(snapshot, self.meter.rate(), now - self.started, width)
+            self.stream.write("\r" + shown + "\x1b[K")
             self.stream.flush()
         elif snapshot.terminal or self.last_plain is None or now - self.last_plain >= PLAIN_EVERY_SECONDS:
             self.stream.write(line + "\n")
