@@ -142,13 +142,13 @@ class CampaignService:
     async def timeline(
         self, campaign_id: uuid.UUID, points: int = 300
     ) -> tuple[int, list[campaigns_repo.TimelinePoint]]:
-        """A finished campaign's timeline is read once per process (it scans the campaign's messages)."""
+        """A finished campaign's timeline is read once per process (it scans the campaign's messages and events)."""
         campaign = await self.get(campaign_id)
         key = (campaign_id, campaign.updated_at)
         if key in self._timelines:
             return self._timelines[key]
         async with self.reads.connect() as conn:
-            timeline = await campaigns_repo.timeline(conn, campaign_id, points)
+            timeline = await campaigns_repo.timeline(conn, campaign, points)
         if campaign.status in FINISHED_CAMPAIGN_STATUSES:
             if len(self._timelines) >= TIMELINE_CACHE_SIZE:
                 self._timelines.pop(next(iter(self._timelines)))

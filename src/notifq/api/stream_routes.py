@@ -91,7 +91,7 @@ async def campaign_stream(request: Request) -> Response:
 async def campaign_timeline(request: Request) -> Response:
     await require_admin(request)
     width, points = await campaign_service(request).timeline(parse_id(request.path_params["campaign_id"]))
-    return json_reply(Timeline(bucket_seconds=width, points=[TimelinePoint(at=p.at, sent=p.sent, failed=p.failed)
+    return json_reply(Timeline(bucket_seconds=width, points=[TimelinePoint.model_validate(p, from_attributes=True)
                                                              for p in points]))  # fmt: skip
 
 
@@ -109,7 +109,10 @@ OPERATIONS = [
                           f"every {DETAIL_INTERVAL_SECONDS:g} s.", str, media_type=SSE)},
               errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed")),
     Operation("GET", "/campaigns/{campaign_id}/timeline", campaign_timeline, "getCampaignTimeline",
-              "Messages finished per second (or wider buckets), for the progress chart", "campaigns",
-              {200: Reply("The timeline.", Timeline)},
+              "Messages finished, attempts started and retries per second (or wider buckets), for the progress chart",
+              "campaigns", {200: Reply("The timeline.", Timeline)},
+              description="At most about 300 buckets, wider for long campaigns. `sent` and `failed` count messages by "
+              "their final status, so they add up to the campaign's counts; `attempts` and `retried` come from the "
+              "audit trail (events pruned by NOTIFQ_EVENT_RETENTION_DAYS are not counted).",
               errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed")),
 ]  # fmt: skip

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifq import vocabulary
-from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, Channel, MessageStatus
+from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, Channel, Event, MessageStatus
 
 # The API layer still imports these names; they are derived from the vocabulary, never copied.
 MESSAGE_STATUSES = tuple(MessageStatus)
@@ -149,27 +149,88 @@ class TimelinePoint:
     at: datetime
     sent: int
     failed: int
+    attempts: int
+    retried: int
 
 
-TIMELINE_SQL = text(f"""
-WITH done AS (
-    SELECT updated_at, status FROM messages WHERE campaign_id = :id
-        AND status IN ('{MessageStatus.SENT}', '{MessageStatus.FAILED}')
-), width AS (
-    SELECT date_trunc('second', min(updated_at)) AS origin,
-           greatest(1, ceil(extract(epoch FROM max(updated_at) - min(updated_at)) / :points))::int AS seconds
-    FROM done
+# Audit events are stamped (clock_timestamp()) by the statements that move the campaign's
+# counters, which also set campaigns.updated_at (now(): the statement's start); so every event
+# of the campaign lies in [its start, updated_at + the longest such statement]. This bounds it.
+EVENT_SLACK = timedelta(minutes=5)
+
+
+def _timeline_sql(exclude: bool) -> str:
+    """Finished messages by `updated_at`, attempts and retries by their audit event, in one set of buckets.
+
+    Each source is aggregated per second in one pass, then the seconds are binned (a campaign
+    spans far fewer seconds than it has messages). `exclude`: ids in the campaign's range that
+    belong to other messages (`:others`), whose events are left out.
+    """
+    others = "AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:others AS bigint[])) o(id) WHERE o.id = e.message_id)"
+    return f"""
+    WITH seconds AS (
+        SELECT date_trunc('second', updated_at) AS at,
+               count(*) FILTER (WHERE status = '{MessageStatus.SENT}') AS sent,
+               count(*) FILTER (WHERE status = '{MessageStatus.FAILED}') AS failed, 0 AS attempts, 0 AS retried
+        FROM messages WHERE campaign_id = :id AND status IN ('{MessageStatus.SENT}', '{MessageStatus.FAILED}')
+        GROUP BY 1
+        UNION ALL
+        SELECT date_trunc('second', e.at), 0, 0, count(*) FILTER (WHERE e.event = '{Event.ATTEMPT}'),
+               count(*) FILTER (WHERE e.event = '{Event.RETRY}')
+        FROM message_events e
+        WHERE e.at >= :since AND e.at < :until AND e.message_id BETWEEN :lo AND :hi
+            AND e.event IN ('{Event.ATTEMPT}', '{Event.RETRY}') {others if exclude else ""}
+        GROUP BY 1
+    ), width AS (
+        SELECT min(at) AS origin, greatest(1, ceil(extract(epoch FROM max(at) - min(at)) / :points))::int AS seconds
+        FROM seconds
+    )
+    SELECT date_bin(make_interval(secs => w.seconds), s.at, w.origin) AS at, w.seconds, sum(s.sent) AS sent,
+           sum(s.failed) AS failed, sum(s.attempts) AS attempts, sum(s.retried) AS retried
+    FROM seconds s CROSS JOIN width w
+    GROUP BY 1, 2 ORDER BY 1
+    """
+
+
+_TIMELINE = {exclude: text(_timeline_sql(exclude)) for exclude in (False, True)}
+_ID_RANGE = text("SELECT min(id) AS lo, max(id) AS hi FROM messages WHERE campaign_id = :id")
+# Messages created while this campaign's were being copied: single notifications (the partial
+# index `messages_single`) and other campaigns' (one probe of `messages_by_campaign` per campaign).
+_OTHERS_IN_RANGE = text(
+    "SELECT id FROM messages WHERE campaign_id IS NULL AND id BETWEEN :lo AND :hi "
+    "UNION ALL "
+    "SELECT m.id FROM campaigns c CROSS JOIN LATERAL "
+    "(SELECT id FROM messages WHERE campaign_id = c.id AND id BETWEEN :lo AND :hi) m WHERE c.id <> :id"
 )
-SELECT date_bin(make_interval(secs => w.seconds), d.updated_at, w.origin) AS at, w.seconds,
-       count(*) FILTER (WHERE d.status = '{MessageStatus.SENT}') AS sent,
-       count(*) FILTER (WHERE d.status = '{MessageStatus.FAILED}') AS failed
-FROM done d CROSS JOIN width w
-GROUP BY 1, 2 ORDER BY 1
-""")
 
 
-async def timeline(conn: AsyncConnection, campaign_id: uuid.UUID, points: int) -> tuple[int, list[TimelinePoint]]:
-    """Finished messages per time bucket, at most about `points` buckets (wider ones for long campaigns)."""
-    rows = (await conn.execute(TIMELINE_SQL, {"id": campaign_id, "points": points})).all()
+async def timeline(conn: AsyncConnection, campaign: CampaignRow, points: int) -> tuple[int, list[TimelinePoint]]:
+    """Per time bucket (at most about `points`, wider for long campaigns): messages finished `sent` and
+    `failed` (by their last update, so they add up to the campaign's counts), and attempts started and
+    transient failures retried (audit events `attempt` and `retry`; pruned ones are not counted).
+
+    The events are found without a lookup per event: the BRIN index on `message_events.at`
+    narrows them to the campaign's lifetime (EVENT_SLACK), its messages' id range (two probes
+    of `messages_by_campaign`) to its own. When the range holds other messages too (sends made
+    while the campaign was being created), their ids are found by index and left out.
+    Measured through this function (PostgreSQL 18, shared machine, warm cache): a 100,000-message
+    campaign delivered by a worker with 20 % transient failures (250,000 events): 115 ms (sent and
+    failed alone, as before: 55 ms). A synthetic 1,000,000-message one (2.4 M of the table's 4.6 M
+    events): 0.95-1.0 s, about half for each source (sent and failed alone: 0.35-0.7 s); with
+    100,000 other ids in its range left out, 1.4 s. One call per chart opened; a finished
+    campaign's is kept per process (campaigns.py).
+    """
+    ids = (await conn.execute(_ID_RANGE, {"id": campaign.id})).one()
+    if ids.lo is None:
+        return 1, []
+    params: dict[str, object] = {
+        "id": campaign.id, "points": points, "lo": ids.lo, "hi": ids.hi,
+        "since": max(campaign.created_at, campaign.send_at or campaign.created_at),
+        "until": campaign.updated_at + EVENT_SLACK,
+    }  # fmt: skip
+    others: list[int] = []
+    if ids.hi - ids.lo + 1 != campaign.total_messages:  # else the range is the campaign's alone
+        others = [r.id for r in await conn.execute(_OTHERS_IN_RANGE, params)]
+    rows = (await conn.execute(_TIMELINE[bool(others)], {**params, "others": others})).all()
     width = int(rows[0].seconds) if rows else 1
-    return width, [TimelinePoint(r.at, int(r.sent), int(r.failed)) for r in rows]
+    return width, [TimelinePoint(r.at, int(r.sent), int(r.failed), int(r.attempts), int(r.retried)) for r in rows]

@@ -257,14 +257,18 @@ class RetryResult(ApiModel):
 
 class TimelinePoint(ApiModel):
     model_config = ConfigDict(strict=False)
-    at: datetime
-    sent: int = Field(ge=0)
-    failed: int = Field(ge=0)
+    at: datetime = Field(description="The start of the bucket.")
+    sent: int = Field(ge=0, description="Messages that finished `sent` in the bucket.")
+    failed: int = Field(ge=0, description="Messages that finished `failed` (dead letters) in the bucket.")
+    attempts: int = Field(ge=0, description="Delivery attempts started in the bucket (audit event `attempt`).")
+    retried: int = Field(ge=0, description="Transient failures queued for another attempt (audit event `retry`).")
 
 
 class Timeline(ApiModel):
+    """Buckets with nothing in them are left out. `sent` and `failed` add up to the campaign's counts."""
+
     bucket_seconds: int = Field(ge=1, description="Width of each point's bucket.")
-    points: list[TimelinePoint]
+    points: list[TimelinePoint] = Field(description="Oldest first.")
 
 
 CAMPAIGN_CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
