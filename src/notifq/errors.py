@@ -79,3 +79,9 @@ class ThrottledError(TransientError):
 
 class PermanentError(DeliveryError):
     """Retrying cannot help (the address was rejected): fail the message at once."""
+
+
+class ProviderConfigError(DeliveryError):
+    """Every message would fail alike until the operator fixes the provider's configuration (credentials,
+    an unverified sender, a wrong region, host, port or TLS mode, a missing key file), and nothing was
+    delivered: the worker holds the provider, gives the attempt back, and tries again after a cool-down."""

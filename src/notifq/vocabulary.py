@@ -60,6 +60,7 @@ class Event(StrEnum):
     RETRY = "retry"
     THROTTLED = "throttled"
     DEFERRED = "deferred"
+    CONFIG_ERROR = "config_error"
     LOST = "lost"
     CANCELLED = "cancelled"
     PAUSED = "paused"
@@ -77,6 +78,8 @@ EVENT_DESCRIPTIONS: dict[Event, str] = {
     Event.RETRY: "a transient error (`detail`); queued again after 1 s / 2 s / 4 s",
     Event.THROTTLED: "the provider asked to slow down; queued again after its hint, the attempt given back",
     Event.DEFERRED: "not attempted: the provider's circuit is open; it waits, the attempt given back",
+    Event.CONFIG_ERROR: "the provider's configuration is wrong (credentials, sender, endpoint; `detail`): the "
+    "provider is held and tried again every NOTIFQ_BREAKER_COOLDOWN seconds; it waits, the attempt given back",
     Event.LOST: "the worker died during the attempt; the reconciler queued it again (or failed it after the last)",
     Event.CANCELLED: "cancelled before it started",
     Event.PAUSED: "held because its campaign was paused (back to pending)",

@@ -23,7 +23,7 @@ from typing import Any
 from notifq.db import messages_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.messages_repo import ClaimedMessage, Outcome
-from notifq.errors import PermanentError, ThrottledError
+from notifq.errors import PermanentError, ProviderConfigError, ThrottledError
 from notifq.providers.base import OutgoingMessage
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.templates import render
@@ -36,6 +36,7 @@ log = logging.getLogger("notifq.worker")
 
 
 DEFAULT_THROTTLE_SECONDS = 1.0
+CONFIG_ERROR = "configuration error: "  # how the audit trail and lastError of a held message begin
 
 
 def _error_text(exc: BaseException) -> str:
@@ -46,10 +47,12 @@ def _error_text(exc: BaseException) -> str:
 async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body: str) -> Outcome | Retry:
     provider = deps.providers.for_message(message.channel, message.recipient)
     wait = deps.breaker.wait_for(provider.name)
-    if wait > 0:  # circuit open or throttled: wait without using up an attempt
+    if wait > 0:  # circuit open, throttled or held: wait without using up an attempt
+        problem = deps.breaker.problem(provider.name)
+        why = (f"{CONFIG_ERROR}{problem}; provider {provider.name} held, not attempted" if problem
+               else f"provider {provider.name} paused; not attempted")  # fmt: skip
         # Rounded up so the messages skipped together share one retry batch.
-        return deferred(message, f"provider {provider.name} paused; not attempted", math.ceil(wait * 10) / 10,
-                        Event.DEFERRED)  # fmt: skip
+        return deferred(message, why, math.ceil(wait * 10) / 10, Event.DEFERRED)
     outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body, message.channel,
                                message.data)  # fmt: skip
     metrics = deps.metrics
@@ -59,8 +62,10 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
         try:
             result = await provider.send(outgoing)
         except PermanentError as exc:
-            deps.breaker.success(provider.name)  # the provider answered; the message is the problem
+            deps.breaker.refused(provider.name)  # the message is the problem, not the provider
             return Outcome(message.id, message.attempts, MessageStatus.FAILED, _error_text(exc), provider=provider.name)
+        except ProviderConfigError as exc:
+            return misconfigured(deps, message, provider.name, _error_text(exc))
         except ThrottledError as exc:
             hold = exc.retry_after if exc.retry_after and exc.retry_after > 0 else DEFAULT_THROTTLE_SECONDS
             deps.breaker.hold(provider.name, hold)
@@ -71,13 +76,26 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
         finally:
             metrics.in_flight -= 1
             metrics.latency(message.channel, provider.name, time.perf_counter() - started)
-    deps.breaker.success(provider.name)
+    if (problem := deps.breaker.success(provider.name)) is not None:
+        log.info("provider %s works again (it was held by: %s)", provider.name, problem,
+                 extra={"provider": provider.name})  # fmt: skip
     return Outcome(message.id, message.attempts, MessageStatus.SENT, provider=result.provider,
                    provider_message_id=result.provider_message_id)  # fmt: skip
 
 
+def misconfigured(deps: WorkerDeps, message: ClaimedMessage, provider: str, problem: str) -> Retry:
+    """A configuration error: hold the provider (one try per cool-down) and give the attempt back;
+    said once in an ERROR line (again if it changes, or every few minutes while it lasts)."""
+    if deps.breaker.misconfigured(provider, problem):
+        log.error("provider %s held: %s%s; its messages wait (no attempt used) and it is tried again every %g s",
+                  provider, CONFIG_ERROR, problem, deps.breaker.cooldown,
+                  extra={"provider": provider, "message_id": message.id,
+                         "campaign_id": message.campaign_id})  # fmt: skip
+    return deferred(message, f"{CONFIG_ERROR}{problem}", deps.breaker.cooldown, Event.CONFIG_ERROR, provider)
+
+
 def deferred(message: ClaimedMessage, error: str, delay: float, event: Event, provider: str | None = None) -> Retry:
-    """Try again after `delay` with the attempt given back (the provider asked us to wait)."""
+    """Try again after `delay` with the attempt given back (the provider asked us to wait, or is held)."""
     outcome = Outcome(message.id, message.attempts, MessageStatus.QUEUED, error, provider=provider, refund=True,
                       event=event)  # fmt: skip
     return Retry(outcome, delay, message.campaign_id, message.priority)
