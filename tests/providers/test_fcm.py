@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from notifq.errors import ConfigError, PermanentError, ThrottledError, TransientError
+from notifq.errors import ConfigError, PermanentError, ProviderConfigError, ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.providers.fcm import FCM_SCOPE, FcmProvider, classify, load_service_account, parse_retry_after
 from tests.fcm_server import (  # noqa: F401  (fixtures)
@@ -147,12 +147,11 @@ async def test_revoked_token_is_refreshed_once_and_the_send_retried(
     assert len(fcm_server.sent) == 2
 
 
-async def test_401_after_a_fresh_token_is_transient(fcm_server: FakeFcmServer, make_fcm: MakeFcm) -> None:
-    """A second 401 means our account is refused, not the message: transient, and only one retry."""
+async def test_401_after_a_fresh_token_is_a_configuration_error(fcm_server: FakeFcmServer, make_fcm: MakeFcm) -> None:
+    """A second 401 means our account is refused, not the message: the provider is held; only one retry."""
     fcm_server.refuse_tokens = True
-    with pytest.raises(TransientError, match="401 UNAUTHENTICATED") as info:
+    with pytest.raises(ProviderConfigError, match="401 UNAUTHENTICATED"):
         await make_fcm().send(push())
-    assert type(info.value) is TransientError
     assert fcm_server.token_requests == 2
     assert fcm_server.requests == 2
     assert fcm_server.sent == []
@@ -206,25 +205,42 @@ async def test_sender_id_mismatch_is_permanent(fcm_server: FakeFcmServer, make_f
         await make_fcm().send(push())
 
 
-async def test_wrong_project_is_transient(
+async def test_wrong_project_is_a_configuration_error(
     fcm_server: FakeFcmServer, fcm_private_key: rsa.RSAPrivateKey, make_fcm: MakeFcm, tmp_path: Path
 ) -> None:
     """403 without SENDER_ID_MISMATCH is about our account's rights: every message would fail alike."""
     other = write_service_account(tmp_path / "other.json", fcm_private_key, fcm_server.token_uri, "other-project")
-    with pytest.raises(TransientError, match="403 PERMISSION_DENIED") as info:
+    with pytest.raises(ProviderConfigError, match="403 PERMISSION_DENIED") as info:
         await make_fcm(credentials_file=other).send(push())
-    assert type(info.value) is TransientError
+    assert "NOTIFQ_FCM_CREDENTIALS_FILE" in str(info.value)
 
 
-async def test_token_endpoint_refusing_our_key_is_transient(
+async def test_token_endpoint_refusing_our_key_is_a_configuration_error(
     fcm_server: FakeFcmServer, make_fcm: MakeFcm, tmp_path: Path
 ) -> None:
-    """A key the token endpoint cannot verify (rotated or wrong): invalid_grant, transient, nothing sent."""
+    """A key the token endpoint cannot verify (rotated or wrong): invalid_grant, the provider is held,
+    nothing sent; the start-up check says the same."""
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     wrong = write_service_account(tmp_path / "wrong.json", stranger, fcm_server.token_uri)
-    with pytest.raises(TransientError, match="invalid_grant"):
-        await make_fcm(credentials_file=wrong).send(push())
+    provider = make_fcm(credentials_file=wrong)
+    with pytest.raises(ProviderConfigError, match="invalid_grant"):
+        await provider.send(push())
+    with pytest.raises(ProviderConfigError, match="invalid_grant"):
+        await provider.check()
     assert fcm_server.requests == 0
+
+
+async def test_check_fetches_a_token_and_sends_nothing(fcm_server: FakeFcmServer, make_fcm: MakeFcm) -> None:
+    await make_fcm().check()
+    assert (fcm_server.token_requests, fcm_server.requests) == (1, 0)
+
+
+async def test_third_party_auth_error_is_transient(fcm_server: FakeFcmServer, make_fcm: MakeFcm) -> None:
+    """APNs or web-push credentials concern some devices only: not a reason to hold every push."""
+    fcm_server.fail_next(401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR")
+    with pytest.raises(TransientError, match="THIRD_PARTY_AUTH_ERROR") as info:
+        await make_fcm().send(push())
+    assert type(info.value) is TransientError
 
 
 # --- refused before any request ---------------------------------------------------------------
@@ -247,18 +263,20 @@ async def test_non_string_data_is_permanent(fcm_server: FakeFcmServer, make_fcm:
 # --- transport failures -----------------------------------------------------------------------
 
 
-async def test_fcm_down_is_transient(fcm_server: FakeFcmServer, make_fcm: MakeFcm) -> None:
+async def test_fcm_unreachable_is_a_configuration_error(fcm_server: FakeFcmServer, make_fcm: MakeFcm) -> None:
+    """Nothing listens at NOTIFQ_FCM_ENDPOINT_URL: nothing was sent, every push would fail alike."""
     provider = make_fcm(endpoint_url=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(TransientError, match="unreachable") as info:
+    with pytest.raises(ProviderConfigError, match="unreachable") as info:
         await provider.send(push())
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert "NOTIFQ_FCM_ENDPOINT_URL" in str(info.value)
 
 
-async def test_token_endpoint_down_is_transient(
+async def test_token_endpoint_down_is_a_configuration_error(
     fcm_server: FakeFcmServer, fcm_private_key: rsa.RSAPrivateKey, make_fcm: MakeFcm, tmp_path: Path
 ) -> None:
     creds = write_service_account(tmp_path / "down.json", fcm_private_key, f"http://127.0.0.1:{free_port()}/token")
-    with pytest.raises(TransientError, match="token endpoint unreachable"):
+    with pytest.raises(ProviderConfigError, match="token endpoint unreachable"):
         await make_fcm(credentials_file=creds).send(push())
 
 
@@ -294,7 +312,7 @@ def response(status: int, body: Any = None, headers: dict[str, str] | None = Non
 @pytest.mark.parametrize(("status", "canonical", "fcm_code", "expected"), [
     (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", PermanentError), (404, "NOT_FOUND", "UNREGISTERED", PermanentError),
     (404, "NOT_FOUND", None, PermanentError), (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH", PermanentError),
-    (403, "PERMISSION_DENIED", None, TransientError),
+    (403, "PERMISSION_DENIED", None, ProviderConfigError), (401, "UNAUTHENTICATED", None, ProviderConfigError),
     (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", TransientError),
     (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", ThrottledError), (503, "UNAVAILABLE", "UNAVAILABLE", ThrottledError),
     (500, "INTERNAL", "INTERNAL", TransientError), (502, "UNKNOWN", None, TransientError),

@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 
-from notifq.errors import PermanentError, ThrottledError, TransientError
+from notifq.errors import PermanentError, ProviderConfigError, ThrottledError, TransientError
+from notifq.providers import aws
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.providers.factory import ProviderFactory
 from notifq.providers.mock import MockProvider
-from notifq.providers.ses import PERMANENT_CODES, THROTTLE_CODES, SesProvider, classify
+from notifq.providers.ses import CONFIG_CODES, PERMANENT_CODES, THROTTLE_CODES, SesProvider, classify
 from notifq.settings import Settings
 from tests.aws import moto_sent_messages, unique_address
 from tests.loop_probe import loop_ticks
@@ -127,12 +128,51 @@ async def test_each_send_gets_its_own_provider_message_id(
     assert None not in ids
 
 
-async def test_unverified_sender_is_a_permanent_error(moto_server: str, make_ses: MakeSes) -> None:
-    """SES's MessageRejected (unverified sender) becomes PermanentError carrying the vendor code."""
-    provider = make_ses(from_email=unique_address("nobody"), endpoint_url=moto_server, timeout=5)
-    with pytest.raises(PermanentError, match="MessageRejected") as info:
+async def test_unverified_sender_is_a_configuration_error(moto_server: str, make_ses: MakeSes) -> None:
+    """SES's MessageRejected for our unverified sender would refuse every message alike: ProviderConfigError
+    (the worker holds SES) naming the vendor code and FROM_EMAIL."""
+    sender = unique_address("nobody")
+    provider = make_ses(from_email=sender, endpoint_url=moto_server, timeout=5)
+    with pytest.raises(ProviderConfigError, match="MessageRejected") as info:
         await provider.send(outgoing(unique_address("reader")))
     assert isinstance(info.value.__cause__, ClientError)
+    assert sender in str(info.value) and "FROM_EMAIL" in str(info.value)
+
+
+async def test_missing_credentials_are_a_configuration_error_until_they_appear(
+    moto_server: str, verified_sender: str, make_ses: MakeSes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore reads credentials when a client is made; after NoCredentialsError the provider makes
+    its client again, so credentials set later are used without a new provider (or a restart)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    provider = make_ses(from_email=verified_sender, endpoint_url=moto_server, timeout=5)
+    with pytest.raises(ProviderConfigError, match="NoCredentialsError") as info:
+        await provider.send(outgoing(unique_address("reader")))
+    assert isinstance(info.value.__cause__, NoCredentialsError)
+    assert "AWS_ACCESS_KEY_ID" in str(info.value)
+    with pytest.raises(ProviderConfigError, match="NoCredentialsError"):
+        await provider.check()
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    await provider.check()
+    assert (await provider.send(outgoing(unique_address("reader")))).provider_message_id
+
+
+async def test_check_passes_with_credentials_and_a_reachable_endpoint(
+    moto_server: str, verified_sender: str, make_ses: MakeSes
+) -> None:
+    provider = make_ses(from_email=verified_sender, endpoint_url=moto_server, timeout=5)
+    await provider.check()
+
+
+async def test_check_names_an_endpoint_host_that_does_not_resolve(aws_credentials: None, make_ses: MakeSes) -> None:
+    """A mistyped region makes an endpoint like email.us-esat-1.amazonaws.com: it does not resolve."""
+    provider = make_ses(from_email="a@notifq.test", endpoint_url="https://email.nowhere.invalid", timeout=2)
+    with pytest.raises(ProviderConfigError, match=r"cannot resolve email\.nowhere\.invalid"):
+        await provider.check()
 
 
 async def test_invalid_recipient_is_a_permanent_error(
@@ -147,13 +187,14 @@ async def test_invalid_recipient_is_a_permanent_error(
 # --- transport failures -----------------------------------------------------------------
 
 
-async def test_closed_port_is_a_transient_error(aws_credentials: None, make_ses: MakeSes) -> None:
-    """A refused connection surfaces as TransientError caused by EndpointConnectionError."""
+async def test_closed_port_is_a_configuration_error(aws_credentials: None, make_ses: MakeSes) -> None:
+    """A refused connection (a wrong endpoint or region; nothing reached SES) holds the provider:
+    ProviderConfigError caused by EndpointConnectionError."""
     provider = make_ses(from_email="a@notifq.test", endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=0.5)
-    with pytest.raises(TransientError, match="unreachable") as info:
+    with pytest.raises(ProviderConfigError, match="unreachable") as info:
         await provider.send(outgoing("reader@elsewhere.test"))
-    assert type(info.value) is TransientError
     assert isinstance(info.value.__cause__, EndpointConnectionError)
+    assert "AWS_REGION" in str(info.value)
 
 
 async def test_hanging_endpoint_times_out_without_blocking_the_event_loop(
@@ -200,14 +241,43 @@ def test_classify_throttling_codes(code: str) -> None:
     assert "slow down" in str(error)
 
 
-@pytest.mark.parametrize("code", ["MessageRejected", "MailFromDomainNotVerifiedException", "AccountSuspendedException",
-                                  "SendingPausedException", "InvalidParameterValue", "NotFoundException"])  # fmt: skip
+@pytest.mark.parametrize("code", ["MessageRejected", "InvalidParameterValue", "NotFoundException"])
 def test_classify_permanent_codes(code: str) -> None:
     """Rejections that retrying cannot fix become PermanentError."""
     assert code in PERMANENT_CODES
     error = classify(client_error(code))
     assert type(error) is PermanentError
     assert code in str(error)
+
+
+@pytest.mark.parametrize("code", ["MailFromDomainNotVerifiedException", "AccountSuspendedException",
+                                  "SendingPausedException", "InvalidClientTokenId", "UnrecognizedClientException",
+                                  "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",
+                                  "ExpiredToken"])  # fmt: skip
+def test_classify_configuration_codes(code: str) -> None:
+    """Our account, sender, credentials or rights: every message alike, so the provider is held."""
+    assert code in CONFIG_CODES | aws.CONFIG_CODES
+    error = classify(client_error(code))
+    assert type(error) is ProviderConfigError
+    assert code in str(error)
+
+
+SANDBOX = "Email address is not verified. The following identities failed the check in region US-EAST-1: "
+
+
+@pytest.mark.parametrize(("failed", "expected"), [
+    ("Sender@Mail.Test", ProviderConfigError),  # our sender (any case): hold
+    ("sender@mail.test, reader@elsewhere.test", ProviderConfigError),
+    ("reader@elsewhere.test", PermanentError),  # the SES sandbox refusing only this recipient: that message fails
+])  # fmt: skip
+def test_classify_unverified_names_whose_fault_it_is(failed: str, expected: type[Exception]) -> None:
+    error = classify(client_error("MessageRejected", SANDBOX + failed), from_email="sender@mail.test")
+    assert type(error) is expected
+
+
+def test_classify_unverified_without_a_name_is_the_sender() -> None:
+    error = classify(client_error("MessageRejected", "Email address is not verified."), from_email="s@mail.test")
+    assert type(error) is ProviderConfigError
 
 
 @pytest.mark.parametrize("code", ["InternalFailure", "ServiceUnavailable", "SomethingNew", ""])

@@ -16,9 +16,9 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from notifq.errors import ConfigError, PermanentError, ThrottledError, TransientError
+from notifq.errors import ConfigError, PermanentError, ProviderConfigError, ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
-from notifq.providers.smtp import SmtpProvider, classify_reply
+from notifq.providers.smtp import SmtpProvider, classify, classify_reply
 from tests.loop_probe import loop_ticks
 from tests.smtp_server import (  # noqa: F401  (fixtures)
     DROP,
@@ -170,13 +170,25 @@ async def test_auth_plain_connection(smtp_server: SmtpTestServer, make_smtp: Mak
     assert smtp_server.received[0].login == SMTP_USER
 
 
-async def test_wrong_password_is_transient_and_sends_nothing(smtp_server: SmtpTestServer, make_smtp: MakeSmtp) -> None:
-    """535 concerns our account, not the message: transient, so the circuit breaker holds messages back."""
+async def test_wrong_password_is_a_configuration_error_and_sends_nothing(
+    smtp_server: SmtpTestServer, make_smtp: MakeSmtp
+) -> None:
+    """535 concerns our account, not the message: ProviderConfigError, so the worker holds the provider."""
     provider = make_smtp(smtp_server, username=SMTP_USER, password="wrong")
-    with pytest.raises(TransientError, match="535") as info:
+    with pytest.raises(ProviderConfigError, match="535") as info:
         await provider.send(outgoing())
-    assert type(info.value) is TransientError
     assert isinstance(info.value.__cause__, aiosmtplib.SMTPAuthenticationError)
+    assert f"{smtp_server.host}:{smtp_server.port}" in str(info.value) and "NOTIFQ_SMTP_PASSWORD" in str(info.value)
+    assert "wrong" not in str(info.value)  # the password itself is never in an error
+    assert smtp_server.received == []
+    with pytest.raises(ProviderConfigError, match="535"):
+        await provider.check()
+
+
+async def test_check_logs_in_and_quits_without_sending(smtp_server: SmtpTestServer, make_smtp: MakeSmtp) -> None:
+    provider = make_smtp(smtp_server, username=SMTP_USER, password=SMTP_PASSWORD)
+    await provider.check()
+    assert smtp_server.connections == 1
     assert smtp_server.received == []
 
 
@@ -206,17 +218,17 @@ async def test_implicit_tls(
 async def test_untrusted_certificate_is_refused(
     start_smtp_server: Callable[..., SmtpTestServer], smtp_tls: TlsFiles, make_smtp: MakeSmtp
 ) -> None:
-    """Certificates are verified: a self-signed one the client does not trust fails (transiently)."""
+    """Certificates are verified: a self-signed one the client does not trust fails (a configuration error)."""
     server = start_smtp_server(tls_context=smtp_tls.server_context, require_starttls=True)
     provider = make_smtp(server, security="starttls", tls_context=ssl.create_default_context(cafile=None))
-    with pytest.raises(TransientError, match="connect"):
+    with pytest.raises(ProviderConfigError, match="connect"):
         await provider.send(outgoing())
     assert server.received == []
 
 
 async def test_starttls_is_never_silently_skipped(smtp_server: SmtpTestServer, make_smtp: MakeSmtp) -> None:
     """security=starttls against a server without STARTTLS fails instead of sending in clear text."""
-    with pytest.raises(TransientError, match="STARTTLS"):
+    with pytest.raises(ProviderConfigError, match="STARTTLS"):
         await make_smtp(smtp_server, security="starttls").send(outgoing())
     assert smtp_server.received == []
 
@@ -267,8 +279,8 @@ async def test_rate_limit_reply_is_throttled(smtp_server: SmtpTestServer, make_s
     (452, "4.5.3 Too many recipients", ThrottledError), (421, "4.7.28 Unusual rate of mail", ThrottledError),
     (550, "5.1.1 No such user", PermanentError), (553, "5.1.3 Bad address syntax", PermanentError),
     (554, "5.7.1 Rejected", PermanentError), (552, "5.2.2 Mailbox full", PermanentError),
-    (535, "5.7.8 Authentication credentials invalid", TransientError),
-    (530, "5.7.0 Must issue STARTTLS", TransientError),
+    (535, "5.7.8 Authentication credentials invalid", ProviderConfigError),
+    (530, "5.7.0 Must issue STARTTLS", ProviderConfigError),
     (-1, "Malformed reply", TransientError),
 ])  # fmt: skip
 def test_classify_reply(code: int, text: str, expected: type[Exception]) -> None:
@@ -280,11 +292,41 @@ def test_classify_reply(code: int, text: str, expected: type[Exception]) -> None
 # --- transport failures -------------------------------------------------------------------
 
 
-async def test_server_down_is_transient(make_smtp: MakeSmtp) -> None:
-    provider = make_smtp(host="127.0.0.1", port=free_port())
-    with pytest.raises(TransientError, match="connect") as info:
+def test_sender_refused_for_good_is_a_configuration_error() -> None:
+    """MAIL FROM refused with 5xx: the relay will not send as FROM_EMAIL, whatever the message."""
+    error = classify(aiosmtplib.SMTPSenderRefused(553, "5.7.1 Sender address rejected: not owned by user", SENDER))
+    assert type(error) is ProviderConfigError
+    assert SENDER in str(error) and "FROM_EMAIL" in str(error)
+    assert type(classify(aiosmtplib.SMTPSenderRefused(451, "4.3.0 try later", SENDER))) is TransientError
+
+
+async def test_server_down_is_a_configuration_error(make_smtp: MakeSmtp) -> None:
+    """Nothing listens (a wrong host or port, or the relay is not running): nothing was sent, hold."""
+    port = free_port()
+    provider = make_smtp(host="127.0.0.1", port=port)
+    with pytest.raises(ProviderConfigError, match="connect") as info:
         await provider.send(outgoing())
     assert isinstance(info.value.__cause__, aiosmtplib.SMTPConnectError)
+    assert f"127.0.0.1:{port}" in str(info.value) and "NOTIFQ_SMTP_PORT" in str(info.value)
+
+
+async def test_busy_greeting_is_transient(make_smtp: MakeSmtp) -> None:
+    """421 at the greeting ("too many connections") is the server's passing state, not our configuration."""
+
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"421 4.7.0 Too many connections, try later\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(busy, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(TransientError, match="421") as info:
+            await make_smtp(host="127.0.0.1", port=port).send(outgoing())
+        assert type(info.value) in (TransientError, ThrottledError)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 class MuteServer:
@@ -308,7 +350,7 @@ async def test_silent_server_times_out_without_blocking_the_loop(mute_server: Mu
     provider = make_smtp(host="127.0.0.1", port=mute_server.port, timeout=0.3)
     started = time.monotonic()
     async with loop_ticks() as ticks:
-        with pytest.raises(TransientError):
+        with pytest.raises(ProviderConfigError, match="connect"):  # no greeting: e.g. plain SMTP to a TLS port
             await provider.send(outgoing())
     assert time.monotonic() - started >= 0.25
     assert ticks.count >= 4

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from notifq.errors import PermanentError, ThrottledError, TransientError
+from notifq.errors import PermanentError, ProviderConfigError, ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.providers.sns import PERMANENT_CODES, THROTTLE_CODES, SnsProvider, classify
 from tests.loop_probe import loop_ticks
@@ -56,7 +56,7 @@ def capture_requests(provider: SnsProvider) -> list[dict[str, list[str]]]:
         body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
         seen.append(parse_qs(body))
 
-    provider._client.meta.events.register("before-send.sns.Publish", record)
+    provider._aws.client.meta.events.register("before-send.sns.Publish", record)
     return seen
 
 
@@ -162,12 +162,16 @@ def test_unknown_sms_type_is_refused(aws_credentials: None) -> None:
 # --- transport failures -----------------------------------------------------------------
 
 
-async def test_closed_port_is_a_transient_error(make_sns: MakeSns) -> None:
+async def test_closed_port_is_a_configuration_error(make_sns: MakeSns) -> None:
+    """Nothing listens at the endpoint (a wrong endpoint or region): nothing reached SNS, SNS is held."""
     provider = make_sns(endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=0.5)
-    with pytest.raises(TransientError, match="unreachable") as info:
+    with pytest.raises(ProviderConfigError, match="unreachable") as info:
         await provider.send(sms())
-    assert type(info.value) is TransientError
     assert isinstance(info.value.__cause__, EndpointConnectionError)
+
+
+async def test_check_passes_against_moto(moto_server: str, make_sns: MakeSns) -> None:
+    await make_sns(endpoint_url=moto_server, timeout=5).check()
 
 
 async def test_hanging_endpoint_is_tried_once_without_blocking_the_loop(
@@ -202,11 +206,20 @@ def test_classify_throttling(code: str) -> None:
 
 
 @pytest.mark.parametrize("code", ["InvalidParameter", "InvalidParameterValue", "OptedOut", "EndpointDisabled",
-                                  "AuthorizationError", "ValidationError"])  # fmt: skip
+                                  "ValidationError"])  # fmt: skip
 def test_classify_permanent(code: str) -> None:
     assert code in PERMANENT_CODES
     error = classify(client_error(code))
     assert type(error) is PermanentError
+    assert code in str(error)
+
+
+@pytest.mark.parametrize("code", ["AuthorizationError", "InvalidClientTokenId", "SignatureDoesNotMatch",
+                                  "AccessDenied", "UnrecognizedClientException"])  # fmt: skip
+def test_classify_configuration(code: str) -> None:
+    """Refused rights or credentials: every SMS alike, so SNS is held (not a dead letter per message)."""
+    error = classify(client_error(code))
+    assert type(error) is ProviderConfigError
     assert code in str(error)
 
 

@@ -1,13 +1,14 @@
 """The boundary every provider implements, and what it is given.
 
 Adapters translate vendor errors into notifq's TransientError / ThrottledError /
-PermanentError at this edge, so the worker's retry policy never looks at vendor codes.
+PermanentError / ProviderConfigError at this edge, so the worker's retry policy never looks at
+vendor codes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,12 @@ class Provider(Protocol):
     async def send(self, message: OutgoingMessage) -> SendResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CheckableProvider(Provider, Protocol):
+    """A provider that can check its configuration without sending (at worker start)."""
+
+    async def check(self) -> None:
+        """Raise ProviderConfigError (or another DeliveryError) saying what is wrong; send nothing."""
+        ...

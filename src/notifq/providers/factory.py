@@ -2,22 +2,26 @@
 
 Mock routes win first, whatever the settings: `example.com` (NOTIFQ_MOCK_DOMAINS) email
 addresses, `+1555…` (NOTIFQ_MOCK_PHONE_PREFIXES) numbers and `mock-…` push tokens. Real
-providers are built lazily, so credentials are only needed once a real recipient shows up.
+providers are built lazily, so credentials are only needed once a real recipient shows up;
+the worker checks them at start (`ProviderFactory.check`) and only warns about what is wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
-from notifq.errors import ConfigError, TransientError
-from notifq.providers.base import OutgoingMessage, Provider, SendResult
+from notifq.errors import ConfigError, ProviderConfigError
+from notifq.providers.base import CheckableProvider, OutgoingMessage, Provider, SendResult
 from notifq.providers.fcm import FcmProvider
 from notifq.providers.mock import MockProvider
 from notifq.providers.ses import SesProvider
 from notifq.providers.smtp import SmtpProvider
 from notifq.providers.sns import SnsProvider
 from notifq.settings import Settings
+from notifq.vocabulary import Channel
 
 log = logging.getLogger("notifq.providers")
 
@@ -46,18 +50,38 @@ BUILDERS: dict[str, Callable[[Settings], Provider]] = {"ses": _ses, "smtp": _smt
 
 
 class Unconfigured:
-    """Stands in for a provider whose settings are wrong: every send is transient (and trips the
-    circuit breaker), so messages wait for the operator instead of failing for good."""
+    """Stands in for a provider whose settings are wrong (an FCM key file missing or unreadable): a send
+    tries to build it again (the worker's circuit breaker lets one through per cool-down), so a file
+    that appears is used without a restart; until then every send is a ProviderConfigError, so
+    messages wait for the operator instead of failing for good."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, build: Callable[[], Provider]) -> None:
         self.name = name
         self.reason = reason
+        self._build = build
+        self.built: Provider | None = None
+
+    def _provider(self) -> Provider:
+        if self.built is None:
+            try:
+                self.built = self._build()
+            except ConfigError as exc:
+                self.reason = exc.message
+                raise ProviderConfigError(f"provider {self.name} is not configured: {exc.message}") from None
+            log.info("provider %s is configured now", self.name, extra={"provider": self.name})
+        return self.built
 
     async def send(self, message: OutgoingMessage) -> SendResult:
-        raise TransientError(f"provider {self.name} is not configured: {self.reason}")
+        return await self._provider().send(message)
+
+    async def check(self) -> None:
+        provider = self._provider()
+        if isinstance(provider, CheckableProvider):
+            await provider.check()
 
     async def aclose(self) -> None:
-        return None
+        if self.built is not None:
+            await self.built.aclose()
 
 
 class ProviderFactory:
@@ -85,19 +109,48 @@ class ProviderFactory:
         name = self.provider_name(channel)
         if name == "mock":
             return self.mock
+        return self.named(name)
+
+    def named(self, name: str) -> Provider:
+        """The real provider `name`, built on first use (a stand-in while its settings are wrong)."""
         provider = self._built.get(name)
+        if isinstance(provider, Unconfigured) and provider.built is not None:
+            provider = self._built[name] = provider.built  # configured since: use it directly
         if provider is None:
+            build = functools.partial(BUILDERS[name], self.settings)
             try:
-                provider = BUILDERS[name](self.settings)
-            except ConfigError as exc:
-                log.error("provider %s cannot be built: %s", name, exc.message)
-                provider = Unconfigured(name, exc.message)
+                provider = build()
+            except ConfigError as exc:  # said by the worker's start-up check, and by each held send
+                provider = Unconfigured(name, exc.message, build)
             self._built[name] = provider
         return provider
 
     def for_recipient(self, recipient: str) -> Provider:
         """Email routing (kept for callers that only know an address)."""
         return self.for_message("email", recipient)
+
+    async def check(self, within: float) -> dict[str, str | None]:
+        """Each configured real provider's problem (None: none found), per channel, checked at once,
+        each within `within` seconds.
+
+        What a send would need, short of sending: AWS credentials and endpoint, the SMTP login, the
+        FCM key (see each provider's `check`). Never raises."""
+        channels = {str(c): self.provider_name(c) for c in Channel if self.provider_name(c) != "mock"}
+
+        async def check_one(name: str) -> str | None:
+            try:
+                provider = self.named(name)
+                if isinstance(provider, CheckableProvider):
+                    await asyncio.wait_for(provider.check(), within)
+            except TimeoutError:
+                return f"no answer within {within:g} s"
+            except Exception as exc:
+                return str(exc) or type(exc).__name__
+            return None
+
+        names = sorted(set(channels.values()))
+        problems = dict(zip(names, await asyncio.gather(*(check_one(n) for n in names)), strict=True))
+        return {channel: problems[name] for channel, name in channels.items()}
 
     async def aclose(self) -> None:
         await self.mock.aclose()

@@ -24,7 +24,14 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from notifq.errors import ConfigError, DeliveryError, PermanentError, ThrottledError, TransientError
+from notifq.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentError,
+    ProviderConfigError,
+    ThrottledError,
+    TransientError,
+)
 from notifq.providers.base import OutgoingMessage, SendResult
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -114,7 +121,11 @@ def classify(response: httpx.Response) -> DeliveryError:
         return ThrottledError(text, retry_after=parse_retry_after(response.headers.get("Retry-After")))
     if code in (400, 404):
         return PermanentError(text)
-    # 401/403 (our credentials or project), 5xx, anything unexpected: not the message's fault.
+    if code in (401, 403) and fcm_code != "THIRD_PARTY_AUTH_ERROR":
+        # Our service account or project (after a fresh token): every push would be refused alike.
+        return ProviderConfigError(f"{text} (check NOTIFQ_FCM_CREDENTIALS_FILE: the service account's project "
+                                   "and its Firebase Cloud Messaging rights)")  # fmt: skip
+    # 5xx, APNs/web-push credentials (only some devices), anything unexpected: retried.
     return TransientError(text)
 
 
@@ -162,7 +173,7 @@ class FcmProvider:
             try:
                 response = await self._http.post(self.send_url, json=payload, headers=headers)
             except httpx.HTTPError as exc:  # connect/read/write timeouts, refused connections, protocol errors
-                raise TransientError(f"FCM unreachable: {type(exc).__name__}: {exc}") from exc
+                raise unreachable("FCM", self.send_url, exc) from exc
             if response.status_code == 401 and attempt == 1 and _google_error(response)[1] != "THIRD_PARTY_AUTH_ERROR":
                 self._forget(token)  # revoked or expired early: FCM never accepted the message, so retry once
                 continue
@@ -202,7 +213,7 @@ class FcmProvider:
         try:
             response = await self._http.post(self.account.token_uri, data=form)
         except httpx.HTTPError as exc:
-            raise TransientError(f"FCM token endpoint unreachable: {type(exc).__name__}: {exc}") from exc
+            raise unreachable("FCM token endpoint", self.account.token_uri, exc) from exc
         self.token_fetches += 1
         if response.status_code in (429, 503):
             raise ThrottledError(f"FCM token endpoint busy ({response.status_code})",
@@ -213,12 +224,28 @@ class FcmProvider:
             body = {}
         token = body.get("access_token") if isinstance(body, dict) else None
         if response.status_code != 200 or not isinstance(token, str) or not token:
-            # invalid_grant and friends: the key or clock is wrong, not the message; the breaker holds sends.
             error = f"{body.get('error', '')}: {body.get('error_description', '')}" if isinstance(body, dict) else ""
-            raise TransientError(f"FCM token request refused ({response.status_code}) {error}".strip())
+            text = f"FCM token request refused ({response.status_code}) {error}".strip()
+            if 400 <= response.status_code < 500:
+                # invalid_grant and friends: the key (revoked, rotated) or the clock is wrong, not the message.
+                raise ProviderConfigError(f"{text} (check NOTIFQ_FCM_CREDENTIALS_FILE and the host's clock)")
+            raise TransientError(text)
         expires_in = body.get("expires_in", 3600)
         lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 3600.0
         return token, lifetime
 
+    async def check(self) -> None:
+        """At worker start (the key file was read when this was built): Google takes the key for a token."""
+        await self._access_token()
+
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def unreachable(what: str, url: str, exc: httpx.HTTPError) -> DeliveryError:
+    """Could not connect (refused, DNS, TLS, connect timeout): nothing was sent, every push would fail
+    alike, so the provider is held. Once connected, a timeout or a dropped answer is retried."""
+    text = f"{what} unreachable: {type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol):
+        return ProviderConfigError(f"{text} ({url}; check NOTIFQ_FCM_ENDPOINT_URL and the network)")
+    return TransientError(text)

@@ -10,19 +10,29 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from notifq.errors import DeliveryError
+from notifq.errors import DeliveryError, ProviderConfigError
 from notifq.providers import aws
 from notifq.providers.base import OutgoingMessage, SendResult
 
 PERMANENT_CODES = frozenset({
-    "MessageRejected", "MailFromDomainNotVerifiedException", "BadRequestException", "NotFoundException",
-    "AccountSuspendedException", "SendingPausedException", "InvalidParameterValue", "ValidationError",
+    "MessageRejected", "BadRequestException", "NotFoundException", "InvalidParameterValue", "ValidationError",
 })  # fmt: skip
+# About our account or sender, not the message: every message would be refused alike.
+CONFIG_CODES = frozenset({"MailFromDomainNotVerifiedException", "AccountSuspendedException",
+                          "SendingPausedException"})  # fmt: skip
 THROTTLE_CODES = frozenset({"TooManyRequestsException", "LimitExceededException", "Throttling", "ThrottlingException"})
 
 
-def classify(error: ClientError) -> DeliveryError:
-    return aws.classify(error, "SES", THROTTLE_CODES, PERMANENT_CODES)
+def classify(error: ClientError, from_email: str | None = None) -> DeliveryError:
+    """SES error codes to outcomes. "Email address is not verified" names the identities that failed:
+    our sender (configuration: hold) or, in the SES sandbox, only the recipient (that message fails)."""
+    details = error.response.get("Error", {})
+    if details.get("Code") == "MessageRejected" and "not verified" in str(details.get("Message", "")).lower():
+        text = str(details.get("Message", "")).lower()
+        if (from_email is not None and from_email.lower() in text) or "@" not in text:
+            return ProviderConfigError(f"SES MessageRejected: {details.get('Message', '')} "
+                                       f"(verify the sender FROM_EMAIL {from_email or ''} in SES)")  # fmt: skip
+    return aws.classify(error, "SES", THROTTLE_CODES, PERMANENT_CODES, CONFIG_CODES)
 
 
 class SesProvider:
@@ -35,10 +45,12 @@ class SesProvider:
         self.from_email = from_email
         self._aws = aws.BlockingAwsClient("sesv2", region=region, endpoint_url=endpoint_url, timeout=timeout,
                                           max_threads=max_threads, client=client)  # fmt: skip
-        self._client = self._aws.client
+
+    def classify(self, error: ClientError) -> DeliveryError:
+        return classify(error, self.from_email)
 
     def _send_blocking(self, message: OutgoingMessage) -> str:
-        response = self._client.send_email(
+        response = self._aws.client.send_email(
             FromEmailAddress=self.from_email,
             Destination={"ToAddresses": [message.recipient]},
             Content={"Simple": {
@@ -49,8 +61,12 @@ class SesProvider:
         return str(response.get("MessageId", ""))
 
     async def send(self, message: OutgoingMessage) -> SendResult:
-        message_id = await self._aws.call("SES", classify, self._send_blocking, message)
+        message_id = await self._aws.call("SES", self.classify, self._send_blocking, message)
         return SendResult(provider=self.name, provider_message_id=message_id or None)
+
+    async def check(self) -> None:
+        """Credentials and endpoint, without sending (see aws.BlockingAwsClient.check)."""
+        await self._aws.check("SES")
 
     async def aclose(self) -> None:
         self._aws.close()

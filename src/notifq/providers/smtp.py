@@ -23,13 +23,21 @@ from typing import Any
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
-from notifq.errors import ConfigError, DeliveryError, PermanentError, ThrottledError, TransientError
+from notifq.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentError,
+    ProviderConfigError,
+    ThrottledError,
+    TransientError,
+)
 from notifq.providers.base import OutgoingMessage, SendResult
 
 SECURITY_MODES = ("starttls", "tls", "none")
 # 5xx replies about our session (authentication, encryption), not the message: every message
-# would fail alike, so they stay transient and let the circuit breaker hold the queue.
+# would fail alike, so they are configuration errors and the worker holds the provider.
 SESSION_REPLY_CODES = frozenset({530, 534, 535, 538})
+SESSION_SETTINGS = "NOTIFQ_SMTP_USERNAME, NOTIFQ_SMTP_PASSWORD and NOTIFQ_SMTP_SECURITY"
 THROTTLE_HINTS = ("rate", "too many", "throttl", "limit exceeded", "slow down")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF and the other control characters
 # Errors after which aiosmtplib has reset the session (RSET), so the connection can serve the next message.
@@ -45,7 +53,9 @@ def classify_reply(code: int, text: str) -> DeliveryError:
         if any(hint in lowered for hint in THROTTLE_HINTS):
             return ThrottledError(message)
         return TransientError(message)
-    if 500 <= code < 600 and code not in SESSION_REPLY_CODES:
+    if code in SESSION_REPLY_CODES:
+        return ProviderConfigError(f"{message} (check {SESSION_SETTINGS})")
+    if 500 <= code < 600:
         return PermanentError(message)
     return TransientError(message)
 
@@ -55,6 +65,10 @@ def classify(error: BaseException) -> DeliveryError:
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
         refused = error.recipients[0]
         return classify_reply(refused.code, refused.message)
+    if isinstance(error, aiosmtplib.SMTPSenderRefused) and 500 <= error.code < 600:
+        # MAIL FROM refused for good: the relay will not send as FROM_EMAIL, whatever the message.
+        return ProviderConfigError(f"SMTP {error.code} {error.message}: the server refuses the sender "
+                                   f"{error.sender} (check FROM_EMAIL and the account's rights)")  # fmt: skip
     if isinstance(error, aiosmtplib.SMTPResponseException):
         return classify_reply(error.code, error.message)
     if isinstance(error, aiosmtplib.SMTPNotSupported):  # e.g. a non-ASCII address without SMTPUTF8
@@ -175,12 +189,32 @@ class SmtpProvider:
             await conn.connect()
         except Exception as exc:
             conn.close()
-            # Greeting, STARTTLS or AUTH failed: about the server or our settings, never the message.
-            detail = f"{exc.code} {exc.message}" if isinstance(exc, aiosmtplib.SMTPResponseException) else str(exc)
-            where = f"{self.host}:{self.port}"
-            raise TransientError(f"SMTP connect to {where} failed: {type(exc).__name__}: {detail}") from exc
+            raise self._connect_error(exc) from exc
         self.connections_opened += 1
         return conn
+
+    def _connect_error(self, exc: Exception) -> DeliveryError:
+        """Connecting, the greeting, STARTTLS or AUTH failed: about the server or our settings, never
+        the message, and nothing was sent. A 4xx reply (busy, too many connections) is the server's
+        passing state; anything else (refused, DNS, TLS, 5xx, 535) holds the provider until it works."""
+        where = f"{self.host}:{self.port}"
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            if 400 <= exc.code < 500:
+                return classify_reply(exc.code, f"{exc.message} (connecting to {where})")
+            login = f" as {self.username!r}" if self.username else ""
+            return ProviderConfigError(f"SMTP {where} refused the session{login}: {exc.code} {exc.message} "
+                                       f"(check {SESSION_SETTINGS})")  # fmt: skip
+        return ProviderConfigError(f"cannot connect to the SMTP server {where} with security {self.security}: "
+                                   f"{type(exc).__name__}: {exc} (check NOTIFQ_SMTP_HOST, NOTIFQ_SMTP_PORT and "
+                                   "NOTIFQ_SMTP_SECURITY, and that the server runs)")  # fmt: skip
+
+    async def check(self) -> None:
+        """At worker start: connect, greet, STARTTLS and log in as a send would, then QUIT. Sends nothing."""
+        async with self._slots:
+            conn = await self._open()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.quit(), timeout=min(1.0, self.timeout))
+            conn.close()
 
     def _checkin(self, conn: PooledSMTP, error: BaseException | None) -> None:
         """Keep a connection whose session is known good; close one whose state is in doubt."""

@@ -21,14 +21,15 @@ THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequest
                             "KMSThrottling", "KMSThrottlingException"})  # fmt: skip
 PERMANENT_CODES = frozenset({
     "InvalidParameter", "InvalidParameterValue", "InvalidParameterException", "OptedOut", "OptedOutException",
-    "EndpointDisabled", "EndpointDisabledException", "AuthorizationError", "AuthorizationErrorException",
-    "ValidationError", "ValidationException",
+    "EndpointDisabled", "EndpointDisabledException", "ValidationError", "ValidationException",
 })  # fmt: skip
+# Our rights (IAM) rather than the message: every SMS would be refused alike.
+CONFIG_CODES = frozenset({"AuthorizationError", "AuthorizationErrorException"})
 
 
 def classify(error: ClientError) -> DeliveryError:
     """SNS error codes to outcomes; anything unknown (InternalError, KMS hiccups...) is retried."""
-    return aws.classify(error, "SNS", THROTTLE_CODES, PERMANENT_CODES)
+    return aws.classify(error, "SNS", THROTTLE_CODES, PERMANENT_CODES, CONFIG_CODES)
 
 
 class SnsProvider:
@@ -43,10 +44,9 @@ class SnsProvider:
         self.sms_type = sms_type
         self._aws = aws.BlockingAwsClient("sns", region=region, endpoint_url=endpoint_url, timeout=timeout,
                                           max_threads=max_threads, client=client)  # fmt: skip
-        self._client = self._aws.client
 
     def _publish_blocking(self, message: OutgoingMessage) -> str:
-        response = self._client.publish(
+        response = self._aws.client.publish(
             PhoneNumber=message.recipient,
             Message=message.body,
             MessageAttributes={"AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": self.sms_type}},
@@ -61,6 +61,10 @@ class SnsProvider:
             raise PermanentError("SNS cannot send an empty SMS")
         message_id = await self._aws.call("SNS", classify, self._publish_blocking, message)
         return SendResult(provider=self.name, provider_message_id=message_id or None)
+
+    async def check(self) -> None:
+        """Credentials and endpoint, without sending (see aws.BlockingAwsClient.check)."""
+        await self._aws.check("SNS")
 
     async def aclose(self) -> None:
         self._aws.close()
