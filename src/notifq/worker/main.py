@@ -90,6 +90,8 @@ class WorkerRuntime:
         self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.keys, deps.draining),
                                                name="notifq-priority"))  # fmt: skip
         self._tasks.append(asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat"))
+        self._tasks.append(asyncio.create_task(check_providers(deps.providers, s.provider_timeout),
+                                               name="notifq-provider-check"))  # fmt: skip
         log.info("worker %s started: rate limit %s msg/s, %d bulk + %d transactional jobs at once",
                  deps.metrics.id, s.rate_limit or "unlimited", s.worker_jobs, TRANSACTIONAL_JOBS,
                  extra={"worker_id": deps.metrics.id})  # fmt: skip
@@ -140,6 +142,18 @@ class WorkerRuntime:
         for task in crashed:  # a lane died (e.g. Redis gone): exit non-zero so a supervisor restarts us
             if not task.cancelled() and task.exception() is not None:
                 raise SystemExit(f"notifq worker: a lane stopped: {task.exception()!r}")
+
+
+async def check_providers(providers: ProviderFactory, within: float) -> None:
+    """At start, in the background: say what is wrong with each configured provider (a warning, not a
+    crash: the mock and the other providers are served, and that provider's messages wait for the fix)."""
+    for channel, problem in (await providers.check(within)).items():
+        name = providers.provider_name(channel)
+        if problem is None:
+            log.info("provider %s (%s): configuration checked", name, channel, extra={"provider": name})
+        else:
+            log.warning("provider %s (%s) is not usable: %s; %s messages to real recipients will wait (not fail) "
+                        "until this is fixed", name, channel, problem, channel, extra={"provider": name})  # fmt: skip
 
 
 def run_worker(settings: Settings) -> None:
