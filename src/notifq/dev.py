@@ -207,8 +207,10 @@ def _run_claimed(settings: Settings, workers: int) -> int:
         if embedded:
             # This process holds the state dir's lock, so the embedded servers there are its own to stop:
             # started now, or left running by a stack that was killed (no live process holds them).
-            stop_servers(state)
-            print(f"notifq dev: embedded servers stopped (data kept under {state})")
+            if still := stop_servers(state):
+                print(f"notifq dev: could not stop {' and '.join(still)}; see above", file=sys.stderr)
+            else:
+                print(f"notifq dev: embedded servers stopped (data kept under {state})")
 
 
 def _serve(settings: Settings, workers: int, embedded: bool) -> int:

