@@ -425,7 +425,7 @@ def test_login_ended_at_the_password_prompt_exits_cleanly(
 
     monkeypatch.setattr(sys, "stdin", _Terminal())
     monkeypatch.setattr(getpass, "getpass", prompt)
-    login = commands._guarded(commands.cmd_login)
+    login = commands.guarded(commands.cmd_login)
     with pytest.raises(SystemExit) as exited:
         login(argparse.Namespace(email="a@example.com", api_url="http://127.0.0.1:9"))
     assert exited.value.code == code

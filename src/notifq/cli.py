@@ -146,7 +146,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from notifq.client.commands import register as register_client_commands
+    from notifq.client.parser import register as register_client_commands
 
     parser = argparse.ArgumentParser(prog="notifq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

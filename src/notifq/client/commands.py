@@ -1,7 +1,8 @@
 """`notifq campaign create|show|list|messages|retry`, `notifq workers` and `notifq login`: the API from a shell.
 
 Every command returns an exit code that scripts can act on without parsing output (see
-EXIT_CODES); stdout carries only the result (an id, a table, JSON), diagnostics go to stderr.
+parser.EXIT_CODES); stdout carries only the result (an id, a table, JSON), diagnostics go to
+stderr. How the commands are spelled on the command line is in parser.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from notifq.client.progress import WATCH_REQUEST_SECONDS, ProgressView, Snapshot
 from notifq.client.recipients import Recipients, read_recipients, read_stdin
 from notifq.client.report import failure_hints, summary
 from notifq.client.tables import age, clean, table, timestamp
-from notifq.vocabulary import CampaignStatus, Channel, MessageStatus
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_EMAIL = "admin@notifq.dev"
@@ -28,36 +28,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPT
 # 128 + SIGPIPE, what a shell reports for a command killed by SIGPIPE (`yes | head`): not 1, which means
 # "the campaign ended with failures". Python ignores SIGPIPE, so this is set by hand.
 EXIT_BROKEN_PIPE = 141
-CAMPAIGN_STATUSES = tuple(CampaignStatus)
-MESSAGE_STATUSES = tuple(MessageStatus)
-
-EXIT_CODES = """\
-exit codes:
-  0    success; with --watch: the campaign completed with no failed message
-  1    with --watch: the campaign ended with failed messages (completed_with_failures) or was cancelled
-  2    usage error: bad options, an unreadable or empty CSV, no credentials
-  3    the API refused the request (4xx/5xx); its error code and message go to stderr
-  4    the API is unreachable (connection refused, DNS, timeout)
-  130  interrupted (Ctrl-C)
-  141  the reader of stdout went away (`notifq campaign list | head -1`); nothing more is printed"""
-
-CONNECTION = """\
-connection:
-  --api-url, else NOTIFQ_API_URL, else http://127.0.0.1:8000
-  --token, else NOTIFQ_TOKEN, else a login with NOTIFQ_ADMIN_EMAIL and NOTIFQ_ADMIN_PASSWORD
-  e.g. export NOTIFQ_TOKEN=$(notifq login --email admin@notifq.dev)
-  (prefer NOTIFQ_TOKEN to --token: command lines are visible to other users in `ps`)"""
-
-WATCH_HELP = (
-    "follow the campaign to its end (polling about every 0.5 s): a live progress bar on a terminal, "
-    "otherwise one line at most every second plus the final state; the exit code then tells the outcome"
-)
-
-RECIPIENTS_HELP = (
-    "CSV of recipients (`-` for stdin). A header row naming a `to` column makes the other named columns "
-    "per-recipient template variables, used as {{ column }} in --subject/--body; without such a header, the "
-    "first column is the address and the others are ignored. Comma-separated, UTF-8; blank lines are skipped."
-)
 
 
 # --- connection -------------------------------------------------------------------------------------------------
@@ -294,7 +264,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         if tty:
             print(file=sys.stderr)  # the prompt's line was left open: the message starts on its own
         if isinstance(exc, KeyboardInterrupt):
-            raise  # 130, by _guarded
+            raise  # 130, by guarded
         raise UsageError("no password given (end of input)") from None
     if not password:
         raise UsageError("empty password")
@@ -337,7 +307,7 @@ def _report(exc: ApiError, recipients: Recipients | None = None) -> None:
         print(f"  details: {clean(json.dumps(details, ensure_ascii=False)[:1000])}", file=sys.stderr)
 
 
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], None]:
+def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
         try:
             code = command(args)
@@ -367,98 +337,3 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         sys.exit(code)
 
     return run
-
-
-# --- argument parsing ---------------------------------------------------------------------------------------------
-
-
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
-def _common(api_only: bool = False) -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--api-url", metavar="URL", help=f"the API (env NOTIFQ_API_URL; default {DEFAULT_API_URL})")
-    if not api_only:
-        # No environment default here: argparse would print the token in --help.
-        parent.add_argument("--token", metavar="TOKEN", help="bearer token (env NOTIFQ_TOKEN; see below)")
-        parent.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
-    return parent
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return number
-
-
-def register(sub: Any) -> None:
-    """Adds `campaign`, `workers` and `login` to the `notifq` subparsers."""
-    epilog = f"{CONNECTION}\n\n{EXIT_CODES}"
-    common = _common()
-    campaign = sub.add_parser("campaign", help="create, show, list and watch campaigns through the API",
-                              description="Campaigns through the HTTP API.", epilog=epilog,
-                              formatter_class=_formatter)  # fmt: skip
-    actions = campaign.add_subparsers(dest="action", required=True, metavar="{create,show,list,messages,retry}")
-
-    p = actions.add_parser("create", parents=[common], help="create a campaign; prints its id",
-                           description="Create a campaign; prints its id (with --json the API's answer).",
-                           epilog=epilog, formatter_class=_formatter)  # fmt: skip
-    p.add_argument("--name", required=True, help="campaign name (one line, up to 200 characters)")
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--count", type=_positive, metavar="K",
-                     help="load test: K synthetic recipients that all go to the mock provider")  # fmt: skip
-    who.add_argument("--recipients", metavar="FILE.csv", help=RECIPIENTS_HELP)
-    p.add_argument("--channel", choices=tuple(Channel), default=Channel.EMAIL, help="default: email")
-    p.add_argument("--subject", help="subject template (one line); none by default")
-    text = p.add_mutually_exclusive_group()
-    text.add_argument("--body", help="body template; none by default")
-    text.add_argument("--body-file", metavar="FILE", help="read the body template from FILE (`-` for stdin)")
-    p.add_argument("--send-at", metavar="ISO", help="schedule, e.g. 2026-12-01T09:00:00Z")
-    p.add_argument("--idempotency-key", metavar="KEY",
-                   help="sent as Idempotency-Key: the same command with the same key creates nothing new")  # fmt: skip
-    p.add_argument("--watch", action="store_true", help=WATCH_HELP)
-    p.set_defaults(func=_guarded(cmd_create))
-
-    p = actions.add_parser("show", parents=[common], help="a campaign's status and progress",
-                           description="A campaign's status, message counts by status, and progress.",
-                           epilog=epilog, formatter_class=_formatter)  # fmt: skip
-    p.add_argument("id", help="the campaign id")
-    p.add_argument("--watch", action="store_true", help=WATCH_HELP)
-    p.set_defaults(func=_guarded(cmd_show))
-
-    p = actions.add_parser("list", parents=[common], help="campaigns, newest first",
-                           description="Campaigns, newest first.", epilog=epilog,
-                           formatter_class=_formatter)  # fmt: skip
-    p.add_argument("--status", choices=CAMPAIGN_STATUSES, help="only campaigns with this status")
-    p.add_argument("--limit", type=_positive, default=20, help="how many (1-500; default 20)")
-    p.set_defaults(func=_guarded(cmd_list))
-
-    p = actions.add_parser("messages", parents=[common], help="a campaign's messages, with their last error",
-                           description="A campaign's messages in creation order: status, attempts, recipient and "
-                           "last error\n(a message's whole history: GET /notifications/{id}).", epilog=epilog,
-                           formatter_class=_formatter)  # fmt: skip
-    p.add_argument("id", help="the campaign id")
-    p.add_argument("--status", choices=MESSAGE_STATUSES, help="only messages with this status, e.g. failed")
-    p.add_argument("--limit", type=_positive, default=100, help="how many (1-1000; default 100)")
-    p.set_defaults(func=_guarded(cmd_messages))
-
-    p = actions.add_parser("retry", parents=[common], help="queue a campaign's failed messages again",
-                           description="Queue a campaign's failed messages again, with fresh attempts; prints how "
-                           "many.", epilog=epilog, formatter_class=_formatter)  # fmt: skip
-    p.add_argument("id", help="the campaign id")
-    p.add_argument("--watch", action="store_true", help=WATCH_HELP)
-    p.set_defaults(func=_guarded(cmd_retry))
-
-    p = sub.add_parser("workers", parents=[common], help="running workers and the queue depth, through the API",
-                       description="Running workers (from GET /workers) and the queue depth.", epilog=epilog,
-                       formatter_class=_formatter)  # fmt: skip
-    p.set_defaults(func=_guarded(cmd_workers))
-
-    p = sub.add_parser("login", parents=[_common(api_only=True)], help="log in to the API and print a token",
-                       description="Log in and print just the token (password from the terminal, or one line on "
-                       "stdin):\n  export NOTIFQ_TOKEN=$(notifq login --email admin@notifq.dev)",
-                       epilog=EXIT_CODES, formatter_class=_formatter)  # fmt: skip
-    p.add_argument("--email", help=f"the admin's email (env NOTIFQ_ADMIN_EMAIL; default {DEFAULT_EMAIL})")
-    p.set_defaults(func=_guarded(cmd_login))
