@@ -213,7 +213,9 @@ async def test_attempts_and_retries_per_second_are_drawn_when_the_timeline_has_t
         await route.fulfill(json=finished)
 
     async def no_stream(route: Route) -> None:
-        await route.fulfill(status=200, content_type="text/event-stream", body=f"event: campaign\ndata: {json.dumps(finished)}\n\n")
+        await route.fulfill(
+            status=200, content_type="text/event-stream", body=f"event: campaign\ndata: {json.dumps(finished)}\n\n"
+        )
 
     page = ui.page
     await page.route(f"**/campaigns/{campaign_id}/timeline", fake_timeline)
@@ -243,9 +245,7 @@ async def test_attempts_and_retries_per_second_are_drawn_when_the_timeline_has_t
     await ui.screenshot("chart-attempts-retries")
 
 
-async def test_the_live_timeline_has_attempts_and_retries(
-    ui: Ui, api: httpx.AsyncClient, live_api: LiveApi
-) -> None:
+async def test_the_live_timeline_has_attempts_and_retries(ui: Ui, api: httpx.AsyncClient, live_api: LiveApi) -> None:
     """Against the real API: needs the timeline's `attempts` and `retried` fields (issue 10, being added)."""
     r = await api.post("/campaigns", json={"name": "Real retries", "recipientCount": 100})
     campaign_id = r.json()["id"]
@@ -281,7 +281,9 @@ async def test_the_load_test_reports_the_runs_drain_rate_not_the_current_one(ui:
     # Idle for a few seconds: the current rate is 0 by now, the run's is not.
     await asyncio.sleep(3)
     rate = page.locator('#lt-stats [data-count="drain-rate"]')
-    await expect(page.locator("#lt-stats .stat--drain-rate .stat__label")).to_have_text("Drained per second, run average")
+    await expect(page.locator("#lt-stats .stat--drain-rate .stat__label")).to_have_text(
+        "Drained per second, run average"
+    )
     value = float(await rate.get_attribute("data-value") or 0)
     assert total / elapsed <= value <= total / 0.5, (value, elapsed)
     await expect(status).to_contain_text("msg/s on average")

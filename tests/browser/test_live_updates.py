@@ -36,6 +36,8 @@ NOT_JSON = """async () => {
     return [error.name, error.code, error.status];
   }
 }"""
+
+
 async def test_the_event_parser_handles_split_lines_comments_and_multiline_data(ui: Ui) -> None:
     await ui.page.goto(ui.base_url + "/")
     chunks = [

@@ -63,6 +63,7 @@ export class RateChart {
     this.oldest = Infinity;
     this.newest = -Infinity;
     this.detailUntilMs = null; // attempts and retries are known up to here (the last seed); null: not at all
+    this.detail = { attempts: false, retried: false }; // which of the two the seeded points carry
     this.seededAtMs = null; // live counts are added after this instant only (the seed holds what came before)
     this.schedule?.();
   }
@@ -114,17 +115,17 @@ export class RateChart {
     const first = list.length ? Date.parse(list[0].at) : NaN;
     this.originMs = Number.isNaN(first) ? 0 : first; // the server's bins start at its first point
     const totals = { sent: 0, failed: 0 };
-    let detail = false;
     for (const p of list) {
       const at = Date.parse(p.at);
       if (Number.isNaN(at)) continue;
       const extra = { attempts: Number(p.attempts) || 0, retried: Number(p.retried) || 0 };
-      if (p.attempts !== undefined || p.retried !== undefined) detail = true;
+      if (p.attempts !== undefined) this.detail.attempts = true;
+      if (p.retried !== undefined) this.detail.retried = true;
       this.put(this.key(at), Number(p.sent) || 0, Number(p.failed) || 0, extra);
       totals.sent += Number(p.sent) || 0;
       totals.failed += Number(p.failed) || 0;
     }
-    this.detailUntilMs = detail ? atMs : null;
+    this.detailUntilMs = this.detail.attempts || this.detail.retried ? atMs : null;
     this.seededAtMs = atMs;
     this.fit();
     this.schedule();
@@ -303,15 +304,15 @@ export class RateChart {
 
   /** The line under the chart: Peak, and the current rate while running or the run's average once it is over. */
   summaryText() {
-    const bucket = fmtDuration(this.bucketMs / 1000);
+    const bucket = spanText(this.bucketMs / 1000);
     const peak = `Peak ${fmtRate(this.peak())} msg/s (busiest ${bucket})`;
     if (this.finished) {
       const t = this.totals();
-      const retried = this.detailUntilMs !== null ? ` · ${fmtInt(t.retried)} retried` : '';
+      const retried = this.detail.retried ? ` · ${fmtInt(t.retried)} retried` : '';
       return `${peak} · average ${fmtRate(this.average())} msg/s${retried}`;
     }
     const seconds = (this.rateBuckets(5) * this.bucketMs) / 1000;
-    return `${peak} · last ${fmtDuration(seconds)} ${fmtRate(this.rate(5))} msg/s`;
+    return `${peak} · last ${spanText(seconds)} ${fmtRate(this.rate(5))} msg/s`;
   }
 
   draw() {
@@ -327,8 +328,8 @@ export class RateChart {
     });
     canvas.setAttribute('aria-label', `${this.label}. ${text}.`);
     const detail = this.detailUntilMs !== null;
-    this.legendAttempts.hidden = !detail;
-    this.legendRetried.hidden = !detail;
+    this.legendAttempts.hidden = !this.detail.attempts;
+    this.legendRetried.hidden = !this.detail.retried;
     const width = canvas.clientWidth;
     if (!width) return; // not in the document (yet)
     const ratio = window.devicePixelRatio || 1;
@@ -364,8 +365,8 @@ export class RateChart {
     }
     if (detail) {
       const until = Math.min(last, detailLast);
-      this.drawLine(ctx, first, until, 'attempts', { x, barW, top, plotH, base, perSecond, stroke: color('--chart-attempts', '#1f5fbf'), dash: [] });
-      this.drawLine(ctx, first, until, 'retried', { x, barW, top, plotH, base, perSecond, stroke: color('--chart-retried', '#b25e00'), dash: [4, 3] });
+      if (this.detail.attempts) this.drawLine(ctx, first, until, 'attempts', { x, barW, top, plotH, base, perSecond, stroke: color('--chart-attempts', '#1f5fbf'), dash: [] });
+      if (this.detail.retried) this.drawLine(ctx, first, until, 'retried', { x, barW, top, plotH, base, perSecond, stroke: color('--chart-retried', '#b25e00'), dash: [4, 3] });
     }
     this.drawTimeAxis(ctx, first, last, plotW, color);
   }
@@ -424,6 +425,11 @@ export class RateChart {
       ctx.fillText(fmt(Math.round((first + last + 1) / 2)), PAD.left + plotW / 2, y);
     }
   }
+}
+
+/** A bucket's width in words: "1 s", "10 s", "1 min", "2 min 08 s". */
+function spanText(seconds) {
+  return seconds >= 60 && seconds < 3600 && seconds % 60 === 0 ? `${seconds / 60} min` : fmtDuration(seconds);
 }
 
 /** A readable axis maximum at or above `value`: four gridline steps of 1, 2, 2.5 or 5 × 10^n. */
