@@ -173,3 +173,27 @@ export async function logout() {
     // Offline: the token still expires on its own.
   }
 }
+
+let spec = null;
+
+/**
+ * The query parameters an operation of this server takes, from its served /openapi.json (read once per page
+ * load), or null when the document cannot be read. Lets a page offer a filter only where the server has it:
+ * a server that ignores an unknown parameter would otherwise answer as if the filter applied.
+ */
+export async function queryParameters(operationId) {
+  spec ??= fetch('/openapi.json', { headers: { Accept: 'application/json' }, cache: 'no-store', credentials: 'omit' })
+    .then((r) => (r.ok ? r.json() : null))
+    .catch(() => null);
+  const doc = await spec;
+  if (!doc?.paths) {
+    spec = null; // try again next time
+    return null;
+  }
+  for (const item of Object.values(doc.paths)) {
+    for (const op of Object.values(item)) {
+      if (op?.operationId === operationId) return new Set((op.parameters || []).filter((p) => p.in === 'query').map((p) => p.name));
+    }
+  }
+  return new Set();
+}

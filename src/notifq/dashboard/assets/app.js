@@ -1,7 +1,8 @@
 // The dashboard's entry point: session gate, hash router, top bar.
 //
-// Navigation is hash-based (#/campaigns, #/campaigns/<id>, #/new, #/load-test, #/workers),
-// so the back button works and no server routes are needed. Each view gets an AbortSignal
+// Navigation is hash-based (#/overview, #/campaigns, #/campaigns/<id>, #/notifications?status=failed,
+// #/notifications/<id>, #/dead-letters, #/new, #/load-test, #/workers), so the back button works and no server
+// routes are needed. What follows a "?" is the view's `query` (its filters), not part of the route. Each view gets an AbortSignal
 // that fires when the reader navigates away: it cancels the view's requests, event streams
 // and timers, so nothing keeps running for a page no longer shown.
 
@@ -10,6 +11,9 @@ import { pageHeading } from './components.js';
 import { h } from './dom.js';
 import { renderCampaign } from './view-campaign.js';
 import { renderCampaigns } from './view-campaigns.js';
+import { renderDeadLetters } from './view-dead-letters.js';
+import { renderNotification, renderNotifications } from './view-notifications.js';
+import { renderOverview } from './view-overview.js';
 import { renderLoadTest } from './view-loadtest.js';
 import { renderLogin } from './view-login.js';
 import { renderNew } from './view-new.js';
@@ -19,8 +23,12 @@ const DEFAULT_ROUTE = '#/campaigns';
 
 /** [pattern, render, title, nav link]: the first match wins; groups become `params`. */
 const ROUTES = [
+  [/^#\/overview$/, renderOverview, 'Overview', '#/overview'],
   [/^#\/campaigns\/?$/, renderCampaigns, 'Campaigns', '#/campaigns'],
   [/^#\/campaigns\/([0-9a-fA-F-]{1,64})$/, renderCampaign, 'Campaign', '#/campaigns'],
+  [/^#\/notifications$/, renderNotifications, 'Notifications', '#/notifications'],
+  [/^#\/notifications\/([0-9]{1,19})$/, renderNotification, 'Notification', '#/notifications'],
+  [/^#\/dead-letters$/, renderDeadLetters, 'Dead letters', '#/dead-letters'],
   [/^#\/new$/, renderNew, 'New campaign', '#/new'],
   [/^#\/load-test$/, renderLoadTest, 'Load test', '#/load-test'],
   [/^#\/workers$/, renderWorkers, 'Workers', '#/workers'],
@@ -45,7 +53,10 @@ function route({ focus = false } = {}) {
   document.body.classList.remove('logged-out');
   const hash = location.hash || DEFAULT_ROUTE;
   if (!location.hash) history.replaceState(null, '', DEFAULT_ROUTE);
-  const match = ROUTES.map(([re, render, title, nav]) => ({ m: hash.match(re), render, title, nav })).find((r) => r.m);
+  const cut = hash.indexOf('?');
+  const routePart = cut === -1 ? hash : hash.slice(0, cut);
+  const query = new URLSearchParams(cut === -1 ? '' : hash.slice(cut + 1));
+  const match = ROUTES.map(([re, render, title, nav]) => ({ m: routePart.match(re), render, title, nav })).find((r) => r.m);
   markNav(match?.nav);
   current = new AbortController();
   if (!match) {
@@ -53,7 +64,7 @@ function route({ focus = false } = {}) {
     main.replaceChildren(h('div', { className: 'card empty' }, pageHeading('Page not found'), h('a', { className: 'btn', href: DEFAULT_ROUTE }, 'All campaigns')));
   } else {
     document.title = `${match.title} · notifq`;
-    match.render(main, { signal: current.signal, params: match.m.slice(1).map(decodeURIComponent) });
+    match.render(main, { signal: current.signal, params: match.m.slice(1).map(decodeURIComponent), query });
   }
   // After a navigation (not the first load), move focus to the new page's heading so
   // keyboard and screen-reader users start at the top of the new content.

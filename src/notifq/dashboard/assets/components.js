@@ -12,6 +12,28 @@ export const STATUS_LABELS = {
   cancelled: 'Cancelled',
 };
 
+/** A single message's statuses (notifications, campaign messages, dead letters). */
+export const MESSAGE_STATUS_LABELS = {
+  pending: 'Pending',
+  queued: 'Queued',
+  sending: 'Sending',
+  sent: 'Sent',
+  failed: 'Failed',
+  cancelled: 'Cancelled',
+};
+
+/** Message statuses after which nothing happens on its own (a redrive can still send a failed one again). */
+export const MESSAGE_FINISHED = new Set(['sent', 'failed', 'cancelled']);
+
+/** A message's status pill (same look as a campaign's: the text carries the meaning). */
+export function messageBadge(status) {
+  return h(
+    'span',
+    { className: `badge badge--msg-${String(status).replace(/[^a-z_]/g, '')}`, dataset: { role: 'status-badge', status } },
+    MESSAGE_STATUS_LABELS[status] || status,
+  );
+}
+
 /** Campaign statuses in which no more messages will move on their own. */
 export const FINISHED = new Set(['completed', 'completed_with_failures', 'cancelled']);
 
@@ -197,3 +219,49 @@ export function setStat(s, n) {
 export function pageHeading(text) {
   return h('h1', { className: 'page-title', tabindex: '-1' }, text);
 }
+
+/**
+ * Ask before doing something that cannot be undone, inline (a native confirm() would block live updates):
+ * the question and two buttons in `slot`, focus on the "yes" button, Escape or "no" backs out and gives focus
+ * back to `returnTo`. Resolves true (yes) or false.
+ */
+export function confirmInline(slot, { text, yes, no = 'Keep them', returnTo = null, id = 'confirm-yes' }) {
+  return new Promise((resolve) => {
+    const textId = `${id}-text`;
+    const yesButton = h('button', { type: 'button', className: 'btn btn--danger', id }, yes);
+    const noButton = h('button', { type: 'button', className: 'btn' }, no);
+    const box = h(
+      'div',
+      { className: 'confirm', role: 'group', 'aria-labelledby': textId },
+      h('p', { id: textId }, text),
+      h('div', { className: 'btn-row' }, yesButton, noButton),
+    );
+    const done = (answer) => {
+      box.remove();
+      if (!answer && returnTo?.isConnected) returnTo.focus();
+      resolve(answer);
+    };
+    yesButton.addEventListener('click', () => done(true));
+    noButton.addEventListener('click', () => done(false));
+    box.addEventListener('keydown', (event) => event.key === 'Escape' && done(false));
+    slot.replaceChildren(box);
+    yesButton.focus();
+  });
+}
+
+/** A <select> of `[value, label]` options, the first selected unless `value` names another. */
+export function select(name, options, value = '') {
+  return h(
+    'select',
+    { name },
+    options.map(([v, label]) => h('option', { value: v, selected: v === value }, label)),
+  );
+}
+
+/** The options of a channel filter: any, then each channel. */
+export const CHANNEL_OPTIONS = [
+  ['', 'Any channel'],
+  ['email', 'Email'],
+  ['sms', 'SMS'],
+  ['push', 'Push'],
+];

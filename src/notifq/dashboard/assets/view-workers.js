@@ -1,14 +1,19 @@
 // #/workers: every live worker (rate, in flight, totals) and the queue, from GET /workers
 // every 1.5 s. Polling (not a stream) is enough here: the numbers are snapshots anyway.
+// Above the list, each worker's rate over the last hour (GET /workers/history?minutes=60, every 15 s),
+// workers that have stopped included, so a worker that died or slowed down a while ago is still seen.
 // Rows are keyed by worker id and updated in place: rebuilding the table every 1.5 s would
 // lose a text selection, keyboard focus and the table's scroll position each time.
 
-import { api } from './api.js';
+import { api, request } from './api.js';
+import { LineChart } from './linechart.js';
 import { MessageArea, cardRow, pageHeading, setStat, stat, table } from './components.js';
 import { fmtAgo, fmtDuration, fmtInt, fmtRate, h, isAbort, setText, sleep } from './dom.js';
 
 const REFRESH_MS = 1500;
 const STALE_SECONDS = 10; // a heartbeat older than this is flagged: the worker may be gone
+const HISTORY_MINUTES = 60;
+const HISTORY_REFRESH_MS = 15_000;
 
 export function renderWorkers(container, { signal }) {
   const messages = new MessageArea('workers-message');
@@ -28,12 +33,22 @@ export function renderWorkers(container, { signal }) {
     cards: true, // rows become cards on phones: ten columns do not fit 390 px
   });
   const empty = h('p', { className: 'empty muted', hidden: true, id: 'workers-empty' }, 'No live workers. Start one with `notifq worker` (or `make scale WORKERS=2`).');
+  const history = new LineChart({ label: 'Messages per second of each worker, last hour', unit: 'msg/s' });
+  const historyNote = h('p', { className: 'muted', id: 'workers-history-note', hidden: true });
   container.replaceChildren(
     h('div', { className: 'page-header' }, pageHeading('Workers'), updated),
     messages.el,
     h('section', { className: 'card', 'aria-label': 'Totals' }, h('dl', { className: 'stats', id: 'workers-stats' }, Object.values(figures).map((s) => s.el))),
+    h(
+      'section',
+      { className: 'card', 'aria-labelledby': 'workers-history-title', id: 'workers-history' },
+      h('h2', { id: 'workers-history-title' }, 'Messages per second, last hour'),
+      history.el,
+      historyNote,
+    ),
     h('section', { className: 'card card--flush', 'aria-label': 'Worker list' }, list.wrap, empty),
   );
+  signal.addEventListener('abort', () => history.dispose(), { once: true });
 
   const rows = new Map(); // worker id -> {tr, cells}
 
@@ -78,6 +93,44 @@ export function renderWorkers(container, { signal }) {
     list.wrap.hidden = workers.length === 0;
     setText(updated, `Updated ${new Date().toLocaleTimeString()}`);
   }
+
+  /** The last hour of every worker (stopped ones faded); false when the server has no history. */
+  async function loadHistory() {
+    let answer;
+    try {
+      answer = await request(`/workers/history?minutes=${HISTORY_MINUTES}`, { signal });
+    } catch (error) {
+      if (isAbort(error) || error.status === 401) throw error;
+      historyNote.hidden = false;
+      if (error.status === 404 || error.status === 405) {
+        setText(historyNote, 'No history: this server does not keep workers’ rates (GET /workers/history is missing).');
+        return false;
+      }
+      setText(historyNote, `Could not load the history: ${error.message}`);
+      return true;
+    }
+    const { data, response } = answer;
+    const serverNow = Date.parse(response.headers.get('Date') || '') || Date.now();
+    const skew = serverNow - Date.now();
+    const series = (data.workers || []).map((w) => ({
+      name: String(w.id),
+      note: w.live ? null : '(stopped)',
+      muted: !w.live,
+      points: (w.points || []).map((p) => ({ at: Date.parse(p.at), value: Number(p.ratePerSecond) || 0 })).filter((p) => !Number.isNaN(p.at)),
+    }));
+    history.set(series, serverNow - HISTORY_MINUTES * 60_000, serverNow, skew);
+    historyNote.hidden = series.length > 0;
+    setText(historyNote, 'No worker has run in the last hour.');
+    return true;
+  }
+
+  (async () => {
+    let more = true;
+    while (more && !signal.aborted) {
+      more = await loadHistory();
+      await sleep(HISTORY_REFRESH_MS, signal);
+    }
+  })().catch(() => {});
 
   (async () => {
     while (!signal.aborted) {
