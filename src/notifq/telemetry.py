@@ -12,6 +12,7 @@ after `LIVENESS_SECONDS`.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -106,3 +107,51 @@ async def sent_last_minute(redis: Redis, keys: RedisKeys) -> int:
     now = int(time.time())
     window = [keys.sent_rate(second) for second in range(now - 59, now + 1)]
     return sum(int(v) for v in await redis.mget(window) if v)
+
+
+# --- per provider (GET /providers) -----------------------------------------------------------
+
+PROVIDER_OUTCOMES = ("sent", "failed", "retried", "throttled", "deferred")
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class ProviderSummary:
+    channel: str
+    provider: str
+    counts: dict[str, int]  # PROVIDER_OUTCOMES
+    latency_count: int
+    quantiles: tuple[float | None, ...]  # QUANTILES, in seconds; None without observations
+
+
+def histogram_quantile(q: float, counts: list[float]) -> float:
+    """As Prometheus' histogram_quantile: linear within the bucket holding rank q (the first bucket
+    starts at 0; in the one above the last bound, that bound). `counts`: per bucket, not cumulative."""
+    rank, below = q * sum(counts), 0.0
+    for i, n in enumerate(counts):
+        if n and below + n >= rank:
+            if i == len(LATENCY_BUCKETS):
+                return LATENCY_BUCKETS[-1]
+            lower = LATENCY_BUCKETS[i - 1] if i else 0.0
+            return lower + (LATENCY_BUCKETS[i] - lower) * (rank - below) / n
+        below += n
+    return LATENCY_BUCKETS[-1]
+
+
+def provider_summaries(counters: dict[str, float]) -> list[ProviderSummary]:
+    """Outcome counts and latency quantiles per channel and provider, from metric_counters()."""
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(PROVIDER_OUTCOMES, 0))
+    buckets: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
+    for name, value in counters.items():
+        parts = name.split("|")
+        if parts[0] == "count" and len(parts) == 4 and parts[1] in PROVIDER_OUTCOMES:
+            counts[(parts[2], parts[3])][parts[1]] += int(value)
+        elif parts[0] == "bucket" and len(parts) == 4 and parts[3].isdigit() and int(parts[3]) <= len(LATENCY_BUCKETS):
+            buckets[(parts[1], parts[2])][int(parts[3])] += value
+    summaries = []
+    for key in sorted({*counts, *buckets}):
+        observed = buckets[key]
+        total = int(sum(observed))
+        quantiles = tuple(histogram_quantile(q, observed) if total else None for q in QUANTILES)
+        summaries.append(ProviderSummary(key[0], key[1], counts[key], total, quantiles))
+    return summaries

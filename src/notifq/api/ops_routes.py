@@ -1,6 +1,6 @@
-"""Operations view: live workers (GET /workers) and Prometheus metrics (GET /metrics).
+"""Operations view: live workers (GET /workers), providers (GET /providers), Prometheus metrics (GET /metrics).
 
-Both read what workers publish in Redis (notifq/telemetry.py) plus the sharded per-channel
+All read what workers publish in Redis (notifq/telemetry.py) plus the sharded per-channel
 message counts in PostgreSQL, so they cost a few reads however many workers and messages
 there are, and they show the whole cluster, not the API process.
 """
@@ -17,13 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from notifq.api.contract import Operation, Reply, json_reply
-from notifq.api.models.ops import Worker, WorkerQueue, Workers
+from notifq.api.models.ops import ProviderLatency, Providers, ProviderStats, Worker, WorkerQueue, Workers
 from notifq.api.requests import require_admin
 from notifq.db import notifications_repo
 from notifq.keys import RedisKeys
 from notifq.queue import queue_depth
-from notifq.telemetry import LATENCY_BUCKETS, OUTCOMES, WorkerBeat, live_workers, metric_counters
-from notifq.vocabulary import Lane, MessageStatus
+from notifq.telemetry import LATENCY_BUCKETS, OUTCOMES, WorkerBeat, live_workers, metric_counters, provider_summaries
+from notifq.vocabulary import Channel, Lane, MessageStatus
+
+CHANNELS = frozenset(Channel)
 
 
 async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
@@ -46,6 +48,25 @@ async def workers(request: Request) -> Response:
     )  # fmt: skip
     return json_reply(Workers(workers=[Worker.of(b) for b in beats], queue=queue,
                               in_flight=sum(b.in_flight for b in beats)))  # fmt: skip
+
+
+async def providers(request: Request) -> Response:
+    await require_admin(request)
+    redis, keys = request.app.state.redis, RedisKeys.from_settings(request.app.state.settings)
+    items = []
+    for p in provider_summaries(await metric_counters(redis, keys)):
+        if p.channel not in CHANNELS:  # written by notifq only; a stray field is not worth a 500
+            continue
+        c = p.counts
+        attempts = c["sent"] + c["failed"] + c["retried"]
+        p50, p95, p99 = (None if q is None else round(q, 6) for q in p.quantiles)
+        items.append(ProviderStats(
+            channel=Channel(p.channel), provider=p.provider, sent=c["sent"], failed=c["failed"], retried=c["retried"],
+            throttled=c["throttled"], deferred=c["deferred"],
+            error_rate=round((c["failed"] + c["retried"]) / attempts, 4) if attempts else 0.0,
+            latency=ProviderLatency(count=p.latency_count, p50_seconds=p50, p95_seconds=p95, p99_seconds=p99),
+        ))  # fmt: skip
+    return json_reply(Providers(items=items))
 
 
 class _Snapshot:
@@ -129,6 +150,11 @@ OPERATIONS = [
               {200: Reply("The live workers.", Workers)}, errors=("Unauthorized", "ServiceUnavailable"),
               description="Every worker heartbeats every second; one silent for a few seconds is left out (a "
               "gracefully stopped one leaves at once)."),
+    Operation("GET", "/providers", providers, "listProviders", "Outcomes, error rate and latency per provider",
+              "operations", {200: Reply("The providers.", Providers)}, errors=("Unauthorized", "ServiceUnavailable"),
+              description="From the cluster-wide counters the workers publish (the same as /metrics), since Redis "
+              "last lost them. `errorRate` is (failed + retried) / (sent + failed + retried); latency quantiles are "
+              "interpolated within the histogram's buckets, so they are estimates."),
     Operation("GET", "/metrics", metrics, "getMetrics", "Prometheus metrics for the whole cluster", "operations",
               {200: Reply("The metrics.", str, media_type="text/plain")}, public=True, errors=("ServiceUnavailable",),
               description="Prometheus text format. Counters `notifq_messages_{sent,failed,retried,throttled,deferred}"

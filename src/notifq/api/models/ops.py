@@ -1,4 +1,4 @@
-"""Operations bodies: health, readiness, live workers, login."""
+"""Operations bodies: health, readiness, live workers, providers, login."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 from notifq.api.models.base import ApiModel, Text
 from notifq.auth import BCRYPT_MAX_BYTES
 from notifq.telemetry import WorkerBeat
+from notifq.vocabulary import Channel
 
 
 class Health(ApiModel):
@@ -61,6 +62,31 @@ class Workers(ApiModel):
     workers: list[Worker]
     queue: WorkerQueue
     in_flight: int = Field(ge=0, description="Provider calls in progress on every live worker.")
+
+
+class ProviderLatency(ApiModel):
+    count: int = Field(ge=0, description="Provider calls observed.")
+    p50_seconds: float | None = Field(ge=0, description="Median call latency; null without calls.")
+    p95_seconds: float | None = Field(ge=0)
+    p99_seconds: float | None = Field(ge=0)
+
+
+class ProviderStats(ApiModel):
+    channel: Channel
+    provider: str = Field(description="`mock`, `ses`, `smtp`, `sns`, `fcm`; `none` for outcomes with no provider "
+                          "(a worker lost during the attempt).")  # fmt: skip
+    sent: int = Field(ge=0)
+    failed: int = Field(ge=0, description="Failed for good (permanent error or last attempt).")
+    retried: int = Field(ge=0, description="Transient failures queued for another attempt.")
+    throttled: int = Field(ge=0, description="Held back by the provider's rate limit (attempt given back).")
+    deferred: int = Field(ge=0, description="Not attempted: the provider's circuit was open (attempt given back).")
+    error_rate: float = Field(ge=0, le=1, description="(failed + retried) / (sent + failed + retried); 0 when none.")
+    latency: ProviderLatency = Field(description="Quantiles interpolated within the latency histogram's buckets "
+                                     "(1 ms … 10 s), as Prometheus' histogram_quantile.")  # fmt: skip
+
+
+class Providers(ApiModel):
+    items: list[ProviderStats] = Field(description="Per channel and provider, since Redis' counters began.")
 
 
 class LoginRequest(ApiModel):
