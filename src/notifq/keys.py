@@ -71,6 +71,15 @@ class RedisKeys:
         """Messages sent in one epoch second, published with the workers' heartbeats."""
         return f"{self.prefix}:rate:sent:{second}"
 
+    def history(self, worker_id: str) -> str:
+        """Sorted set: a worker's rate samples (`<time> <rate>`, scored by time), its last hour."""
+        return f"{self.prefix}:history:{worker_id}"
+
+    @property
+    def history_hosts(self) -> str:
+        """Hash: worker id -> host, for every worker with a rate history."""
+        return f"{self.prefix}:histories"
+
     # --- login throttling (auth.py) ---
 
     def login_account(self, digest: str) -> str:

@@ -1,4 +1,4 @@
-"""Operations view: live workers (GET /workers), providers (GET /providers), Prometheus metrics (GET /metrics).
+"""Operations view: live workers and their last hour, providers, Prometheus metrics.
 
 All read what workers publish in Redis (notifq/telemetry.py) plus the sharded per-channel
 message counts in PostgreSQL, so they cost a few reads however many workers and messages
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -16,13 +17,32 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from notifq.api.contract import Operation, Reply, json_reply
-from notifq.api.models.ops import ProviderLatency, Providers, ProviderStats, Worker, WorkerQueue, Workers
+from notifq.api.contract import Operation, Reply, json_reply, parse_query
+from notifq.api.models.ops import (
+    HistoryQuery,
+    ProviderLatency,
+    Providers,
+    ProviderStats,
+    RatePoint,
+    Worker,
+    WorkerHistory,
+    WorkerQueue,
+    Workers,
+    WorkerSeries,
+)
 from notifq.api.requests import require_admin
 from notifq.db import notifications_repo
 from notifq.keys import RedisKeys
 from notifq.queue import queue_depth
-from notifq.telemetry import LATENCY_BUCKETS, OUTCOMES, WorkerBeat, live_workers, metric_counters, provider_summaries
+from notifq.telemetry import (
+    LATENCY_BUCKETS,
+    OUTCOMES,
+    WorkerBeat,
+    live_workers,
+    metric_counters,
+    provider_summaries,
+    worker_history,
+)
 from notifq.vocabulary import Channel, Lane, MessageStatus
 
 CHANNELS = frozenset(Channel)
@@ -67,6 +87,21 @@ async def providers(request: Request) -> Response:
             latency=ProviderLatency(count=p.latency_count, p50_seconds=p50, p95_seconds=p95, p99_seconds=p99),
         ))  # fmt: skip
     return json_reply(Providers(items=items))
+
+
+def _at(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+async def workers_history(request: Request) -> Response:
+    await require_admin(request)
+    q = parse_query(request, HistoryQuery)
+    redis, keys = request.app.state.redis, RedisKeys.from_settings(request.app.state.settings)
+    width, histories = await worker_history(redis, keys, q.minutes * 60)
+    series = [WorkerSeries(id=h.id, host=h.host, live=h.live,
+                           points=[RatePoint(at=_at(at), rate_per_second=round(rate, 1)) for at, rate in h.points])
+              for h in histories]  # fmt: skip
+    return json_reply(WorkerHistory(bucket_seconds=width, workers=series))
 
 
 class _Snapshot:
@@ -150,6 +185,13 @@ OPERATIONS = [
               {200: Reply("The live workers.", Workers)}, errors=("Unauthorized", "ServiceUnavailable"),
               description="Every worker heartbeats every second; one silent for a few seconds is left out (a "
               "gracefully stopped one leaves at once)."),
+    Operation("GET", "/workers/history", workers_history, "getWorkersHistory",
+              "Each worker's rate over the last hour", "operations",
+              {200: Reply("The rates.", WorkerHistory)}, query=HistoryQuery,
+              errors=("Unauthorized", "ServiceUnavailable", "ValidationFailed"),
+              description="Every heartbeat stores the worker's rate (messages finished per second over the last few "
+              "seconds) in Redis for an hour, also after the worker stopped; the samples are averaged per bucket (1 s "
+              "for up to 6 minutes, 10 s for an hour: at most 360 points per worker)."),
     Operation("GET", "/providers", providers, "listProviders", "Outcomes, error rate and latency per provider",
               "operations", {200: Reply("The providers.", Providers)}, errors=("Unauthorized", "ServiceUnavailable"),
               description="From the cluster-wide counters the workers publish (the same as /metrics), since Redis "

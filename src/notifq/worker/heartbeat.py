@@ -1,4 +1,5 @@
-"""Once a second: tell the cluster this worker is alive and publish its counters (notifq/telemetry.py)."""
+"""Once a second: tell the cluster this worker is alive, publish its counters and a sample of its rate
+(the last hour of which GET /workers/history shows; notifq/telemetry.py)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ What is counted is what PostgreSQL recorded (the rows each record statement move
 worker/recording.py), not what the code meant to record, so the counts equal the message
 rows and the audit trail. Counting costs a dict update per chunk. The increments go to the
 cluster-wide hash behind /metrics and the per-second sent series behind /stats in one small
-pipeline right after each record, and the totals to this worker's heartbeat behind /workers
-once a second (notifq/telemetry.py).
+pipeline right after each record, and the totals to this worker's heartbeat behind /workers,
+with a sample of its rate for /workers/history, once a second (notifq/telemetry.py).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from notifq.db.messages_repo import Recorded
 from notifq.keys import RedisKeys
 from notifq.telemetry import (
+    HISTORY_SECONDS,
     LATENCY_BUCKETS,
     LIVENESS_SECONDS,
     SENT_RATE_TTL_SECONDS,
@@ -34,6 +35,7 @@ from notifq.telemetry import (
     count_field,
     counts_outcome,
     latency_sum_field,
+    rate_sample,
 )
 from notifq.vocabulary import Event, MessageStatus
 from notifq.worker.rate_limit import RateLimiter
@@ -153,9 +155,16 @@ class WorkerMetrics:
             pipe.expire(rate_key, SENT_RATE_TTL_SECONDS)
         key = keys.worker(self.id)
         if alive:
-            pipe.hset(key, mapping=self.beat(now).to_hash())
+            beat = self.beat(now)
+            pipe.hset(key, mapping=beat.to_hash())
             pipe.expire(key, int(LIVENESS_SECONDS))  # liveness: Redis drops a silent worker's hash
             pipe.zadd(keys.workers, {self.id: now})
+            history = keys.history(self.id)  # its last hour of rates (GET /workers/history), kept an hour
+            pipe.zadd(history, rate_sample(now, beat.rate))
+            pipe.zremrangebyscore(history, "-inf", now - HISTORY_SECONDS)
+            pipe.expire(history, HISTORY_SECONDS)
+            pipe.hset(keys.history_hosts, self.id, self.host)
+            pipe.expire(keys.history_hosts, HISTORY_SECONDS)
         elif alive is False:
             pipe.delete(key)
             pipe.zrem(keys.workers, self.id)

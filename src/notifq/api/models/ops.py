@@ -1,4 +1,4 @@
-"""Operations bodies: health, readiness, live workers, providers, login."""
+"""Operations bodies: health, readiness, live workers and their history, providers, login."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from notifq.api.models.base import ApiModel, Text
+from notifq.api.models.base import ApiModel, Limit, Text
 from notifq.auth import BCRYPT_MAX_BYTES
 from notifq.telemetry import WorkerBeat
 from notifq.vocabulary import Channel
@@ -87,6 +87,29 @@ class ProviderStats(ApiModel):
 
 class Providers(ApiModel):
     items: list[ProviderStats] = Field(description="Per channel and provider, since Redis' counters began.")
+
+
+class HistoryQuery(ApiModel):
+    model_config = ConfigDict(strict=False)
+    minutes: Limit = Field(60, ge=1, le=60, description="How far back, in minutes.")
+
+
+class RatePoint(ApiModel):
+    model_config = ConfigDict(strict=False)
+    at: datetime = Field(description="The start of the bucket.")
+    rate_per_second: float = Field(ge=0, description="The mean of the worker's heartbeat rates in the bucket.")
+
+
+class WorkerSeries(ApiModel):
+    id: str
+    host: str
+    live: bool = Field(description="Still heartbeating (listed by GET /workers).")
+    points: list[RatePoint] = Field(description="Oldest first; buckets without a heartbeat are left out.")
+
+
+class WorkerHistory(ApiModel):
+    bucket_seconds: int = Field(ge=1, description="Width of each point's bucket (at most 360 per worker).")
+    workers: list[WorkerSeries] = Field(description="Every worker live or heard from in the window.")
 
 
 class LoginRequest(ApiModel):
