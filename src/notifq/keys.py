@@ -80,6 +80,10 @@ class RedisKeys:
         """Hash: worker id -> host, for every worker with a rate history."""
         return f"{self.prefix}:histories"
 
+    def outcome_series(self, bucket: int) -> str:
+        """Hash: messages sent / failed / retried cluster-wide in the 10 s starting at `bucket` (epoch seconds)."""
+        return f"{self.prefix}:series:{bucket}"
+
     # --- login throttling (auth.py) ---
 
     def login_account(self, digest: str) -> str:

@@ -8,10 +8,18 @@ refreshes its own hash (GET /workers) once a second. All three come from the sam
 so they agree. A worker that stops heartbeating (SIGKILL, lost host) drops out of /workers
 after `LIVENESS_SECONDS`.
 
-Each heartbeat also appends the worker's rate to its own sorted set, trimmed to the last
-`HISTORY_SECONDS` and expiring that long after its last beat (GET /workers/history).
-Measured against Valkey on the shared 2-core machine: it costs a beat 50-70 µs of client CPU;
-Redis holds ~385 KB per worker-hour of rates.
+Two time series come from the same pipelines, for the dashboard's history views:
+- each heartbeat appends the worker's rate to its own sorted set, trimmed to the last
+  `HISTORY_SECONDS` and expiring that long after its last beat (GET /workers/history);
+- each publish adds its sent/failed/retried increments to the cluster's `SERIES_STEP_SECONDS`
+  bucket, kept `SERIES_KEEP_SECONDS` (GET /overview). Written at publish, not sampled by the
+  reconciler: every increment reaches the hash and its bucket in one pipeline, once, whichever
+  worker made it, so the series adds up to the counters with no sampler state, no lock, no
+  duplicate samples and no lag of a reconcile interval. The audit trail could answer too, but
+  a day of it is every event of the day (millions of rows) per request.
+Measured against Valkey on the shared 2-core machine: the additions cost a flush 25-50 µs of
+client CPU (one flush per recorded chunk of up to 500 messages) and a beat 50-70 µs; Redis
+holds 96 bytes per 10 s bucket (0.8 MB a day) and ~385 KB per worker-hour of rates.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ LIVENESS_SECONDS = 5.0
 FORGET_SECONDS = 3600.0  # dead ids are pruned from the sorted set after this long
 SENT_RATE_TTL_SECONDS = 120  # a per-second bucket of the sent series outlives the minute /stats sums
 HISTORY_SECONDS = 3600  # a worker's rate samples: the last hour, kept an hour after its last beat
+SERIES_STEP_SECONDS = 10  # the cluster's sent/failed/retried series: one hash per 10 s…
+SERIES_KEEP_SECONDS = 86_400 + 60  # …for a day (and the bucket in progress)
+SERIES_OUTCOMES = ("sent", "failed", "retried")
 MAX_POINTS = 360  # per history series answered
 
 # Provider call latency buckets (seconds): from the in-memory mock to a slow SMTP relay.
@@ -165,7 +176,7 @@ def provider_summaries(counters: dict[str, float]) -> list[ProviderSummary]:
     return summaries
 
 
-# --- history (GET /workers/history) --------------------------------------------
+# --- history (GET /workers/history, GET /overview) --------------------------------------------
 
 
 def bucket_width(span_seconds: int, step: int = 1) -> int:
@@ -178,6 +189,11 @@ def bucket_starts(now: float, span_seconds: int, width: int) -> range:
     the one in progress included: at most ceil(span / width), so at most MAX_POINTS."""
     first = (int((now - span_seconds) // width) + 1) * width
     return range(first, int(now // width) * width + 1, width)
+
+
+def series_bucket(now: float) -> int:
+    """The SERIES_STEP_SECONDS bucket a publish at `now` adds to."""
+    return int(now // SERIES_STEP_SECONDS) * SERIES_STEP_SECONDS
 
 
 def rate_sample(now: float, rate: float) -> dict[str, float]:
@@ -231,3 +247,25 @@ async def worker_history(redis: Redis, keys: RedisKeys, span_seconds: int) -> tu
         pipe.hdel(keys.history_hosts, *gone)
         await pipe.execute()
     return width, sorted(series, key=lambda h: (h.host, h.id))
+
+
+async def outcome_series(redis: Redis, keys: RedisKeys, span_seconds: int) -> tuple[int, list[tuple[int, list[int]]]]:
+    """Messages sent, failed and retried cluster-wide per bucket (SERIES_OUTCOMES), every bucket of the
+    last `span_seconds` (empty ones as zeros); one pipelined HMGET per SERIES_STEP_SECONDS: an hour
+    (360) 3.5 ms, a day (8,640) 75-85 ms."""
+    now = time.time()
+    width = bucket_width(span_seconds, SERIES_STEP_SECONDS)
+    starts = bucket_starts(now, span_seconds, width)
+    pipe = redis.pipeline(transaction=False)
+    for start in starts:
+        for step in range(start, start + width, SERIES_STEP_SECONDS):
+            pipe.hmget(keys.outcome_series(step), list(SERIES_OUTCOMES))
+    answers = iter(await pipe.execute())
+    points = []
+    for start in starts:
+        totals = [0] * len(SERIES_OUTCOMES)
+        for _ in range(width // SERIES_STEP_SECONDS):
+            for i, value in enumerate(next(answers)):
+                totals[i] += int(value or 0)
+        points.append((start, totals))
+    return width, points

@@ -1,9 +1,10 @@
-"""GET /workers/history: the rate series real workers write with their heartbeats."""
+"""GET /workers/history and GET /overview: the series real workers write with their heartbeats and metrics."""
 
 from __future__ import annotations
 
+import itertools
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 
 from notifq.keys import RedisKeys
 from notifq.settings import Settings
-from notifq.telemetry import HISTORY_SECONDS, rate_sample
+from notifq.telemetry import HISTORY_SECONDS, SERIES_STEP_SECONDS, rate_sample
 from tests.api.support import assert_error, create_campaign
 from tests.conftest import wait_for
 from tests.harness import finished_campaign, running_worker
@@ -106,7 +107,51 @@ async def test_history_is_averaged_into_at_most_360_buckets_and_trimmed_to_the_h
                                                                        (worker.deps.metrics.host, True)}  # fmt: skip
 
 
-@pytest.mark.parametrize("path", ["/workers/history"])
+# --- overview -----------------------------------------------------------------------------------
+
+
+async def test_overview_counts_outcomes_over_time_from_every_worker_once(
+    client: httpx.AsyncClient, fast_auth: dict[str, str], settings: Settings
+) -> None:
+    campaign = await create_campaign(client, fast_auth, name="flaky", recipientCount=600)
+    single = await client.post("/notifications", json={"channel": "sms", "to": "+15550001234", "body": "hi"},
+                               headers=fast_auth)  # fmt: skip
+    assert single.status_code == 202
+    flaky = settings.with_(mock_failure_rate=0.3, max_attempts=2, retry_delays=(0.1,))
+    async with running_worker(flaky) as first, running_worker(flaky) as second:
+        await wait_for(lambda: finished_campaign(client, fast_auth, campaign["id"]), within=60)
+        assert first.deps and second.deps
+        workers = (first.deps.metrics, second.deps.metrics)
+
+        async def published() -> dict[str, Any] | None:
+            body = await _get(client, fast_auth, "/overview?minutes=5")
+            sent = sum(p["sent"] for p in body["points"])
+            return body if sent == sum(m.totals["sent"] for m in workers) else None
+
+        body = await wait_for(published, within=10)
+    stats = await _get(client, fast_auth, "/stats")
+    assert body["totals"] == {"byChannel": stats["byChannel"], "byStatus": stats["byStatus"]}
+    assert sum(body["totals"]["byChannel"]["sms"].values()) == 1
+    assert body["bucketSeconds"] == SERIES_STEP_SECONDS and len(body["points"]) == 30
+    assert set(body["points"][0]) == {"at", "sent", "failed", "retried"}
+    sums = {k: sum(p[k] for p in body["points"]) for k in ("sent", "failed", "retried")}
+    # Both workers wrote into the same buckets; each increment counted once: the series equals the counters.
+    assert sums == {k: sum(m.totals[k] for m in workers) for k in ("sent", "failed", "retried")}
+    assert sums["sent"] + sums["failed"] == 601 and sums["retried"] > 0
+    ats = [_epoch(p["at"]) for p in body["points"]]
+    assert ats == sorted(ats) and all(b - a == SERIES_STEP_SECONDS for a, b in itertools.pairwise(ats))
+    assert ats[-1] <= time.time() < ats[-1] + SERIES_STEP_SECONDS + 5
+
+
+async def test_a_day_of_overview_is_360_buckets(client: httpx.AsyncClient, fast_auth: dict[str, str]) -> None:
+    body = await _get(client, fast_auth, "/overview?minutes=1440")
+    assert body["bucketSeconds"] == 240 and len(body["points"]) == 360
+    assert body["totals"] == {"byChannel": {}, "byStatus": {}}
+    assert all((p["sent"], p["failed"], p["retried"]) == (0, 0, 0) for p in body["points"])
+    assert datetime.fromisoformat(body["points"][0]["at"]).tzinfo == UTC
+
+
+@pytest.mark.parametrize("path", ["/workers/history", "/overview"])
 @pytest.mark.parametrize("minutes", ["0", "-1", "x", "", "1e2", "99999"])
 async def test_bad_minutes_is_422(
     client: httpx.AsyncClient, fast_auth: dict[str, str], path: str, minutes: str
@@ -119,8 +164,9 @@ async def test_the_workers_history_goes_back_an_hour_at_most(
     client: httpx.AsyncClient, fast_auth: dict[str, str]
 ) -> None:
     assert_error(await client.get("/workers/history?minutes=61", headers=fast_auth), 422, "validation_error")
+    assert (await client.get("/overview?minutes=61", headers=fast_auth)).status_code == 200
 
 
 async def test_history_needs_a_token(client: httpx.AsyncClient) -> None:
-    for path in ("/workers/history",):
+    for path in ("/workers/history", "/overview"):
         assert_error(await client.get(path), 401, "unauthorized")

@@ -1,4 +1,4 @@
-"""Operations view: live workers and their last hour, providers, Prometheus metrics.
+"""Operations view: live workers and their last hour, providers, the overview, Prometheus metrics.
 
 All read what workers publish in Redis (notifq/telemetry.py) plus the sharded per-channel
 message counts in PostgreSQL, so they cost a few reads however many workers and messages
@@ -20,6 +20,10 @@ from starlette.responses import Response
 from notifq.api.contract import Operation, Reply, json_reply, parse_query
 from notifq.api.models.ops import (
     HistoryQuery,
+    Overview,
+    OverviewPoint,
+    OverviewQuery,
+    OverviewTotals,
     ProviderLatency,
     Providers,
     ProviderStats,
@@ -37,9 +41,11 @@ from notifq.queue import queue_depth
 from notifq.telemetry import (
     LATENCY_BUCKETS,
     OUTCOMES,
+    SERIES_OUTCOMES,
     WorkerBeat,
     live_workers,
     metric_counters,
+    outcome_series,
     provider_summaries,
     worker_history,
 )
@@ -102,6 +108,21 @@ async def workers_history(request: Request) -> Response:
                            points=[RatePoint(at=_at(at), rate_per_second=round(rate, 1)) for at, rate in h.points])
               for h in histories]  # fmt: skip
     return json_reply(WorkerHistory(bucket_seconds=width, workers=series))
+
+
+async def overview(request: Request) -> Response:
+    await require_admin(request)
+    q = parse_query(request, OverviewQuery)
+    redis, keys = request.app.state.redis, RedisKeys.from_settings(request.app.state.settings)
+    by_status: dict[str, int] = defaultdict(int)
+    by_channel: dict[str, dict[str, int]] = defaultdict(dict)
+    for channel, status, n in await _message_counts(request):
+        by_status[status] += n
+        by_channel[channel][status] = n
+    width, buckets = await outcome_series(redis, keys, q.minutes * 60)
+    points = [OverviewPoint(at=_at(at), **dict(zip(SERIES_OUTCOMES, counts, strict=True))) for at, counts in buckets]
+    totals = OverviewTotals.model_validate({"byChannel": by_channel, "byStatus": by_status})
+    return json_reply(Overview(bucket_seconds=width, totals=totals, points=points))
 
 
 class _Snapshot:
@@ -197,6 +218,13 @@ OPERATIONS = [
               description="From the cluster-wide counters the workers publish (the same as /metrics), since Redis "
               "last lost them. `errorRate` is (failed + retried) / (sent + failed + retried); latency quantiles are "
               "interpolated within the histogram's buckets, so they are estimates."),
+    Operation("GET", "/overview", overview, "getOverview", "Message totals and outcomes over time", "operations",
+              {200: Reply("The overview.", Overview)}, query=OverviewQuery,
+              errors=("Unauthorized", "ServiceUnavailable", "ValidationFailed"),
+              description="`totals`: messages by channel and status now (PostgreSQL, as /stats). `points`: messages "
+              "sent, failed and retried cluster-wide per bucket over the last `minutes` (10 s buckets up to an hour, "
+              "wider beyond: at most 360 points), from a series the workers write with their metrics and Redis "
+              "keeps for a day."),
     Operation("GET", "/metrics", metrics, "getMetrics", "Prometheus metrics for the whole cluster", "operations",
               {200: Reply("The metrics.", str, media_type="text/plain")}, public=True, errors=("ServiceUnavailable",),
               description="Prometheus text format. Counters `notifq_messages_{sent,failed,retried,throttled,deferred}"

@@ -3,9 +3,10 @@
 What is counted is what PostgreSQL recorded (the rows each record statement moved, via
 worker/recording.py), not what the code meant to record, so the counts equal the message
 rows and the audit trail. Counting costs a dict update per chunk. The increments go to the
-cluster-wide hash behind /metrics and the per-second sent series behind /stats in one small
-pipeline right after each record, and the totals to this worker's heartbeat behind /workers,
-with a sample of its rate for /workers/history, once a second (notifq/telemetry.py).
+cluster-wide hash behind /metrics, the per-second sent series behind /stats and the 10 s
+sent/failed/retried series behind /overview in one small pipeline right after each record,
+and the totals to this worker's heartbeat behind /workers, with a sample of its rate for
+/workers/history, once a second (notifq/telemetry.py).
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from notifq.telemetry import (
     LATENCY_BUCKETS,
     LIVENESS_SECONDS,
     SENT_RATE_TTL_SECONDS,
+    SERIES_KEEP_SECONDS,
+    SERIES_OUTCOMES,
     WorkerBeat,
     bucket_field,
     count_field,
     counts_outcome,
     latency_sum_field,
     rate_sample,
+    series_bucket,
 )
 from notifq.vocabulary import Event, MessageStatus
 from notifq.worker.rate_limit import RateLimiter
@@ -137,7 +141,8 @@ class WorkerMetrics:
         """`alive`: refresh (True) or remove (False) the heartbeat, or neither (None: counters only)."""
         now = time.time()
         pending, sums = self._take_increments()
-        sent = sum(n for name, n in pending.items() if counts_outcome(name, "sent"))
+        series = {o: sum(n for name, n in pending.items() if counts_outcome(name, o)) for o in SERIES_OUTCOMES}
+        sent = series["sent"]
         published = self._waits_published
         waits = (limiter.waits, limiter.waited_seconds) if limiter is not None else published
         self._waits_published = waits
@@ -153,6 +158,12 @@ class WorkerMetrics:
             rate_key = keys.sent_rate(int(now))
             pipe.incrby(rate_key, sent)
             pipe.expire(rate_key, SENT_RATE_TTL_SECONDS)
+        if any(series.values()):  # the cluster's 10 s series (GET /overview), from the same increments
+            series_key = keys.outcome_series(series_bucket(now))
+            for outcome, n in series.items():
+                if n:
+                    pipe.hincrby(series_key, outcome, n)
+            pipe.expire(series_key, SERIES_KEEP_SECONDS)
         key = keys.worker(self.id)
         if alive:
             beat = self.beat(now)

@@ -1,16 +1,16 @@
-"""Operations bodies: health, readiness, live workers and their history, providers, login."""
+"""Operations bodies: health, readiness, live workers and their history, providers, the overview, login."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
 from notifq.api.models.base import ApiModel, Limit, Text
 from notifq.auth import BCRYPT_MAX_BYTES
 from notifq.telemetry import WorkerBeat
-from notifq.vocabulary import Channel
+from notifq.vocabulary import Channel, MessageStatus
 
 
 class Health(ApiModel):
@@ -94,6 +94,11 @@ class HistoryQuery(ApiModel):
     minutes: Limit = Field(60, ge=1, le=60, description="How far back, in minutes.")
 
 
+class OverviewQuery(ApiModel):
+    model_config = ConfigDict(strict=False)
+    minutes: Limit = Field(60, ge=1, le=1440, description="How far back, in minutes (at most a day).")
+
+
 class RatePoint(ApiModel):
     model_config = ConfigDict(strict=False)
     at: datetime = Field(description="The start of the bucket.")
@@ -110,6 +115,30 @@ class WorkerSeries(ApiModel):
 class WorkerHistory(ApiModel):
     bucket_seconds: int = Field(ge=1, description="Width of each point's bucket (at most 360 per worker).")
     workers: list[WorkerSeries] = Field(description="Every worker live or heard from in the window.")
+
+
+class OverviewTotals(ApiModel):
+    model_config = ConfigDict(strict=False)
+    by_channel: dict[Channel, dict[MessageStatus, Annotated[int, Field(ge=0)]]] = Field(
+        description="Per channel, messages per status (zeros left out), as GET /stats.")  # fmt: skip
+    by_status: dict[MessageStatus, Annotated[int, Field(ge=0)]] = Field(
+        description="Messages per status (zeros left out).")  # fmt: skip
+
+
+class OverviewPoint(ApiModel):
+    model_config = ConfigDict(strict=False)
+    at: datetime = Field(description="The start of the bucket.")
+    sent: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    retried: int = Field(ge=0)
+
+
+class Overview(ApiModel):
+    bucket_seconds: int = Field(ge=10, description="Width of each point's bucket: a multiple of 10 s, at most 360 "
+                                "points.")  # fmt: skip
+    totals: OverviewTotals
+    points: list[OverviewPoint] = Field(description="Every bucket of the window, oldest first, the one in progress "
+                                        "last; cluster-wide outcomes as counted by /metrics.")  # fmt: skip
 
 
 class LoginRequest(ApiModel):
