@@ -17,12 +17,12 @@ import {
   updateStatusBadge,
 } from './components.js';
 import { RateChart } from './chart.js';
-import { address, fmtDateTime, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText, sleep } from './dom.js';
+import { address, fmtDateTime, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText } from './dom.js';
 import { followEvents } from './sse.js';
+import { CampaignTimeline } from './timeline.js';
 
 const FAILED_PAGE = 100;
 const FAILED_RELOAD_MS = 2000; // at most one reload of the failed list per 2 s during a run
-const TIMELINE_EVERY_MS = 10_000; // the chart's data is read again this often during a run
 
 /** Which actions each status allows (mirrors the API's rules in docs/api.md). */
 const ACTIONS = [
@@ -234,68 +234,16 @@ export function renderCampaign(container, { signal, params }) {
     );
   }
 
-  /**
-   * The chart's data from GET .../timeline (the server's buckets of the messages' finish times), read again
-   * every 10 s while the campaign runs (attempts and retries come only from there; the live counts fill in
-   * between), and once more when it has finished, so that a finished campaign's chart, and its Peak, is the
-   * same in every view. A slow answer spaces the reads out (20 times its duration).
-   */
-  const timeline = {
-    timer: null,
-    busy: false,
-    requestedAt: -Infinity, // server time of the last read's request
-    finalFor: null, // the completedAt whose final read is done (or under way)
-    available: true, // false on a server without the endpoint
-    async read() {
-      if (this.busy || !this.available) return;
-      this.busy = true;
-      clearTimeout(this.timer);
-      this.timer = null;
-      const started = performance.now();
-      this.requestedAt = view.chart.now();
-      try {
-        const { data, response } = await request(`${path}/timeline`, { signal });
-        view.chart.setServerDate(response.headers.get('Date'));
-        const at = this.requestedAt;
-        const totals = view.chart.seed(data.bucketSeconds, data.points, at);
-        // Live counts continue from what the timeline holds (see RateChart.addSpan).
-        last = { ...totals, at };
-      } catch (error) {
-        if (isAbort(error) || error.status === 401) throw error;
-        if (error.status === 404 || error.status === 405) this.available = false; // an older server: live counts only
-      } finally {
-        this.busy = false;
-      }
-      this.next(Math.max(TIMELINE_EVERY_MS, 20 * (performance.now() - started)));
+  // The chart's data: GET .../timeline, again during the run and once more at its end (see timeline.js).
+  // Live counts continue from what each read holds.
+  const timeline = new CampaignTimeline({
+    chart: view.chart,
+    path: `${path}/timeline`,
+    signal,
+    onSeed: (totals, at) => {
+      last = { ...totals, at };
     },
-    next(ms) {
-      clearTimeout(this.timer);
-      this.timer = null;
-      if (signal.aborted || !campaign || FINISHED.has(campaign.status) || !this.available) return;
-      this.timer = setTimeout(() => this.read().catch(() => {}), ms);
-    },
-    /** After each update: a finished campaign is read once more unless the last read began after its end. */
-    onUpdate(c) {
-      if (!FINISHED.has(c.status)) {
-        this.finalFor = null;
-        if (this.requestedAt === -Infinity) this.read().catch(() => {}); // the first read
-        else if (!this.timer && !this.busy) this.next(TIMELINE_EVERY_MS);
-        return;
-      }
-      clearTimeout(this.timer);
-      this.timer = null;
-      const end = Date.parse(c.completedAt);
-      if (this.finalFor === c.completedAt || !(this.requestedAt < end + 2000)) return;
-      this.finalFor = c.completedAt;
-      // Waits for a read under way, then reads again (that one may have begun before the end).
-      const settle = async () => {
-        while (this.busy) await sleep(100, signal);
-        await this.read();
-      };
-      settle().catch(() => {});
-    },
-  };
-  signal.addEventListener('abort', () => clearTimeout(timeline.timer));
+  });
 
   // A private controller so "not found" can stop the stream without waiting for navigation.
   const stopped = new AbortController();
