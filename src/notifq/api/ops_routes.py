@@ -227,10 +227,10 @@ OPERATIONS = [
               "keeps for a day."),
     Operation("GET", "/metrics", metrics, "getMetrics", "Prometheus metrics for the whole cluster", "operations",
               {200: Reply("The metrics.", str, media_type="text/plain")}, public=True, errors=("ServiceUnavailable",),
-              description="Prometheus text format. Counters `notifq_messages_{sent,failed,retried,throttled,deferred}"
-              "_total` and the histogram `notifq_provider_latency_seconds` by channel and provider (published by every "
-              "worker through Redis); gauges `notifq_messages{channel,status}`, `notifq_queue_depth`, "
-              "`notifq_queue_jobs{lane}`, `notifq_in_flight`, `notifq_workers`; counters "
+              description="Prometheus text format. Counters `notifq_messages_{sent,failed,retried,throttled,deferred,"
+              "config_error}_total` and the histogram `notifq_provider_latency_seconds` by channel and provider "
+              "(published by every worker through Redis); gauges `notifq_messages{channel,status}`, "
+              "`notifq_queue_depth`, `notifq_queue_jobs{lane}`, `notifq_in_flight`, `notifq_workers`; counters "
               "`notifq_rate_limit_waits_total` and `notifq_rate_limit_wait_seconds_total`. "
               "Aggregates only (no ids, addresses or secrets)."),
 ]  # fmt: skip
