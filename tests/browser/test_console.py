@@ -161,9 +161,13 @@ async def test_a_campaigns_failed_message_opens_the_same_audit_trail(
     await expect(page.locator("#main h1")).to_have_text(re.compile(r"^Notification \d+$"))
     await expect(page.locator("#notification-meta")).to_contain_text(campaign_id)
     await expect(page.locator("#trail-table tbody tr").last).to_have_attribute("data-event", "failed")
-    # Back to the campaign from the breadcrumb.
+    # Back to the campaign from the breadcrumb, and on to its dead letters.
     await page.get_by_role("link", name="← Its campaign").click()
     await expect(page.locator("#main h1")).to_have_text("Trails")
+    await page.click("#failed-dead-letters")
+    await expect(page.locator("#main h1")).to_have_text("Dead letters")
+    await expect(page.locator("#dl-campaign")).to_have_value(campaign_id)
+    await expect(page.locator("#dead-letters-table tbody tr")).to_have_count(3)
 
 
 async def test_dead_letters_filter_and_redrive_one_or_all(ui: Ui, api: httpx.AsyncClient, live_api: LiveApi) -> None:

@@ -62,7 +62,8 @@ export class RateChart extends RateBuckets {
     if (this.finished) {
       const t = this.totals();
       const retried = this.detail.retried ? ` · ${fmtInt(t.retried)} retried` : '';
-      return `${peak} · average ${fmtRate(this.average())} msg/s${retried}`;
+      // With its length: a run shorter than a bucket averages more than its busiest bucket holds.
+      return `${peak} · average ${fmtRate(this.average())} msg/s over ${fmtDuration(this.runSeconds(), { precise: true })}${retried}`;
     }
     const seconds = (this.rateBuckets(5) * this.bucketMs) / 1000;
     return `${peak} · last ${spanText(seconds)} ${fmtRate(this.rate(5))} msg/s`;

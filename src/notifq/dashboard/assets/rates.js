@@ -222,10 +222,14 @@ export class RateBuckets {
   /** Messages finished per second over the whole run: everything, over start to end (or now). */
   average() {
     const t = this.totals();
-    const start = this.startMs ?? (this.oldest === Infinity ? null : this.timeOf(this.oldest));
-    if (start === null) return 0;
-    const seconds = ((this.endMs ?? this.now()) - start) / 1000;
+    const seconds = this.runSeconds();
     return seconds > 0 ? (t.sent + t.failed) / seconds : 0;
+  }
+
+  /** The run's length so far: from its start (or the oldest data) to its end (or now). */
+  runSeconds() {
+    const start = this.startMs ?? (this.oldest === Infinity ? null : this.timeOf(this.oldest));
+    return start === null ? 0 : Math.max(0, ((this.endMs ?? this.now()) - start) / 1000);
   }
 
   /**

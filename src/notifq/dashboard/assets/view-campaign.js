@@ -35,7 +35,7 @@ const ACTIONS = [
 export function renderCampaign(container, { signal, params }) {
   const id = params[0];
   const path = `/campaigns/${encodeURIComponent(id)}`;
-  const view = buildLayout(container);
+  const view = buildLayout(container, id);
   let campaign = null;
   let last = null; // {sent, failed, at}: the counts of the previous update, for the chart's live increments
   let failedLoadedFor = null;
@@ -187,6 +187,7 @@ export function renderCampaign(container, { signal, params }) {
       const shown = view.failed.body.children.length;
       view.failedEmpty.hidden = shown > 0;
       view.failed.wrap.hidden = shown === 0;
+      container.querySelector('#failed-note')?.toggleAttribute('hidden', shown === 0);
       renderFailedCount();
     } catch (error) {
       if (!cursor) failedLoadedFor = null; // try again on the next update
@@ -279,7 +280,7 @@ export function renderCampaign(container, { signal, params }) {
 }
 
 /** Static structure of the page; `update` fills it in. */
-function buildLayout(container) {
+function buildLayout(container, id) {
   const title = pageHeading('Loading…');
   const badge = statusBadge('pending');
   const live = new LiveIndicator();
@@ -318,6 +319,13 @@ function buildLayout(container) {
       'section',
       { className: 'card', 'aria-labelledby': 'failed-title', id: 'failed-section' },
       h('div', { className: 'card__header' }, h('h2', { id: 'failed-title' }, 'Failed messages'), failedCount),
+      h(
+        'p',
+        { className: 'muted card__note', id: 'failed-note', hidden: true },
+        'Each recipient opens its audit trail. ',
+        h('a', { href: `#/dead-letters?campaignId=${encodeURIComponent(id)}`, id: 'failed-dead-letters' }, 'Dead letters of this campaign'),
+        ' lists them with a redrive for one or all.',
+      ),
       failed.wrap,
       failedEmpty,
       h('div', { className: 'card__footer' }, failedMore),
