@@ -138,11 +138,8 @@ class NotificationService:
                 params[column] = value
         before = parse_id_cursor(cursor)
         async with self.reads.connect() as conn:
-            if since is None and until is None:
-                rows = await messages_repo.list_filtered(conn, clauses, params, before_id=before, limit=limit + 1)
-            else:
-                rows = await messages_repo.list_created_between(conn, clauses, params, since=since, until=until,
-                                                                before_id=before, limit=limit + 1)  # fmt: skip
+            rows = await messages_repo.list_filtered(conn, clauses, params, before_id=before, limit=limit + 1,
+                                                     since=since, until=until)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
 
     async def cancel(self, message_id: int) -> MessageRow:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -157,22 +157,46 @@ def histogram_quantile(q: float, counts: list[float]) -> float:
     return LATENCY_BUCKETS[-1]
 
 
-def provider_summaries(counters: dict[str, float]) -> list[ProviderSummary]:
-    """Outcome counts and latency quantiles per channel and provider, from metric_counters()."""
-    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(PROVIDER_OUTCOMES, 0))
-    buckets: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
+@dataclass
+class ProviderCounters:
+    """One (channel, provider)'s part of the metrics hash."""
+
+    counts: dict[str, float] = field(default_factory=dict)  # per outcome present in the hash
+    buckets: list[float] = field(default_factory=lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))  # not cumulative
+    latency_sum: float = 0.0
+    has_latency: bool = False
+
+
+def per_provider(counters: dict[str, float]) -> dict[tuple[str, str], ProviderCounters]:
+    """The metrics hash's field names (see above) parsed once, by (channel, provider); unknown fields ignored.
+    /metrics and /providers both read it through here."""
+    out: dict[tuple[str, str], ProviderCounters] = defaultdict(ProviderCounters)
     for name, value in counters.items():
         parts = name.split("|")
-        if parts[0] == "count" and len(parts) == 4 and parts[1] in PROVIDER_OUTCOMES:
-            counts[(parts[2], parts[3])][parts[1]] += int(value)
+        if parts[0] == "count" and len(parts) == 4 and parts[1] in OUTCOMES:
+            counts = out[(parts[2], parts[3])].counts
+            counts[parts[1]] = counts.get(parts[1], 0.0) + value
         elif parts[0] == "bucket" and len(parts) == 4 and parts[3].isdigit() and int(parts[3]) <= len(LATENCY_BUCKETS):
-            buckets[(parts[1], parts[2])][int(parts[3])] += value
+            series = out[(parts[1], parts[2])]
+            series.buckets[int(parts[3])] += value
+            series.has_latency = True
+        elif parts[0] == "latency_sum" and len(parts) == 3:
+            series = out[(parts[1], parts[2])]
+            series.latency_sum += value
+            series.has_latency = True
+    return dict(out)
+
+
+def provider_summaries(counters: dict[str, float]) -> list[ProviderSummary]:
+    """Outcome counts and latency quantiles per channel and provider, from metric_counters()."""
     summaries = []
-    for key in sorted({*counts, *buckets}):
-        observed = buckets[key]
-        total = int(sum(observed))
-        quantiles = tuple(histogram_quantile(q, observed) if total else None for q in QUANTILES)
-        summaries.append(ProviderSummary(key[0], key[1], counts[key], total, quantiles))
+    for (channel, provider), c in sorted(per_provider(counters).items()):
+        if not any(o in c.counts for o in PROVIDER_OUTCOMES) and not c.has_latency:
+            continue
+        total = int(sum(c.buckets))
+        quantiles = tuple(histogram_quantile(q, c.buckets) if total else None for q in QUANTILES)
+        counts = {o: int(c.counts.get(o, 0)) for o in PROVIDER_OUTCOMES}
+        summaries.append(ProviderSummary(channel, provider, counts, total, quantiles))
     return summaries
 
 

@@ -4,33 +4,18 @@ restart), and the worker's start-up check names what is wrong per channel."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from notifq.errors import ProviderConfigError
 from notifq.providers.base import OutgoingMessage
-from notifq.providers.factory import ProviderFactory, Unconfigured
+from notifq.providers.factory import Unconfigured
 from notifq.providers.fcm import FcmProvider
 from notifq.settings import Settings
 from tests.fcm_server import FakeFcmServer
+from tests.providers.conftest import MakeFactory
 from tests.smtp_server import SMTP_PASSWORD, SMTP_USER, SmtpTestServer, free_port
-
-MakeFactory = Callable[[Settings], ProviderFactory]
-
-
-@pytest.fixture
-async def factory_for() -> AsyncIterator[MakeFactory]:
-    made: list[ProviderFactory] = []
-
-    def make(settings: Settings) -> ProviderFactory:
-        made.append(ProviderFactory(settings))
-        return made[-1]
-
-    yield make
-    for factory in made:
-        await factory.aclose()
 
 
 def push(token: str = "real-device-token") -> OutgoingMessage:

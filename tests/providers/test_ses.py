@@ -21,6 +21,7 @@ from notifq.providers.ses import CONFIG_CODES, PERMANENT_CODES, THROTTLE_CODES, 
 from notifq.settings import Settings
 from tests.aws import moto_sent_messages, unique_address
 from tests.loop_probe import loop_ticks
+from tests.providers.conftest import MakeFactory
 
 MakeSes = Callable[..., SesProvider]
 
@@ -295,22 +296,13 @@ def test_classify_response_without_error_block() -> None:
 
 
 @pytest.fixture
-async def factory_for(aws_credentials: None) -> AsyncIterator[Callable[[Settings], ProviderFactory]]:
-    made: list[ProviderFactory] = []
-
-    def make(settings: Settings) -> ProviderFactory:
-        made.append(ProviderFactory(settings))
-        return made[-1]
-
-    yield make
-    for factory in made:
-        await factory.aclose()
+def factory_for(aws_credentials: None, factory_for: MakeFactory) -> MakeFactory:
+    """The shared factory_for (tests/providers/conftest.py), with moto's credentials in the environment."""
+    return factory_for
 
 
 @pytest.mark.parametrize("recipient", ["user@example.com", "User@EXAMPLE.COM", "x@Example.Com"])
-async def test_factory_routes_mock_domain_to_mock(
-    factory_for: Callable[[Settings], ProviderFactory], recipient: str
-) -> None:
+async def test_factory_routes_mock_domain_to_mock(factory_for: MakeFactory, recipient: str) -> None:
     """The default mock domain (any case) is delivered by the mock provider."""
     factory = factory_for(Settings())
     provider = factory.for_recipient(recipient)
@@ -320,9 +312,7 @@ async def test_factory_routes_mock_domain_to_mock(
 
 @pytest.mark.parametrize("recipient", ["user@gmail.com", "user@sub.example.com", "user@example.com.evil.test",
                                        "example.com@other.test"])  # fmt: skip
-async def test_factory_routes_other_domains_to_ses(
-    factory_for: Callable[[Settings], ProviderFactory], recipient: str
-) -> None:
+async def test_factory_routes_other_domains_to_ses(factory_for: MakeFactory, recipient: str) -> None:
     """Anything but an exact mock-domain match goes to SES, configured from settings, built once."""
     settings = Settings(
         from_email="campaigns@notifq.test", ses_endpoint_url="http://127.0.0.1:9", aws_region="eu-west-1"

@@ -42,10 +42,12 @@ from notifq.telemetry import (
     LATENCY_BUCKETS,
     OUTCOMES,
     SERIES_OUTCOMES,
+    ProviderCounters,
     WorkerBeat,
     live_workers,
     metric_counters,
     outcome_series,
+    per_provider,
     provider_summaries,
     worker_history,
 )
@@ -135,33 +137,26 @@ class _Snapshot:
         return iter(self.families)
 
 
-def _outcome_families(counters: dict[str, float]) -> Iterable[Metric]:
+def _outcome_families(series: dict[tuple[str, str], ProviderCounters]) -> Iterable[Metric]:
     families = {o: CounterMetricFamily(f"notifq_messages_{o}", f"Messages {o} by workers (delivery attempts' outcomes)",
                                        labels=["channel", "provider"]) for o in OUTCOMES}  # fmt: skip
-    for name, value in sorted(counters.items()):
-        parts = name.split("|")
-        if parts[0] == "count" and len(parts) == 4 and parts[1] in families:
-            families[parts[1]].add_metric([parts[2], parts[3]], value)
+    for (channel, provider), c in sorted(series.items()):
+        for outcome, value in sorted(c.counts.items()):
+            families[outcome].add_metric([channel, provider], value)
     return families.values()
 
 
-def _latency_family(counters: dict[str, float]) -> Metric:
-    per_series: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
-    sums: dict[tuple[str, str], float] = defaultdict(float)
-    for name, value in counters.items():
-        parts = name.split("|")
-        if parts[0] == "bucket" and len(parts) == 4 and parts[3].isdigit() and int(parts[3]) <= len(LATENCY_BUCKETS):
-            per_series[(parts[1], parts[2])][int(parts[3])] += value
-        elif parts[0] == "latency_sum" and len(parts) == 3:
-            sums[(parts[1], parts[2])] += value
+def _latency_family(series: dict[tuple[str, str], ProviderCounters]) -> Metric:
     family = HistogramMetricFamily("notifq_provider_latency_seconds", "Provider call latency, per channel and provider",
                                    labels=["channel", "provider"])  # fmt: skip
-    for (channel, provider), counts in sorted(per_series.items()):
+    for (channel, provider), c in sorted(series.items()):
+        if not c.has_latency:
+            continue
         cumulative, buckets = 0.0, []
-        for bound, n in zip([*(str(b) for b in LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+        for bound, n in zip([*(str(b) for b in LATENCY_BUCKETS), "+Inf"], c.buckets, strict=True):
             cumulative += n
             buckets.append((bound, cumulative))
-        family.add_metric([channel, provider], buckets, sums[(channel, provider)])
+        family.add_metric([channel, provider], buckets, c.latency_sum)
     return family
 
 
@@ -183,9 +178,10 @@ async def metrics(request: Request) -> Response:
     lanes = GaugeMetricFamily("notifq_queue_jobs", "arq jobs (batches) waiting per lane", labels=["lane"])
     for lane, n in sorted(jobs.items()):
         lanes.add_metric([lane], n)
+    series = per_provider(counters)
     families: list[Metric] = [
-        *_outcome_families(counters),
-        _latency_family(counters),
+        *_outcome_families(series),
+        _latency_family(series),
         messages,
         lanes,
         _gauge("notifq_queue_depth", "Messages queued for delivery (not yet claimed by a worker)", queued),

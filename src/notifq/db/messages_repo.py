@@ -307,48 +307,34 @@ async def list_page(
 
 
 async def list_filtered(
-    conn: AsyncConnection, clauses: list[str], params: dict[str, object], *, before_id: int | None, limit: int
-) -> list[MessageRow]:
-    """Newest first; `clauses` come from the caller's fixed vocabulary, values are bound."""
-    where = list(clauses)
-    if before_id is not None:
-        where.append("id < :before")
-    result = await conn.execute(
-        text(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where) or 'true'} "
-            "ORDER BY id DESC LIMIT :limit"
-        ),
-        {**params, "before": before_id, "limit": limit},
-    )
-    return [message_row(r) for r in result]
-
-
-async def list_created_between(
-    conn: AsyncConnection, clauses: list[str], params: dict[str, object], *, since: datetime | None,
-    until: datetime | None, before_id: int | None, limit: int,
+    conn: AsyncConnection, clauses: list[str], params: dict[str, object], *, before_id: int | None, limit: int,
+    since: datetime | None = None, until: datetime | None = None,
 ) -> list[MessageRow]:  # fmt: skip
-    """Newest first by (created_at, id), since <= created_at < until; the cursor is the last row's id.
+    """Newest first; `clauses` come from the caller's fixed vocabulary, values are bound.
 
-    For single notifications (`campaign_id IS NULL` among `clauses`) the partial index
-    `messages_single_created (created_at, id)` serves any window in the cost of one page
-    (0.1-0.2 ms over 1,000,000 singles, a window 15 or 25 days back; ordered by id with the
-    same filter the scan walked every newer row first: 150-310 ms, EXPLAIN ANALYZE,
-    PostgreSQL 18). A cursor naming no message ends the listing.
+    Without a time window, by id (the primary key). With `since <= created_at < until`, by
+    (created_at, id), the cursor still the last row's id: for single notifications
+    (`campaign_id IS NULL` among `clauses`) the partial index `messages_single_created
+    (created_at, id)` serves any window in the cost of one page (0.1-0.2 ms over 1,000,000
+    singles, a window 15 or 25 days back; ordered by id with the same filter the scan walked
+    every newer row first: 150-310 ms, EXPLAIN ANALYZE, PostgreSQL 18). A cursor naming no
+    message ends such a listing.
     """
     where = list(clauses)
+    windowed = since is not None or until is not None
     if since is not None:
         where.append("created_at >= :since")
     if until is not None:
         where.append("created_at < :until")
     if before_id is not None:
-        where.append("(created_at, id) < (SELECT c.created_at, c.id FROM messages c WHERE c.id = :before)")
+        where.append("(created_at, id) < (SELECT c.created_at, c.id FROM messages c WHERE c.id = :before)"
+                     if windowed else "id < :before")  # fmt: skip
+    order = "created_at DESC, id DESC" if windowed else "id DESC"
     result = await conn.execute(
-        text(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where) or 'true'} "
-            "ORDER BY created_at DESC, id DESC LIMIT :limit"
-        ),
+        text(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(where) or 'true'} ORDER BY {order} "
+             "LIMIT :limit"),
         {**params, "since": since, "until": until, "before": before_id, "limit": limit},
-    )
+    )  # fmt: skip
     return [message_row(r) for r in result]
 
 
