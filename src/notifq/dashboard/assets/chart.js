@@ -4,6 +4,7 @@
 //
 // Colours come from CSS custom properties so the stylesheet stays the one place for them.
 
+import { drawGrid, niceCeiling, prepareCanvas } from './canvas.js';
 import { fmtDuration, fmtInt, fmtRate, h, setText } from './dom.js';
 import { RateBuckets } from './rates.js';
 
@@ -84,16 +85,9 @@ export class RateChart extends RateBuckets {
     const detail = this.detailUntilMs !== null;
     this.legendAttempts.hidden = !this.detail.attempts;
     this.legendRetried.hidden = !this.detail.retried;
-    const width = canvas.clientWidth;
-    if (!width) return; // not in the document (yet)
-    const ratio = window.devicePixelRatio || 1;
-    canvas.width = Math.round(width * ratio);
-    canvas.height = Math.round(HEIGHT * ratio);
-    const ctx = canvas.getContext('2d');
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, width, HEIGHT);
-    const css = getComputedStyle(canvas);
-    const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+    const prepared = prepareCanvas(canvas, HEIGHT);
+    if (!prepared) return; // not in the document (yet)
+    const { ctx, width, color } = prepared;
     const [first, last] = this.window();
     const perSecond = 1000 / this.bucketMs;
     let top = this.peak();
@@ -103,7 +97,7 @@ export class RateChart extends RateBuckets {
     const plotW = width - PAD.left - PAD.right;
     const plotH = HEIGHT - PAD.top - PAD.bottom;
     const base = PAD.top + plotH;
-    this.drawGrid(ctx, top, plotW, plotH, color);
+    drawGrid(ctx, { pad: PAD, top, plotW, plotH, color });
     const slot = plotW / (last - first + 1);
     const barW = Math.min(MAX_BAR, Math.max(1, slot * 0.8));
     const x = (k) => PAD.left + (k - first) * slot + (slot - barW) / 2;
@@ -146,24 +140,6 @@ export class RateChart extends RateBuckets {
     ctx.restore();
   }
 
-  drawGrid(ctx, top, plotW, plotH, color) {
-    ctx.font = '12px system-ui, sans-serif';
-    ctx.textBaseline = 'middle';
-    ctx.textAlign = 'right';
-    for (let i = 0; i <= 4; i += 1) {
-      const value = (top / 4) * i;
-      const y = PAD.top + plotH - (plotH / 4) * i;
-      ctx.strokeStyle = color('--chart-grid', '#e3e6ea');
-      ctx.lineWidth = 1;
-      ctx.beginPath();
-      ctx.moveTo(PAD.left, Math.round(y) + 0.5);
-      ctx.lineTo(PAD.left + plotW, Math.round(y) + 0.5);
-      ctx.stroke();
-      ctx.fillStyle = color('--chart-text', '#59636e');
-      ctx.fillText(fmtRate(value), PAD.left - 6, y);
-    }
-  }
-
   drawTimeAxis(ctx, first, last, plotW, color) {
     ctx.fillStyle = color('--chart-text', '#59636e');
     ctx.textBaseline = 'top';
@@ -184,12 +160,4 @@ export class RateChart extends RateBuckets {
 /** A bucket's width in words: "1 s", "10 s", "1 min", "2 min 08 s". */
 function spanText(seconds) {
   return seconds >= 60 && seconds < 3600 && seconds % 60 === 0 ? `${seconds / 60} min` : fmtDuration(seconds);
-}
-
-/** A readable axis maximum at or above `value`: four gridline steps of 1, 2, 2.5 or 5 × 10^n. */
-export function niceCeiling(value) {
-  const rough = Math.max(1, value / 4);
-  const magnitude = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= rough);
-  return step * 4;
 }

@@ -2,8 +2,8 @@
 // the last hour). The legend is HTML (names are user-visible text, set as Text nodes), and the figure's
 // label says in words what the lines show, for readers who cannot see them.
 
+import { drawGrid, niceCeiling, prepareCanvas } from './canvas.js';
 import { fmtRate, h, replace } from './dom.js';
-import { niceCeiling } from './chart.js';
 
 const HEIGHT = 200;
 const PAD = { top: 12, right: 12, bottom: 26, left: 48 };
@@ -53,36 +53,15 @@ export class LineChart {
   }
 
   draw() {
-    const { canvas } = this;
-    const width = canvas.clientWidth;
-    if (!width) return;
-    const ratio = window.devicePixelRatio || 1;
-    canvas.width = Math.round(width * ratio);
-    canvas.height = Math.round(HEIGHT * ratio);
-    const ctx = canvas.getContext('2d');
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    ctx.clearRect(0, 0, width, HEIGHT);
-    const css = getComputedStyle(canvas);
-    const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+    const prepared = prepareCanvas(this.canvas, HEIGHT);
+    if (!prepared) return;
+    const { ctx, width, color } = prepared;
     let most = 0;
     for (const s of this.series) for (const p of s.points) most = Math.max(most, p.value);
     const top = niceCeiling(most);
     const plotW = width - PAD.left - PAD.right;
     const plotH = HEIGHT - PAD.top - PAD.bottom;
-    ctx.font = '12px system-ui, sans-serif';
-    for (let i = 0; i <= 4; i += 1) {
-      const y = PAD.top + plotH - (plotH / 4) * i;
-      ctx.strokeStyle = color('--chart-grid', '#e3e6ea');
-      ctx.lineWidth = 1;
-      ctx.beginPath();
-      ctx.moveTo(PAD.left, Math.round(y) + 0.5);
-      ctx.lineTo(PAD.left + plotW, Math.round(y) + 0.5);
-      ctx.stroke();
-      ctx.fillStyle = color('--chart-text', '#59636e');
-      ctx.textAlign = 'right';
-      ctx.textBaseline = 'middle';
-      ctx.fillText(fmtRate((top / 4) * i), PAD.left - 6, y);
-    }
+    drawGrid(ctx, { pad: PAD, top, plotW, plotH, color });
     const span = Math.max(1, this.toMs - this.fromMs);
     const x = (at) => PAD.left + ((at - this.fromMs) / span) * plotW;
     const y = (value) => PAD.top + plotH - (value / top) * plotH;
