@@ -89,7 +89,7 @@ async def clean(engine: AsyncEngine, redis: Redis) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "TRUNCATE messages, campaigns, admins, message_events, message_counts, idempotency_keys "
+                "TRUNCATE messages, campaigns, admins, message_events, message_counts, idempotency_keys, subscribers "
                 "RESTART IDENTITY CASCADE"
             )
         )

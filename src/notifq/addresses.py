@@ -20,6 +20,8 @@ def is_email(value: str) -> bool:
 
 
 def is_valid(channel: str, value: str) -> bool:
+    if channel == Channel.INAPP:
+        return False  # in-app messages go to subscribers, never to an address
     if channel == Channel.EMAIL:
         return is_email(value)
     if channel == Channel.SMS:
@@ -32,8 +34,13 @@ def describe(channel: str) -> str:
         Channel.EMAIL: "email addresses",
         Channel.SMS: "E.164 phone numbers (+ and 8 to 15 digits)",
         Channel.PUSH: "device tokens (letters, digits and :_-. only)",
+        Channel.INAPP: "subscribers (in-app messages have no address: send to `subscriber`)",
     }
     return descriptions[channel]
+
+
+SUBSCRIBER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")  # the caller's own user ids
+CATEGORY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def synthetic(channel: str, i: int) -> str:

@@ -114,6 +114,44 @@ def verify_token(secret: str, issuer: str, token: str) -> TokenClaims:
     return TokenClaims(admin_id, jti, generation, int(claims["exp"]))
 
 
+SUBSCRIBER_AUDIENCE = "notifq:subscriber"
+
+
+def issue_subscriber_token(secret: str, issuer: str, subscriber_id: str, ttl_seconds: int) -> IssuedToken:
+    """A token for one subscriber's inbox (`/ws`, `/inbox`), handed to its user by the caller's backend.
+
+    Its own audience: admin tokens carry none, and PyJWT refuses a token with an `aud` claim
+    unless the audience is asked for, so neither kind of token passes for the other.
+    """
+    iat = int(time.time())
+    claims = {"sub": subscriber_id, "iss": issuer, "aud": SUBSCRIBER_AUDIENCE, "iat": iat, "exp": iat + ttl_seconds}
+    token = jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return IssuedToken(token=token, expires_at=datetime.fromtimestamp(iat + ttl_seconds, tz=UTC))
+
+
+@dataclass(frozen=True)
+class SubscriberClaims:
+    subscriber_id: str
+    exp: int  # seconds since the epoch
+
+
+def verify_subscriber_token(secret: str, issuer: str, token: str) -> SubscriberClaims:
+    """The claims of a valid subscriber token; anything else (an admin token too) is a 401."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], issuer=issuer, audience=SUBSCRIBER_AUDIENCE,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )  # fmt: skip
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token expired") from None
+    except jwt.InvalidTokenError:
+        raise Unauthorized("invalid subscriber token") from None
+    subscriber_id = claims["sub"]
+    if not isinstance(subscriber_id, str) or not subscriber_id:
+        raise Unauthorized("invalid subscriber token")
+    return SubscriberClaims(subscriber_id, int(claims["exp"]))
+
+
 class AdminSessions:
     """Which signed tokens still count, per API process: revocation without a query per request.
 

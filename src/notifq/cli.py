@@ -36,6 +36,9 @@ def _resolved(settings: Settings) -> Settings:
         sys.exit(f"notifq: {exc.message}")
 
 
+WS_MAX_FRAME_BYTES = 64 * 1024
+
+
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -53,7 +56,10 @@ def cmd_api(args: argparse.Namespace) -> None:
     proxies = list(settings.trusted_proxies)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", log_config=None,
                 access_log=args.access_log, log_level="info", timeout_graceful_shutdown=10,
-                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)  # fmt: skip
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+                # The inbox's WebSockets: the sans-I/O implementation (lighter per connection), and frames
+                # capped small (clients send AUTH, ACK and READ only).
+                ws="websockets-sansio", ws_max_size=WS_MAX_FRAME_BYTES)  # fmt: skip
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ unless NOTIFQ_QUEUE names another bulk queue.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from notifq.settings import Settings
@@ -91,3 +92,22 @@ class RedisKeys:
 
     def login_address(self, address: str) -> str:
         return f"{self.prefix}:login:addr:{address}"
+
+    # --- subscribers and the in-app channel (worker/audience.py, providers/inapp.py, inbox.py) ---
+
+    def inbox_live(self, subscriber_id: str) -> str:
+        """Pub/sub channel of a subscriber's live frames: every API process holding a connection subscribes."""
+        return f"{self.prefix}:inbox:live:{subscriber_id}"
+
+    def inbox_buffer(self, subscriber_id: str) -> str:
+        """Hash: message id -> frame, the un-ACKed recent in-app notifications (NOTIFQ_INAPP_BUFFER_TTL)."""
+        return f"{self.prefix}:inbox:buf:{subscriber_id}"
+
+    def dedup(self, subscriber_id: str, dedup_key: str) -> str:
+        """Which message holds (subscriber, dedupKey) for NOTIFQ_DEDUP_WINDOW; hashed to bound the key's length."""
+        digest = hashlib.sha256(f"{subscriber_id}\x00{dedup_key}".encode()).hexdigest()[:32]
+        return f"{self.prefix}:dedup:{digest}"
+
+    def subscriber_rate(self, subscriber_id: str, channel: str, window: int) -> str:
+        """Bulk messages counted for one subscriber and channel in one fixed window (its number)."""
+        return f"{self.prefix}:srate:{channel}:{window}:{subscriber_id}"

@@ -76,6 +76,33 @@ SmsProvider = Annotated[Literal["sns", "mock"], _any_case]
 PushProvider = Annotated[Literal["fcm", "mock"], _any_case]
 SmtpSecurity = Annotated[Literal["starttls", "tls", "none"], _any_case]
 LogFormat = Annotated[Literal["json", "text"], _any_case]
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400,
+        "day": 86400}  # fmt: skip
+
+
+def _per_window(raw: str) -> tuple[int, int]:
+    """`20/min` -> (20, 60); `0` or empty -> (0, 0): no limit."""
+    raw = raw.strip().lower()
+    if raw in ("", "0", "off", "none"):
+        return 0, 0
+    count, slash, unit = raw.partition("/")
+    if not slash or not count.strip().isdigit() or unit.strip() not in _PER:
+        raise ValueError("must be `<count>/<sec|min|hour|day>`, e.g. 20/min, or 0 for no limit")
+    return int(count), _PER[unit.strip()]
+
+
+def _render_window(value: tuple[int, int]) -> str:
+    count, seconds = value
+    return "0" if not count else f"{count}/{ {1: 'sec', 60: 'min', 3600: 'hour', 86400: 'day'}.get(seconds, 'sec') }"
+
+
+def _window_ok(value: tuple[int, int]) -> tuple[int, int]:
+    if value[0] < 0 or (value[0] and value[1] not in (1, 60, 3600, 86400)):
+        raise ValueError("needs a count >= 0 per sec, min, hour or day")
+    return value
+
+
+PerWindow = Annotated[tuple[int, int], _from_text(_per_window), AfterValidator(_window_ok), EnvText(_render_window)]
 
 
 def setting(env: str, default: _T, *, description: str, shown: str | None = None, **bounds: Any) -> _T:
@@ -189,6 +216,17 @@ class Settings(BaseModel):
         description="consecutive transient failures that pause a provider (open its circuit)")
     breaker_cooldown: float = setting("NOTIFQ_BREAKER_COOLDOWN", 30.0, ge=0.1,
         description="seconds a paused provider is skipped")
+    # Subscribers and the in-app channel (docs/inapp.md).
+    inapp_buffer_ttl: float = setting("NOTIFQ_INAPP_BUFFER_TTL", 86400.0, ge=1, shown="`86400` (24 h)",
+        description="seconds an in-app notification stays in the Redis replay buffer (older ones are replayed "
+        "from PostgreSQL)")
+    dedup_window: float = setting("NOTIFQ_DEDUP_WINDOW", 600.0, ge=0, shown="`600` (10 min)",
+        description="seconds within which a second message with the same subscriber and `dedupKey` is skipped")
+    subscriber_rate_limit: PerWindow = setting("NOTIFQ_SUBSCRIBER_RATE_LIMIT", (0, 0), shown="`0` (no limit)",
+        description="bulk messages per subscriber and channel, e.g. `20/min` (also `sec`, `hour`, `day`); over "
+        "it they are skipped (`throttled`); transactional ones are never throttled")
+    subscriber_token_ttl_seconds: int = setting("NOTIFQ_SUBSCRIBER_TOKEN_TTL_SECONDS", 24 * 3600, ge=60,
+        description="lifetime of a subscriber token (`POST /subscribers/{id}/token`)")
     state_dir: Path = setting("NOTIFQ_STATE_DIR", Path(".notifq"),
         description="where dev mode keeps its servers, secret and state")
     log_format: LogFormat = setting("NOTIFQ_LOG_FORMAT", "json", description="`json`: one object per line with "

@@ -46,7 +46,7 @@ MAX_POINTS = 360  # per history series answered
 # Provider call latency buckets (seconds): from the in-memory mock to a slow SMTP relay.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # config_error: a provider's configuration refused the message (it waits; /metrics' notifq_messages_config_error_total)
-OUTCOMES = ("sent", "failed", "retried", "throttled", "deferred", "config_error")
+OUTCOMES = ("sent", "failed", "retried", "throttled", "deferred", "config_error", "skipped")
 
 # Hash fields: "count|<outcome>|<channel>|<provider>", "bucket|<channel>|<provider>|<index>"
 # (index len(LATENCY_BUCKETS) = above the last bound), "latency_sum|<channel>|<provider>",

@@ -34,21 +34,28 @@ class CampaignRequest:
     recipient_count: int | None
     channel: str = "email"
     send_at: datetime | None = None
+    subscribers: list[str] | None = None  # the audience is subscribers (their profiles give the addresses)
+    category: str | None = None
 
     @property
     def total(self) -> int:
+        if self.subscribers is not None:
+            return len(self.subscribers)
         return len(self.recipients) if self.recipients is not None else int(self.recipient_count or 0)
 
 
 @dataclass(frozen=True)
 class NotificationRequest:
     channel: str
-    to: str
+    to: str | None  # None: the subscriber's address for the channel
     subject: str | None
     body: str
     data: dict[str, str] | None
     priority: str
     send_at: datetime | None
+    subscriber: str | None = None
+    category: str | None = None
+    dedup_key: str | None = None
 
 
 def check_storable(value: str, field: str) -> None:

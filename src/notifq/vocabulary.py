@@ -14,6 +14,10 @@ class Channel(StrEnum):
     EMAIL = "email"
     SMS = "sms"
     PUSH = "push"
+    INAPP = "inapp"  # the subscriber's inbox: stored in PostgreSQL, pushed live over WebSockets
+
+
+ADDRESSED_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.PUSH)  # those whose recipient is an address
 
 
 class Lane(StrEnum):
@@ -30,9 +34,31 @@ class MessageStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # decided not to send (see SkipReason); never reached a provider
 
 
-TERMINAL_MESSAGE_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.CANCELLED})
+TERMINAL_MESSAGE_STATUSES = frozenset(
+    {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.CANCELLED, MessageStatus.SKIPPED}
+)
+
+
+class SkipReason(StrEnum):
+    """Why a message ended `skipped` (`messages.skip_reason`), decided when a worker claims it."""
+
+    OPTED_OUT = "opted_out"
+    NO_ADDRESS = "no_address"
+    THROTTLED = "throttled"
+    DUPLICATE = "duplicate"
+    ERASED = "erased"
+
+
+SKIP_REASON_DESCRIPTIONS: dict[SkipReason, str] = {
+    SkipReason.OPTED_OUT: "the subscriber turned this channel (or this category on this channel) off",
+    SkipReason.NO_ADDRESS: "the subscriber has no address for the channel (or no longer exists)",
+    SkipReason.THROTTLED: "a bulk message over NOTIFQ_SUBSCRIBER_RATE_LIMIT for this subscriber and channel",
+    SkipReason.DUPLICATE: "another message with the same subscriber and dedupKey within NOTIFQ_DEDUP_WINDOW",
+    SkipReason.ERASED: "the subscriber was erased (DELETE /subscribers/{id}) before it was sent",
+}
 
 
 class CampaignStatus(StrEnum):
@@ -68,6 +94,9 @@ class Event(StrEnum):
     RELEASED = "released"
     REQUEUED = "requeued"
     REDRIVEN = "redriven"
+    SKIPPED = "skipped"
+    DELIVERED = "delivered"
+    READ = "read"
 
 
 EVENT_DESCRIPTIONS: dict[Event, str] = {
@@ -87,4 +116,7 @@ EVENT_DESCRIPTIONS: dict[Event, str] = {
     Event.RELEASED: "its sendAt came; queued for delivery",
     Event.REQUEUED: "a campaign retry queued it again with fresh attempts",
     Event.REDRIVEN: "a dead-letter redrive queued it again with fresh attempts",
+    Event.SKIPPED: "not sent, for the reason in `detail` (opted_out, no_address, throttled, duplicate, erased)",
+    Event.DELIVERED: "in-app: a client of the subscriber acknowledged it (ACK); deliveredAt",
+    Event.READ: "in-app: the subscriber read it; readAt",
 }

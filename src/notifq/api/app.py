@@ -16,10 +16,13 @@ from notifq.api.security_headers import SecurityHeaders
 from notifq.auth import AdminSessions, LoginThrottle, dummy_hash
 from notifq.campaigns import CampaignService
 from notifq.db.engine import READ_POOL_SIZE, SEND_POOL_SIZE, create_engine
+from notifq.fanout import Hub
+from notifq.inbox import InboxService
 from notifq.keys import RedisKeys
 from notifq.notifications import NotificationService
 from notifq.queue import redis_client
 from notifq.settings import Settings, require_jwt_secret
+from notifq.subscribers import SubscriberService
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -48,10 +51,18 @@ def create_app(settings: Settings) -> Starlette:
                                                  RedisKeys.from_settings(settings))  # fmt: skip
         # Revocation is checked on the send's own pool: a dashboard's slow read never delays it.
         app.state.sessions = AdminSessions(sends)
+        app.state.subscribers = SubscriberService(engine, reads, redis, settings)
+        # Receipts (ACK/READ) are written on the send pool too: autocommit, one statement per batch.
+        app.state.inbox = inbox = InboxService(sends, reads, redis, settings)
+        app.state.hub = hub = Hub(redis_url, RedisKeys.from_settings(settings))
+        await hub.start()
+        inbox.receipts.start()
         await asyncio.to_thread(dummy_hash)  # once per process: the first unknown email costs no more
         try:
             yield
         finally:
+            await hub.stop()
+            await inbox.receipts.stop()
             await redis.aclose()
             await engine.dispose()
             await sends.dispose()

@@ -49,6 +49,7 @@ class Operation:
     body: Any = None  # the request body's model (or a TypeAdapter-able type)
     query: type[pydantic.BaseModel] | None = None
     public: bool = False
+    subscriber: bool = False  # authenticated by a subscriber token (the inbox), not an admin's
     headers: tuple[str, ...] = ()  # names of components/parameters sent as request headers
     errors: tuple[str, ...] = ()  # names of components/responses this operation may answer
     extra: dict[str, Any] = field(default_factory=dict)

@@ -26,7 +26,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
                     "schema": {"type": "string", "format": "uuid"}},
     "notification_id": {"description": "A message id (a positive 64-bit integer); anything else is a 422.",
                         "schema": {"type": "string", "pattern": r"^0*[1-9][0-9]*$", "maxLength": 19}},
+    "subscriber_id": {"description": "Your own user id: 1 to 128 of `A-Z a-z 0-9 . _ : @ -`; anything else is a 422.",
+                      "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:@-]{1,128}$"}},
 }  # fmt: skip
+SUBSCRIBER_AUTH: list[dict[str, list[str]]] = [{"subscriberAuth": []}]
 HEADERS: dict[str, dict[str, Any]] = {
     "Location": {"description": "Where the new resource is.", "schema": {"type": "string"}},
     "Idempotent-Replayed": {"description": "`true` when this answer replays an earlier request with the same "
@@ -46,6 +49,7 @@ ERRORS: dict[str, tuple[int, str, tuple[str, ...]]] = {
                      ("WWW-Authenticate",)),
     "NotFound": (404, "No campaign with that id (`not_found`).", ()),
     "NotificationNotFound": (404, "No message with that id (`not_found`).", ()),
+    "SubscriberNotFound": (404, "No subscriber with that id (`not_found`).", ()),
     "ValidationFailed": (422, "The request is invalid (`validation_error`); `details.field` names the offending "
                          "field where there is one.", ()),
     "PayloadTooLarge": (413, 'The request body is larger than allowed (`payload_too_large`, details '
@@ -56,7 +60,8 @@ ERRORS: dict[str, tuple[int, str, tuple[str, ...]]] = {
                            "the request is safe to repeat.", ("Retry-After",)),
 }  # fmt: skip
 DESCRIPTION = (
-    "Send notifications by email, SMS and push, one at a time, in batches or as campaigns, and follow their "
+    "Send notifications by email, SMS, push and in-app (a subscriber's inbox, live over `/ws`), one at a time, "
+    "in batches or as campaigns, and follow their "
     "delivery.\n\nAuthenticate with `POST /auth/login`, then send `Authorization: Bearer <token>` to every "
     "operation except the public ones (`security: []`).\n\nEvery error, including 404/405 for unknown routes or "
     'methods and 500 `internal_error`, uses the `Error` envelope `{"error": {"code", "message", "details"}}`.'
@@ -124,7 +129,7 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
             responses.setdefault(str(ERRORS[name][0]), {"$ref": f"#/components/responses/{name}"})
         operation: dict[str, Any] = {
             "operationId": op.operation_id, "tags": [op.tag], "summary": op.summary,
-            "security": [] if op.public else BEARER, "responses": responses,
+            "security": [] if op.public else SUBSCRIBER_AUTH if op.subscriber else BEARER, "responses": responses,
         }  # fmt: skip
         if op.description:
             operation["description"] = op.description
@@ -149,7 +154,10 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
             "parameters": REQUEST_HEADERS,
             "headers": HEADERS,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                               "description": "The `token` returned by POST /auth/login."}},
+                                               "description": "The `token` returned by POST /auth/login."},
+                                "subscriberAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                                   "description": "A subscriber's token, from POST "
+                                                   "/subscribers/{subscriber_id}/token (its inbox only)."}},
         },
     }  # fmt: skip
 
@@ -157,4 +165,5 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
 def _apply_limits(components: dict[str, Any], settings: Settings) -> None:
     create = components["CampaignCreate"]["properties"]
     create["recipients"]["maxItems"] = settings.max_campaign_size
+    create["subscribers"]["maxItems"] = settings.max_campaign_size
     create["recipientCount"]["maximum"] = settings.max_campaign_size

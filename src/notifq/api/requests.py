@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from notifq.auth import AdminSessions, TokenClaims, verify_token
+from notifq.auth import AdminSessions, TokenClaims, verify_subscriber_token, verify_token
 from notifq.errors import PayloadTooLarge, Unauthorized, ValidationError
 
 
@@ -55,3 +55,17 @@ async def require_admin(request: Request) -> uuid.UUID:
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+async def require_subscriber(request: Request) -> str:
+    """The subscriber id of a valid subscriber token (`POST /subscribers/{id}/token`) whose subscriber
+    still exists; an admin token, a bad one or an erased subscriber's is a 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token")
+    settings = request.app.state.settings
+    subscriber_id = verify_subscriber_token(settings.jwt_secret, settings.jwt_issuer, token.strip()).subscriber_id
+    if not await request.app.state.inbox.exists(subscriber_id):
+        raise Unauthorized("this subscriber no longer exists")
+    return subscriber_id

@@ -10,7 +10,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from notifq.api import auth_routes, campaign_routes, dashboard_routes, notification_routes, ops_routes, stream_routes
+from notifq.api import (
+    auth_routes,
+    campaign_routes,
+    dashboard_routes,
+    inbox_routes,
+    notification_routes,
+    ops_routes,
+    stream_routes,
+    subscriber_routes,
+)
 from notifq.api.contract import Operation, Reply, json_reply, routes
 from notifq.api.models.ops import Health, LoginRequest, LoginResponse, Readiness
 
@@ -70,8 +79,10 @@ OPERATIONS: list[Operation] = [
     *AUTH,
     *campaign_routes.OPERATIONS,
     *notification_routes.OPERATIONS,
+    *subscriber_routes.OPERATIONS,
+    *inbox_routes.OPERATIONS,
     *stream_routes.OPERATIONS,
     *ops_routes.OPERATIONS,
     *dashboard_routes.OPERATIONS,
 ]
-ROUTES: list[BaseRoute] = [*routes(OPERATIONS), *dashboard_routes.MOUNTS]
+ROUTES: list[BaseRoute] = [*routes(OPERATIONS), *inbox_routes.MOUNTS, *dashboard_routes.MOUNTS]

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,11 +35,14 @@ class CampaignRow:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    category: str | None = None
+    audience: Literal["addresses", "subscribers"] = "addresses"  # "subscribers": messages addressed to profiles
 
 
 _COLUMNS = (
     "id, name, subject, body, status, channel, send_at, total_messages, pending_count, queued_count, sending_count, "
-    "sent_count, failed_count, cancelled_count, created_at, updated_at, completed_at"
+    "sent_count, failed_count, cancelled_count, skipped_count, created_at, updated_at, completed_at, category, "
+    "audience"
 )
 
 
@@ -50,26 +53,30 @@ def _row(r: Any) -> CampaignRow:
         channel=Channel(m["channel"]), send_at=m["send_at"], total_messages=m["total_messages"],
         counts={s: m[f"{s}_count"] for s in MESSAGE_STATUSES},
         created_at=m["created_at"], updated_at=m["updated_at"], completed_at=m["completed_at"],
+        category=m["category"], audience=m["audience"],
     )  # fmt: skip
 
 
 async def insert(
     conn: AsyncConnection, *, name: str, subject: str | None, body: str | None, total: int, channel: Channel,
-    send_at: datetime | None, created_by: uuid.UUID | None,
+    send_at: datetime | None, created_by: uuid.UUID | None, category: str | None = None,
+    audience: str = "addresses",
 ) -> CampaignRow:  # fmt: skip
     """A scheduled campaign (send_at in the future) holds its messages as `pending` until then."""
     scheduled = send_at is not None
     result = await conn.execute(
         text(
             "INSERT INTO campaigns (name, subject, body, total_messages, channel, send_at, status, "
-            "queued_count, pending_count, created_by) "
-            "VALUES (:name, :subject, :body, :total, :channel, :send_at, :status, :queued, :pending, :created_by) "
+            "queued_count, pending_count, created_by, category, audience) "
+            "VALUES (:name, :subject, :body, :total, :channel, :send_at, :status, :queued, :pending, :created_by, "
+            ":category, :audience) "
             f"RETURNING {_COLUMNS}"
         ),
         {
             "name": name, "subject": subject, "body": body, "total": total, "channel": channel,
             "send_at": send_at, "status": CampaignStatus.SCHEDULED if scheduled else CampaignStatus.PENDING,
             "queued": 0 if scheduled else total, "pending": total if scheduled else 0, "created_by": created_by,
+            "category": category, "audience": audience,
         },
     )  # fmt: skip
     return _row(result.one())

@@ -19,12 +19,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from notifq.db import transitions
 from notifq.db.engine import raw_connection
 from notifq.db.transitions import sql_in
-from notifq.vocabulary import Channel, Event, Lane, MessageStatus
+from notifq.vocabulary import Channel, Event, Lane, MessageStatus, SkipReason
 
 _OPEN = sql_in((MessageStatus.QUEUED, MessageStatus.SENDING))  # a batch with these still has work
 
 INSERT_CHUNK = 1000
 MAX_ID = 2**63 - 1  # message ids (and cursors over them) are PostgreSQL bigints
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A subscriber as it is when its message is claimed (what the worker decides with)."""
+
+    email: str | None
+    phone: str | None
+    push_tokens: list[str]
+    data: dict[str, Any] | None
+    preferences: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,11 @@ class ClaimedMessage:
     data: dict[str, str] | None = None
     vars: dict[str, str] | None = None
     priority: str = Lane.BULK
+    subscriber_id: str | None = None
+    category: str | None = None
+    dedup_key: str | None = None
+    created_at: datetime | None = None
+    profile: Profile | None = None  # None for a plain address, or a subscriber that no longer exists
 
 
 @dataclass(frozen=True)
@@ -58,13 +74,15 @@ class Outcome:
     provider_message_id: str | None = None
     refund: bool = False
     event: Event | None = None
+    skip_reason: SkipReason | None = None
+    recipient: str | None = None  # the address a subscriber's message went to
 
     @property
     def event_name(self) -> Event:
         return self.event or _EVENT_OF.get(self.status, Event.RETRY)
 
 
-_EVENT_OF = {MessageStatus.SENT: Event.SENT, MessageStatus.FAILED: Event.FAILED}
+_EVENT_OF = {MessageStatus.SENT: Event.SENT, MessageStatus.FAILED: Event.FAILED, MessageStatus.SKIPPED: Event.SKIPPED}
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,11 @@ class MessageRow:
     send_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    subscriber_id: str | None = None
+    category: str | None = None
+    skip_reason: SkipReason | None = None
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,12 @@ async def copy_campaign_messages(
             chunk = []
     if chunk:
         await raw.copy_records_to_table("messages", records=chunk, columns=columns)
+    await count_new(conn, channel, status, n)
+    return n
+
+
+async def count_new(conn: AsyncConnection, channel: Channel, status: MessageStatus, n: int) -> None:
+    """Messages created outside a `transition` statement still count in GET /stats (message_counts)."""
     await conn.execute(
         text(
             "INSERT INTO message_counts (channel, status, shard, n) "
@@ -137,7 +166,55 @@ async def copy_campaign_messages(
         ),
         {"channel": channel, "status": status, "n": n, "shards": transitions.COUNT_SHARDS},
     )
+
+
+async def insert_subscriber_messages(
+    conn: AsyncConnection,
+    campaign_id: uuid.UUID,
+    subscribers: Sequence[str],
+    job_ids: Sequence[int],
+    batch_size: int,
+    *,
+    channel: Channel,
+    status: MessageStatus,
+    send_at: datetime | None,
+    category: str | None,
+) -> int:
+    """A subscriber campaign's messages, 1,000 per statement, each with its subscriber's current address.
+
+    INSERT … SELECT rather than COPY: the address is read from the profile in the same
+    statement (the worker reads it again when it sends). Callers check first that every
+    subscriber exists.
+    """
+    statement = text(
+        f"""
+        INSERT INTO messages (campaign_id, recipient, status, job_id, channel, send_at, subscriber_id, category)
+        SELECT CAST(:campaign AS uuid), COALESCE({address_of("CAST(:channel AS text)")}, ''), :status, u.job_id,
+               :channel, :send_at, u.sid, :category
+        FROM unnest(CAST(:sids AS text[]), CAST(:jobs AS bigint[])) AS u(sid, job_id)
+        JOIN subscribers s ON s.id = u.sid
+        """
+    )
+    n = 0
+    for start in range(0, len(subscribers), INSERT_CHUNK):
+        chunk = subscribers[start : start + INSERT_CHUNK]
+        jobs = [job_ids[(start + i) // batch_size] for i in range(len(chunk))]
+        result = await conn.execute(statement, {
+            "campaign": campaign_id, "status": status, "channel": channel, "send_at": send_at,
+            "category": category, "sids": list(chunk), "jobs": jobs,
+        })  # fmt: skip
+        n += int(result.rowcount)
+    await count_new(conn, channel, status, n)
     return n
+
+
+def address_of(channel: str) -> str:
+    """SQL for the address a subscriber's message goes to, from its profile `s` and the channel
+    expression `channel`; the worker resolves it again when it claims the message (worker/audience.py)."""
+    return (
+        f"CASE {channel} WHEN 'email' THEN s.email WHEN 'sms' THEN s.phone "
+        "WHEN 'push' THEN s.push_tokens[cardinality(s.push_tokens)] WHEN 'inapp' THEN s.id END"
+    )
 
 
 _CLAIM = text(transitions.CLAIM)
@@ -148,10 +225,21 @@ _RECORD_LATE_SENT = text(transitions.RECORD_LATE_SENT)
 async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: float) -> list[ClaimedMessage]:
     """Take up to `limit` queued messages of a batch (see transitions.CLAIM)."""
     result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds})
-    fields = ("id", "campaign_id", "recipient", "attempts", "channel", "subject", "body", "data", "vars", "priority")
-    claimed = [ClaimedMessage(*(getattr(r, f) for f in fields)) for r in result if r.status == MessageStatus.SENDING]
+    fields = ("id", "campaign_id", "recipient", "attempts", "channel", "subject", "body", "data", "vars", "priority",
+              "subscriber_id", "category", "dedup_key", "created_at")  # fmt: skip
+    claimed = [
+        ClaimedMessage(**{f: getattr(r, f) for f in fields}, profile=_profile(r))
+        for r in result
+        if r.status == MessageStatus.SENDING
+    ]
     claimed.sort(key=lambda m: m.id)
     return claimed
+
+
+def _profile(r: Any) -> Profile | None:
+    if r.s_id is None:
+        return None
+    return Profile(r.s_email, r.s_phone, list(r.s_push_tokens or ()), r.s_data, r.s_preferences or {})
 
 
 # What one recorded outcome did: (new status, audit event, channel, provider).
@@ -178,6 +266,8 @@ def _params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
         "pmids": [o.provider_message_id for o in outcomes],
         "refunds": [o.refund for o in outcomes],
         "events": [o.event_name for o in outcomes],
+        "reasons": [o.skip_reason for o in outcomes],
+        "recipients": [o.recipient for o in outcomes],
     }
 
 
@@ -276,7 +366,7 @@ async def campaigns_of(conn: AsyncConnection, job_ids: Sequence[int]) -> list[uu
 
 _MESSAGE_COLUMNS = (
     "id, campaign_id, channel, priority, recipient, subject, status, attempts, last_error, provider, "
-    "provider_message_id, send_at, created_at, updated_at"
+    "provider_message_id, send_at, created_at, updated_at, subscriber_id, category, skip_reason, delivered_at, read_at"
 )
 
 
@@ -285,6 +375,7 @@ def message_row(r: Any) -> MessageRow:
     return MessageRow(
         r.id, r.campaign_id, Channel(r.channel), Lane(r.priority), r.recipient, r.subject, MessageStatus(r.status),
         r.attempts, r.last_error, r.provider, r.provider_message_id, r.send_at, r.created_at, r.updated_at,
+        r.subscriber_id, r.category, SkipReason(r.skip_reason) if r.skip_reason else None, r.delivered_at, r.read_at,
     )  # fmt: skip
 
 

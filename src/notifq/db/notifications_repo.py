@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifq.db.messages_repo import MessageRow, message_row
+from notifq.db.messages_repo import MessageRow, address_of, message_row
 from notifq.db.transitions import transition
 from notifq.vocabulary import MessageStatus
 
@@ -21,12 +21,15 @@ class NewNotification:
     """One single notification to insert (already checked by the service's caller)."""
 
     channel: str
-    recipient: str
+    recipient: str | None  # None: the subscriber's address for the channel
     subject: str | None
     body: str
     data: dict[str, str] | None
     priority: str
     send_at: datetime | None
+    subscriber_id: str | None = None
+    category: str | None = None
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,25 @@ class Inserted:
 # per batch), so a single send is one round trip: in autocommit, no BEGIN/COMMIT either.
 _INSERT = text(
     transition(
-        """
-        INSERT INTO messages (channel, recipient, subject, body, data, priority, status, send_at, job_id, created_by)
-        SELECT n.channel, n.recipient, n.subject, n.body, n.data, n.priority, n.status, n.send_at, j.job_id,
-               CAST(:created_by AS uuid)
+        f"""
+        INSERT INTO messages (channel, recipient, subject, body, data, priority, status, send_at, job_id, created_by,
+                              subscriber_id, category, dedup_key)
+        SELECT n.channel, COALESCE(n.recipient, {address_of("n.channel")}, ''), n.subject, n.body, n.data,
+               n.priority, n.status, n.send_at, j.job_id, CAST(:created_by AS uuid), n.subscriber_id, n.category,
+               n.dedup_key
         FROM unnest(CAST(:channels AS text[]), CAST(:recipients AS text[]), CAST(:subjects AS text[]),
                     CAST(:bodies AS text[]), CAST(:data AS jsonb[]), CAST(:priorities AS text[]),
-                    CAST(:statuses AS text[]), CAST(:send_ats AS timestamptz[]), CAST(:batches AS int[]))
-            WITH ORDINALITY AS n(channel, recipient, subject, body, data, priority, status, send_at, batch, ord)
+                    CAST(:statuses AS text[]), CAST(:send_ats AS timestamptz[]), CAST(:batches AS int[]),
+                    CAST(:subscribers AS text[]), CAST(:categories AS text[]), CAST(:dedup_keys AS text[]))
+            WITH ORDINALITY AS n(channel, recipient, subject, body, data, priority, status, send_at, batch,
+                                 subscriber_id, category, dedup_key, ord)
         JOIN jobs j ON j.batch = n.batch
+        LEFT JOIN subscribers s ON s.id = n.subscriber_id
         ORDER BY n.ord
         RETURNING id, campaign_id, channel, NULL::text AS old_status, status, attempts,
             NULL::text AS event, NULL::text AS detail, NULL::text AS provider, job_id, priority,
-            recipient, subject, last_error, provider_message_id, send_at, created_at, updated_at
+            recipient, subject, last_error, provider_message_id, send_at, created_at, updated_at,
+            subscriber_id, category, skip_reason, delivered_at, read_at
         """,
         before="jobs AS MATERIALIZED (SELECT b AS batch, nextval('notifq_job_seq') AS job_id "
         "FROM generate_series(0, CAST(:batch_count AS int) - 1) AS b)",
@@ -79,6 +88,9 @@ async def insert(
             "send_ats": [r.send_at for r in requests],
             "batches": list(batches),
             "batch_count": max(batches, default=-1) + 1,
+            "subscribers": [r.subscriber_id for r in requests],
+            "categories": [r.category for r in requests],
+            "dedup_keys": [r.dedup_key for r in requests],
             "created_by": created_by,
         },
     )

@@ -30,7 +30,7 @@ S, C, E = MessageStatus, CampaignStatus, Event  # short names for the SQL below
 _OPEN_CAMPAIGN = sql_in((C.PENDING, C.PROCESSING, C.PAUSED))
 _COMPLETE = (
     f"c.status IN ({_OPEN_CAMPAIGN}) AND c.sent_count + d.sent + c.failed_count + d.failed "
-    "+ c.cancelled_count + d.cancelled = c.total_messages"
+    "+ c.cancelled_count + d.cancelled + c.skipped_count + d.skipped = c.total_messages"
 )
 
 
@@ -88,6 +88,9 @@ def transition(moved_sql: str, *, events: bool = True, before: str = "") -> str:
 # claimer skips what another took. A paused campaign's messages go back to `pending`, a
 # cancelled one's to `cancelled`, instead of being sent.
 _HELD = sql_in((C.CANCELLED, C.PAUSED))
+# The subscriber's profile and preferences come back with each claimed message (NULL for a
+# message to a plain address): the worker decides there whether to send or skip it
+# (worker/audience.py), with the profile as it is now, not as it was when it was accepted.
 CLAIM = transition(
     f"""
     UPDATE messages m SET
@@ -97,38 +100,46 @@ CLAIM = transition(
         lease_until = CASE WHEN p.campaign_status IN ({_HELD}) THEN NULL
                       ELSE now() + make_interval(secs => :lease) END,
         updated_at = now()
-    FROM (SELECT q.id, c.status AS campaign_status FROM messages q LEFT JOIN campaigns c ON c.id = q.campaign_id
+    FROM (SELECT q.id, c.status AS campaign_status, s.id AS s_id, s.email AS s_email, s.phone AS s_phone,
+                 s.push_tokens AS s_push_tokens, s.data AS s_data, s.preferences AS s_preferences
+          FROM messages q LEFT JOIN campaigns c ON c.id = q.campaign_id
+          LEFT JOIN subscribers s ON s.id = q.subscriber_id
           WHERE q.job_id = :job_id AND q.status = '{S.QUEUED}' ORDER BY q.id LIMIT :limit) p
     WHERE m.id = p.id AND m.status = '{S.QUEUED}'
     RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, m.attempts,
         CASE m.status WHEN '{S.SENDING}' THEN '{E.ATTEMPT}' WHEN '{S.CANCELLED}' THEN '{E.CANCELLED}'
             ELSE '{E.PAUSED}' END AS event,
         NULL::text AS detail, NULL::text AS provider,
-        m.recipient, m.subject, m.body, m.data, m.vars, m.priority
+        m.recipient, m.subject, m.body, m.data, m.vars, m.priority, m.subscriber_id, m.category, m.dedup_key,
+        m.created_at, p.s_id, p.s_email, p.s_phone, p.s_push_tokens, p.s_data, p.s_preferences
     """
 )
 
 _OUTCOMES = """unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
     CAST(:errors AS text[]), CAST(:jobs AS bigint[]), CAST(:providers AS text[]), CAST(:pmids AS text[]),
-    CAST(:refunds AS boolean[]), CAST(:events AS text[]))
-    AS r(id, status, attempts, error, job_id, provider, pmid, refund, event)"""
+    CAST(:refunds AS boolean[]), CAST(:events AS text[]), CAST(:reasons AS text[]), CAST(:recipients AS text[]))
+    AS r(id, status, attempts, error, job_id, provider, pmid, refund, event, reason, recipient)"""
 
 # Record: the owner of the current attempt writes its outcome; `sent` is also accepted from
 # an older attempt (the provider did take the message), so it is never sent again. A
 # refunded attempt (throttled, or skipped while a provider's circuit was open) is given back.
+# A skipped message keeps its reason (the event's detail too); a subscriber's message keeps
+# the address it was sent to (resolved from the profile at claim time).
 RECORD = transition(
     f"""
     UPDATE messages m SET
         status = r.status,
         attempts = m.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
-        last_error = CASE WHEN r.status = '{S.SENT}' THEN m.last_error ELSE r.error END,
+        last_error = CASE WHEN r.status IN ('{S.SENT}', '{S.SKIPPED}') THEN m.last_error ELSE r.error END,
         job_id = COALESCE(r.job_id, m.job_id), lease_until = NULL, updated_at = now(),
         provider = COALESCE(r.provider, m.provider),
-        provider_message_id = COALESCE(r.pmid, m.provider_message_id)
+        provider_message_id = COALESCE(r.pmid, m.provider_message_id),
+        skip_reason = r.reason, recipient = CASE WHEN m.subscriber_id IS NULL THEN m.recipient
+            ELSE COALESCE(r.recipient, m.recipient) END
     FROM {_OUTCOMES}
     WHERE m.id = r.id AND m.status = '{S.SENDING}' AND (r.status = '{S.SENT}' OR m.attempts = r.attempts)
     RETURNING m.id, m.campaign_id, m.channel, '{S.SENDING}'::text AS old_status, m.status, r.attempts AS attempts,
-        r.event, r.error AS detail, r.provider, m.job_id, m.priority
+        r.event, COALESCE(r.error, r.reason) AS detail, r.provider, m.job_id, m.priority
     """
 )
 
@@ -136,7 +147,9 @@ RECORD = transition(
 RECORD_LATE_SENT = transition(
     f"""
     UPDATE messages m SET status = '{S.SENT}', lease_until = NULL, updated_at = now(),
-        provider = COALESCE(r.provider, m.provider), provider_message_id = COALESCE(r.pmid, m.provider_message_id)
+        provider = COALESCE(r.provider, m.provider), provider_message_id = COALESCE(r.pmid, m.provider_message_id),
+        recipient = CASE WHEN m.subscriber_id IS NULL THEN m.recipient
+            ELSE COALESCE(r.recipient, m.recipient) END
     FROM {_OUTCOMES}
     WHERE m.id = r.id AND m.status = '{S.QUEUED}'
     RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, r.attempts AS attempts,

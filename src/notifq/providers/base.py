@@ -8,13 +8,15 @@ vendor codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """One rendered message. `recipient` is an email address, an E.164 phone number or a
-    device token, depending on `channel`; `data` is the push payload's key/value data."""
+    """One rendered message. `recipient` is an email address, an E.164 phone number, a
+    device token or (in-app) a subscriber id, depending on `channel`; `data` is the push
+    payload's key/value data (and the in-app frame's)."""
 
     message_id: int
     attempt: int
@@ -23,6 +25,8 @@ class OutgoingMessage:
     body: str
     channel: str = "email"
     data: dict[str, str] | None = None
+    category: str | None = None  # in-app frames carry it; other channels ignore it
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,16 @@ import logging
 from collections.abc import Callable
 
 from notifq.errors import ConfigError, ProviderConfigError
+from notifq.keys import RedisKeys
 from notifq.providers.base import CheckableProvider, OutgoingMessage, Provider, SendResult
 from notifq.providers.fcm import FcmProvider
+from notifq.providers.inapp import InAppProvider
 from notifq.providers.mock import MockProvider
 from notifq.providers.ses import SesProvider
 from notifq.providers.smtp import SmtpProvider
 from notifq.providers.sns import SnsProvider
 from notifq.settings import Settings
-from notifq.vocabulary import Channel
+from notifq.vocabulary import ADDRESSED_CHANNELS, Channel
 
 log = logging.getLogger("notifq.providers")
 
@@ -90,6 +92,17 @@ class ProviderFactory:
         self.mock_domains = frozenset(d.lower() for d in settings.mock_domains)
         self.mock = MockProvider(settings.mock_latency_ms, settings.mock_failure_rate, settings.mock_seed)
         self._built: dict[str, Provider] = {}
+        self._inapp: InAppProvider | None = None
+
+    @property
+    def inapp(self) -> InAppProvider:
+        """In-app delivery (Redis fan-out), built on the first in-app message."""
+        if self._inapp is None:
+            if not self.settings.redis_url:
+                raise ConfigError("the in-app channel needs REDIS_URL")
+            self._inapp = InAppProvider(self.settings.redis_url, RedisKeys.from_settings(self.settings),
+                                        self.settings.inapp_buffer_ttl)  # fmt: skip
+        return self._inapp
 
     def is_mock_recipient(self, channel: str, recipient: str) -> bool:
         s = self.settings
@@ -101,9 +114,11 @@ class ProviderFactory:
 
     def provider_name(self, channel: str) -> str:
         s = self.settings
-        return {"email": s.email_provider, "sms": s.sms_provider, "push": s.push_provider}[channel]
+        return {"email": s.email_provider, "sms": s.sms_provider, "push": s.push_provider, "inapp": "inapp"}[channel]
 
     def for_message(self, channel: str, recipient: str) -> Provider:
+        if channel == Channel.INAPP:
+            return self.inapp
         if self.is_mock_recipient(channel, recipient):
             return self.mock
         name = self.provider_name(channel)
@@ -135,7 +150,7 @@ class ProviderFactory:
 
         What a send would need, short of sending: AWS credentials and endpoint, the SMTP login, the
         FCM key (see each provider's `check`). Never raises."""
-        channels = {str(c): self.provider_name(c) for c in Channel if self.provider_name(c) != "mock"}
+        channels = {str(c): self.provider_name(c) for c in ADDRESSED_CHANNELS if self.provider_name(c) != "mock"}
 
         async def check_one(name: str) -> str | None:
             try:
@@ -154,5 +169,7 @@ class ProviderFactory:
 
     async def aclose(self) -> None:
         await self.mock.aclose()
+        if self._inapp is not None:
+            await self._inapp.aclose()
         for provider in self._built.values():
             await provider.aclose()

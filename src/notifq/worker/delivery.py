@@ -28,6 +28,7 @@ from notifq.providers.base import OutgoingMessage
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.templates import render
 from notifq.vocabulary import Event, Lane, MessageStatus
+from notifq.worker.audience import screen
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.metrics import outcome_of
 from notifq.worker.recording import Retry, record
@@ -54,7 +55,7 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
         # Rounded up so the messages skipped together share one retry batch.
         return deferred(message, why, math.ceil(wait * 10) / 10, Event.DEFERRED)
     outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body, message.channel,
-                               message.data)  # fmt: skip
+                               message.data, message.category, message.created_at)  # fmt: skip
     metrics = deps.metrics
     async with deps.in_flight:
         metrics.in_flight += 1
@@ -80,7 +81,8 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
         log.info("provider %s works again (it was held by: %s)", provider.name, problem,
                  extra={"provider": provider.name})  # fmt: skip
     return Outcome(message.id, message.attempts, MessageStatus.SENT, provider=result.provider,
-                   provider_message_id=result.provider_message_id)  # fmt: skip
+                   provider_message_id=result.provider_message_id,
+                   recipient=message.recipient if message.subscriber_id else None)  # fmt: skip
 
 
 def misconfigured(deps: WorkerDeps, message: ClaimedMessage, provider: str, problem: str) -> Retry:
@@ -122,6 +124,8 @@ async def content(deps: WorkerDeps, message: ClaimedMessage) -> tuple[str, str]:
 
 async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[list[Outcome], list[Retry]]:
     """Send a chunk concurrently; one timer for the chunk (not one per message) bounds slow providers."""
+    if not claimed:
+        return [], []
     tasks = [asyncio.ensure_future(send_one(deps, m, *await content(deps, m))) for m in claimed]
     done, pending = await asyncio.wait(tasks, timeout=deps.settings.provider_timeout)
     for task in pending:
@@ -181,11 +185,13 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
             break
         async with contextlib.nullcontext() if transactional else deps.gate.bulk_chunk():
             claimed = await claim_chunk(deps, job_id, granted)
-            deps.limiter.refund(granted - len(claimed))
             if not claimed:
+                deps.limiter.refund(granted)
                 break
-            final, retries = await send_chunk(deps, claimed)
-            result = await record(deps, final, retries)
+            screened = await screen(deps.redis, deps.keys, settings, claimed)
+            deps.limiter.refund(granted - len(screened.send))  # skipped messages never use a send
+            final, retries = await send_chunk(deps, screened.send)
+            result = await record(deps, [*final, *screened.skipped], retries)
         for (status, event, _, _), n in result.recorded.items():
             totals[outcome_of(status, event)] += n
         if result.stale:

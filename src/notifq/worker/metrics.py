@@ -52,7 +52,7 @@ def outcome_of(status: str, event: str) -> str:
     """A recorded transition's /metrics outcome: sent or failed; for a message queued again,
     throttled, deferred or config_error (its attempt given back), else retried (a retry, or a lost
     worker's attempt)."""
-    if status in (MessageStatus.SENT, MessageStatus.FAILED):
+    if status in (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SKIPPED):
         return str(status)
     if event in (Event.THROTTLED, Event.DEFERRED, Event.CONFIG_ERROR):
         return str(event)

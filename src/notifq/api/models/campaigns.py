@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from notifq.addresses import E164_RE, EMAIL_RE, PUSH_TOKEN_RE
 from notifq.api.contract import invalid
 from notifq.api.models.base import NO_NUL, ApiModel, JsonInt, Limit, Page, Text, limit_field, not_blank, one_line
+from notifq.api.models.subscribers import CATEGORY_PATTERN, SUBSCRIBER_ID_PATTERN
 from notifq.campaigns import CURSOR_PATTERN
 from notifq.db.campaigns_repo import CampaignRow
 from notifq.db.messages_repo import MessageRow
@@ -26,7 +27,7 @@ from notifq.validation import (
     check_send_at,
     check_synthetic,
 )
-from notifq.vocabulary import CampaignStatus, Channel, MessageStatus
+from notifq.vocabulary import CampaignStatus, Channel, MessageStatus, SkipReason
 
 ADDRESS_SCHEMAS: dict[Channel, dict[str, Any]] = {
     Channel.EMAIL: {"type": "string", "maxLength": 254, "pattern": f"^{EMAIL_RE.pattern}$"},
@@ -45,6 +46,9 @@ def address_rules(where: str) -> Any:
     """
 
     def constrain(channel: Channel) -> dict[str, Any]:
+        if channel not in ADDRESS_SCHEMAS:  # in-app: subscribers only, never an address
+            return {"properties": {"recipients": False, "recipientCount": False} if where == "recipients"
+                    else {where: False}}  # fmt: skip
         address = ADDRESS_SCHEMAS[channel]
         if where == "to":
             return {"properties": {"to": dict(address)}}
@@ -106,19 +110,22 @@ RECIPIENTS_SCHEMA = {
 
 
 class CampaignCreate(ApiModel):
-    """Exactly one of `recipients` (explicit addresses) or `recipientCount` (load-test mode: synthetic recipients
-    that all go to the mock provider). Sending both or neither is a 422. Unknown fields are ignored. Everything is
-    checked before anything is written."""
+    """Exactly one of `recipients` (explicit addresses), `subscribers` (subscriber ids: each message takes its
+    address from the profile, and the subscriber's preferences apply) or `recipientCount` (load-test mode: synthetic
+    recipients that all go to the mock provider). Sending none or more than one is a 422. In-app campaigns take
+    `subscribers` only. Unknown fields are ignored. Everything is checked before anything is written."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "oneOf": [{"required": ["recipients"]}, {"required": ["recipientCount"]}],
+            "oneOf": [{"required": ["recipients"]}, {"required": ["recipientCount"]}, {"required": ["subscribers"]}],
             "allOf": address_rules("recipients"),
             "examples": [
                 {"name": "Spring launch", "subject": "We're live", "recipients": ["ada@example.com"]},
                 {"name": "Codes", "channel": "sms", "body": "Hi {{ name }}, your code is {{ code }}",
                  "recipients": [{"to": "+15550000001", "vars": {"name": "Ada", "code": "1234"}}]},
                 {"name": "Load test", "recipientCount": 100000},
+                {"name": "Release notes", "channel": "inapp", "subject": "What's new", "body": "Hi {{ firstName }}",
+                 "subscribers": ["u-1", "u-2"], "category": "product"},
             ],
         }
     )  # fmt: skip
@@ -157,6 +164,21 @@ class CampaignCreate(ApiModel):
         f"They have no variables, so the templates may only use {BUILTIN_NOTE} (else a 422).",
     )  # fmt: skip
 
+    subscribers: Annotated[
+        list[Annotated[str, Field(pattern=SUBSCRIBER_ID_PATTERN)]] | None,
+        WithJsonSchema({"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SUBSCRIBER_ID_PATTERN}}),
+    ] = (
+        Field(None, description="Subscriber ids (each must exist; a 422 lists up to ten unknown ones). `{{ name }}` "
+              "placeholders are filled from each subscriber's `data` when the message is sent (one without the "
+              "value keeps the placeholder as written)."))  # fmt: skip
+    category: Annotated[
+        str | None, WithJsonSchema({"type": "string", "pattern": CATEGORY_PATTERN}), Field(pattern=CATEGORY_PATTERN)
+    ] = Field(
+        None,
+        description="The preference category of every message (subscribers who turned it off for this channel "
+        "are skipped, `opted_out`).",
+    )
+
     @field_validator("recipients", mode="wrap")
     @classmethod
     def _not_validated_here(cls, value: Any, handler: Any) -> Any:
@@ -166,12 +188,25 @@ class CampaignCreate(ApiModel):
     @model_validator(mode="after")
     def _whole(self, info: ValidationInfo) -> CampaignCreate:
         fields = self.model_fields_set
-        if ("recipients" in fields) == ("recipient_count" in fields):
-            raise invalid("give exactly one of `recipients` (a list of addresses) or `recipientCount`",
-                          {"fields": ["recipients", "recipientCount"]})  # fmt: skip
+        audiences = [name for name in ("recipients", "recipient_count", "subscribers") if name in fields]
+        if len(audiences) != 1:
+            raise invalid("give exactly one of `recipients` (a list of addresses), `subscribers` (subscriber ids) or "
+                          "`recipientCount`", {"fields": ["recipients", "subscribers", "recipientCount"]})  # fmt: skip
+        if self.channel == Channel.INAPP and audiences != ["subscribers"]:
+            raise invalid("an in-app campaign goes to `subscribers` (in-app messages have no address)",
+                          {"field": "subscribers"})  # fmt: skip
         max_size = int((info.context or {}).get("max_campaign_size", 1_000_000))
+        if "category" in fields and self.category is None:
+            raise invalid("`category` must not be null", {"field": "category"})
         try:
-            if "recipient_count" in fields:
+            if audiences == ["subscribers"]:
+                if not self.subscribers:
+                    raise ValidationError("`subscribers` must be a non-empty list of subscriber ids",
+                                          {"field": "subscribers"})  # fmt: skip
+                if len(self.subscribers) > max_size:
+                    raise ValidationError(f"`subscribers` has {len(self.subscribers)} entries; the limit is "
+                                          f"{max_size}", {"field": "subscribers", "max": max_size})  # fmt: skip
+            elif "recipient_count" in fields:
                 check_synthetic(self.recipient_count, max_size, self.subject, self.body)
             else:
                 parsed = check_recipients(self.recipients, self.channel, max_size, self.subject, self.body)
@@ -184,7 +219,7 @@ class CampaignCreate(ApiModel):
         parsed = getattr(self, "_parsed", None)
         return CampaignRequest(self.name, self.subject, self.body, parsed,
                                self.recipient_count if parsed is None else None,
-                               self.channel, self.send_at)  # fmt: skip
+                               self.channel, self.send_at, self.subscribers, self.category)  # fmt: skip
 
 
 class Progress(ApiModel):
@@ -197,6 +232,7 @@ class Progress(ApiModel):
     sent: int = Field(ge=0)
     failed: int = Field(ge=0)
     cancelled: int = Field(ge=0)
+    skipped: int = Field(ge=0, description="Not sent on purpose (opted out, no address, duplicate, throttled).")
 
 
 class Campaign(ApiModel):
@@ -210,6 +246,15 @@ class Campaign(ApiModel):
     total_messages: int = Field(ge=0)
     sent_count: int = Field(ge=0, description="Same as progress.sent.")
     failed_count: int = Field(ge=0, description="Same as progress.failed.")
+    skipped_count: int = Field(
+        ge=0,
+        description="Same as progress.skipped: sent + failed + skipped + cancelled = "
+        "totalMessages once it is finished.",
+    )
+    category: str | None = Field(description="The preference category its messages belong to, if any.")
+    audience: Literal["addresses", "subscribers"] = Field(
+        description="`subscribers`: each message goes to a subscriber's profile (address and preferences)."
+    )
     progress: Progress
     created_at: datetime = Field(description="When the campaign was accepted.")
     updated_at: datetime = Field(description="Last change to the campaign or its counters.")
@@ -222,7 +267,8 @@ class Campaign(ApiModel):
         return cls(
             id=c.id, name=c.name, subject=c.subject, status=c.status, channel=c.channel, send_at=c.send_at,
             total_messages=c.total_messages, sent_count=c.counts[MessageStatus.SENT],
-            failed_count=c.counts[MessageStatus.FAILED], progress=Progress.model_validate(dict(c.counts)),
+            failed_count=c.counts[MessageStatus.FAILED], skipped_count=c.counts[MessageStatus.SKIPPED],
+            category=c.category, audience=c.audience, progress=Progress.model_validate(dict(c.counts)),
             created_at=c.created_at, updated_at=c.updated_at, completed_at=c.completed_at,
         )  # fmt: skip
 
@@ -232,15 +278,18 @@ class Message(ApiModel):
     id: str = Field(pattern=r"^[0-9]+$", description="A 64-bit integer id, sent as a string; "
                     "GET /notifications/{id} shows its history.")  # fmt: skip
     recipient: str
+    subscriber: str | None = Field(description="The subscriber it is for, if the campaign addresses subscribers.")
     status: MessageStatus
+    skip_reason: SkipReason | None = Field(description="Why it was skipped (status `skipped`); null otherwise.")
     attempts: int = Field(ge=0, description="Delivery attempts so far (reset to 0 by a retry).")
     last_error: str | None = Field(description="The last delivery error, if any.")
     updated_at: datetime = Field(description="Last status change.")
 
     @classmethod
     def of(cls, m: MessageRow) -> Message:
-        return cls(id=str(m.id), recipient=m.recipient, status=m.status, attempts=m.attempts,
-                   last_error=m.last_error, updated_at=m.updated_at)  # fmt: skip
+        return cls(id=str(m.id), recipient=m.recipient, subscriber=m.subscriber_id, status=m.status,
+                   skip_reason=m.skip_reason, attempts=m.attempts, last_error=m.last_error,
+                   updated_at=m.updated_at)  # fmt: skip
 
 
 class CampaignPage(Page[Campaign]):

@@ -16,14 +16,24 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.alias_generators import to_camel
 
 from notifq.api.contract import invalid
 from notifq.api.models.base import NO_NUL, ApiModel, JsonInt, Limit, Page, Text, limit_field, not_blank
 from notifq.api.models.campaigns import SendAt, Subject, address_rules, send_at_field
+from notifq.api.models.subscribers import CATEGORY_PATTERN, SUBSCRIBER_ID_PATTERN
 from notifq.db.messages_repo import EventRow, MessageRow
 from notifq.errors import ValidationError
 from notifq.validation import MAX_BODY, MAX_DATA_BYTES, MAX_SUBJECT, NotificationRequest, check_address, check_data
-from notifq.vocabulary import EVENT_DESCRIPTIONS, Channel, Event, Lane, MessageStatus
+from notifq.vocabulary import (
+    EVENT_DESCRIPTIONS,
+    SKIP_REASON_DESCRIPTIONS,
+    Channel,
+    Event,
+    Lane,
+    MessageStatus,
+    SkipReason,
+)
 
 MAX_BATCH = 1000
 REDRIVE_MAX_IDS = 10_000
@@ -35,22 +45,46 @@ DATA_SCHEMA = {
 }
 
 
-class NotificationCreate(ApiModel):
-    """Unknown fields are ignored."""
+def _create_schema(schema: dict[str, Any]) -> None:
+    """Exactly one of `to` and `subscriber`, neither null (which one is meant is which one is present)."""
+    schema["allOf"] = address_rules("to")
+    schema["examples"] = [
+        {"channel": "sms", "to": "+15550000001", "body": "Your code is 1234"},
+        {"to": "ada@example.com", "subject": "Welcome", "body": "Hello", "priority": "bulk"},
+        {"channel": "push", "to": "mock-device-1", "subject": "Ping", "body": "Hi", "data": {"k": "v"}},
+        {"channel": "inapp", "subscriber": "u-42", "subject": "New comment", "body": "Ada replied",
+         "category": "comments", "dedupKey": "comment-981"},
+    ]  # fmt: skip
+    schema["oneOf"] = [{"required": ["to"], "not": {"required": ["subscriber"]}},
+                       {"required": ["subscriber"], "not": {"required": ["to"]}}]  # fmt: skip
+    for name in ("to", "subscriber", "category", "dedupKey"):
+        prop = schema["properties"][name]
+        prop.update(next(b for b in prop.pop("anyOf") if b.get("type") != "null"))
+        prop.pop("default", None)
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "allOf": address_rules("to"),
-            "examples": [
-                {"channel": "sms", "to": "+15550000001", "body": "Your code is 1234"},
-                {"to": "ada@example.com", "subject": "Welcome", "body": "Hello", "priority": "bulk"},
-                {"channel": "push", "to": "mock-device-1", "subject": "Ping", "body": "Hi", "data": {"k": "v"}},
-            ],
-        }
-    )
+
+class NotificationCreate(ApiModel):
+    """Exactly one of `to` (an address) or `subscriber` (a subscriber id: the address comes from its profile, and
+    its preferences apply). Unknown fields are ignored."""
+
+    model_config = ConfigDict(json_schema_extra=_create_schema)
 
     channel: Channel = Channel.EMAIL
-    to: str = Field(description="The recipient, in the channel's format: email address, E.164 number or push token.")
+    to: str | None = Field(None, description="The recipient, in the channel's format: email address, E.164 number or "
+                           "push token. Not for `inapp` (use `subscriber`).")  # fmt: skip
+    subscriber: Annotated[str, Field(pattern=SUBSCRIBER_ID_PATTERN)] | None = Field(
+        None, description="A subscriber id (PUT /subscribers/{id}); unknown ids are a 422."
+    )
+    category: Annotated[str, Field(pattern=CATEGORY_PATTERN)] | None = Field(
+        None,
+        description="The preference category (e.g. `marketing`): a subscriber who turned it off for this channel "
+        "is skipped (`opted_out`), unless the message is transactional.",
+    )
+    dedup_key: Annotated[Text, Field(min_length=1, max_length=256)] | None = Field(
+        None,
+        description="With `subscriber`: a second message with the same subscriber and key within "
+        "NOTIFQ_DEDUP_WINDOW ends `skipped` (`duplicate`), on every channel.",
+    )
     subject: Subject | None = Field(
         None, max_length=MAX_SUBJECT, json_schema_extra={"pattern": r"^[^\r\n\x00]*$"},
         description=f"Optional; one line (no CR/LF), at most {MAX_SUBJECT} characters. Push: the title.",
@@ -78,8 +112,18 @@ class NotificationCreate(ApiModel):
 
     @model_validator(mode="after")
     def _whole(self) -> NotificationCreate:
+        given = self.model_fields_set
+        if ("to" in given) == ("subscriber" in given):
+            raise invalid("give exactly one of `to` (an address) or `subscriber` (a subscriber id)",
+                          {"fields": ["to", "subscriber"]})  # fmt: skip
+        for name in ("to", "subscriber", "category", "dedup_key"):
+            if name in given and getattr(self, name) is None:
+                raise invalid(f"`{to_camel(name)}` must not be null", {"field": to_camel(name)})
+        if self.dedup_key is not None and self.subscriber is None:
+            raise invalid("`dedupKey` needs `subscriber` (duplicates are per subscriber)", {"field": "dedupKey"})
         try:
-            check_address(self.channel, self.to)
+            if self.to is not None:
+                check_address(self.channel, self.to)
             object.__setattr__(self, "data", check_data(self.data))
         except ValidationError as exc:
             raise invalid(exc.message, exc.details) from None
@@ -87,7 +131,7 @@ class NotificationCreate(ApiModel):
 
     def request(self) -> NotificationRequest:
         return NotificationRequest(self.channel, self.to, self.subject, self.body, self.data, self.priority,
-                                   self.send_at)  # fmt: skip
+                                   self.send_at, self.subscriber, self.category, self.dedup_key)  # fmt: skip
 
 
 NotificationBatch = Annotated[
@@ -128,6 +172,13 @@ class Notification(ApiModel):
     send_at: datetime | None = Field(description="When it is held until; null if due at once.")
     created_at: datetime = Field(description="When it was accepted.")
     updated_at: datetime = Field(description="Last status change.")
+    subscriber: str | None = Field(description="The subscriber it is for, if it was sent to one.")
+    category: str | None = Field(description="Its preference category, if any.")
+    skip_reason: SkipReason | None = Field(
+        description="Status `skipped` only: " + "; ".join(f"`{r}`: {d}" for r, d in SKIP_REASON_DESCRIPTIONS.items())
+        + ".")  # fmt: skip
+    delivered_at: datetime | None = Field(description="In-app: when a client of the subscriber ACKed it.")
+    read_at: datetime | None = Field(description="In-app: when the subscriber read it.")
 
     @classmethod
     def of(cls, m: MessageRow) -> Notification:
@@ -135,7 +186,8 @@ class Notification(ApiModel):
             id=str(m.id), campaign_id=m.campaign_id, channel=m.channel, to=m.recipient, subject=m.subject,
             priority=m.priority, status=m.status, attempts=m.attempts, provider=m.provider,
             provider_message_id=m.provider_message_id, last_error=m.last_error, send_at=m.send_at,
-            created_at=m.created_at, updated_at=m.updated_at,
+            created_at=m.created_at, updated_at=m.updated_at, subscriber=m.subscriber_id, category=m.category,
+            skip_reason=m.skip_reason, delivered_at=m.delivered_at, read_at=m.read_at,
         )  # fmt: skip
 
 
