@@ -32,7 +32,9 @@ and, while workers run, who used the 2 cores (workers, PostgreSQL, Valkey, API, 
 The naive design is slow, so it runs on smaller N (labelled) and is compared by rate.
 
 Output: a table on stdout, `bench-results/<timestamp>.json`, and with `--plot`
-`docs/benchmarks.png`. Options: `--quick` (small N, < 2 min), `--skip-million`.
+`docs/benchmarks.png`. Options: `--quick` (small N, < 2 min), `--skip-million`, `--only` one
+scenario (`inapp`: the in-app channel's WebSockets beside a bare Starlette baseline, in
+scripts/bench_inapp.py).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ TARGET_API_MB = 500
 TARGET_WORKER_MB = 250
 TARGET_PRIORITY_P99_MS = 250
 SINGLE_CONCURRENCY = 8
+INAPP_CONNECTIONS = 10_000
 PRIORITY_INTERVAL_S = 0.01  # one transactional send every 10 ms while the big campaign runs
 
 
@@ -321,6 +324,9 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.sampler: Sampler | None = None
         self.servers_started = False
+        # uvicorn re-raises the SIGTERM it caught once it has shut down (the default action: no
+        # cProfile dump), so a profiled API is stopped with SIGINT (a KeyboardInterrupt: it dumps).
+        self.stop_signals: dict[str, int] = {}
 
     def start_servers(self) -> None:
         urls = ensure_servers(self.state, persistent=False)
@@ -366,7 +372,7 @@ class Stack:
             self.sampler.untrack(name)
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(self.stop_signals.get(name, signal.SIGTERM))
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -423,7 +429,7 @@ class Bench:
         assert self.stack.sampler is not None
         return self.stack.sampler
 
-    async def open(self) -> None:
+    async def open(self, naive: bool = True, profile: Path | None = None) -> None:
         self.db = await asyncpg.connect(self.stack.database_url)
         self.redis = Redis.from_url(self.stack.redis_url)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0))
@@ -432,10 +438,16 @@ class Bench:
             await set_admin(engine, ADMIN_EMAIL, ADMIN_PASSWORD)
         finally:
             await engine.dispose()
-        self.stack.spawn("api", ["-m", "notifq", "api"])
-        self.stack.spawn("naive_api", [str(NAIVE_SCRIPT), "api", "--port", str(self.stack.naive_port)])
+        # --profile-api: the API under cProfile (its figures are then slower; for finding where the time goes).
+        profiled = ["-m", "cProfile", "-o", str(profile)] if profile else []
+        if profile:
+            self.stack.stop_signals["api"] = signal.SIGINT
+        self.stack.spawn("api", [*profiled, "-m", "notifq", "api"])
+        if naive:
+            self.stack.spawn("naive_api", [str(NAIVE_SCRIPT), "api", "--port", str(self.stack.naive_port)])
         await wait_http(f"http://127.0.0.1:{self.stack.api_port}/health", self.stack)
-        await wait_http(f"http://127.0.0.1:{self.stack.naive_port}/health", self.stack)
+        if naive:
+            await wait_http(f"http://127.0.0.1:{self.stack.naive_port}/health", self.stack)
         r = await self.http.post(
             f"http://127.0.0.1:{self.stack.api_port}/auth/login",
             json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
@@ -1022,14 +1034,18 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def print_table(report: dict[str, Any]) -> None:
-    rows = [("measure", "notifq", "naive", "target"), *table_rows(report)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    """A plain-text table: the first row is the header, underlined."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print_rows([("measure", "notifq", "naive", "target"), *table_rows(report)])
     for key in ("deliver_0ms", "deliver_latency"):
         cpu = report["results"][key]["notifq"]["cpu_pct_of_one_core"]
         shares = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items() if k != "seconds" and (v >= 0.5 or k == "other"))
@@ -1153,11 +1169,19 @@ def disturbances(results: dict[str, Any]) -> list[str]:
 async def run(stack: Stack, sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(stack, sizes, args.quick)
     try:
-        await bench.open()
+        await bench.open(naive=args.only != "inapp", profile=args.profile_api.resolve() if args.profile_api else None)
         pg_version = await bench.server_version()
         for setting in args.pg_set:
             await bench.alter_system(setting)
-        results = await bench.run(args.skip_million or False, args.only, args.priority_size)
+        if args.only == "inapp":
+            from bench_inapp import InAppBench
+
+            n = args.connections or (1_000 if args.quick else INAPP_CONNECTIONS)
+            inapp = InAppBench(bench, JWT_SECRET, Settings().jwt_issuer, n, args.reps or (2 if args.quick else 5),
+                               args.inapp_workers, args.client_procs)  # fmt: skip
+            results = {"inapp": await inapp.run()}
+        else:
+            results = await bench.run(args.skip_million or False, args.only, args.priority_size)
     finally:
         await bench.close()
     return {"postgres": pg_version, "results": results}
@@ -1183,8 +1207,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="wait up to SECONDS for no pytest and a load average < 1 before starting")  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="copy the processes' logs to bench-results/")
-    parser.add_argument("--only", choices=["priority", "single"], help="run one scenario (priority: "
-                        "transactional sends during a big campaign; single: the API's cost per send)")  # fmt: skip
+    parser.add_argument("--only", choices=["priority", "single", "inapp"], help="run one scenario (priority: "
+                        "transactional sends during a big campaign; single: the API's cost per send; inapp: "
+                        "WebSockets, an in-app campaign and single in-app sends, scripts/bench_inapp.py)")  # fmt: skip
+    parser.add_argument("--connections", type=int, metavar="N", help=f"inapp: WebSockets and campaign size "
+                        f"(default {INAPP_CONNECTIONS:,}; 1,000 with --quick)")  # fmt: skip
+    parser.add_argument("--reps", type=int, metavar="N", help="inapp: campaigns measured, without and with the "
+                        "single sends (default 5; 2 with --quick)")  # fmt: skip
+    parser.add_argument("--inapp-workers", type=int, default=1, metavar="N", help="inapp: worker processes")
+    parser.add_argument("--client-procs", type=int, default=1, metavar="N", help="inapp: WebSocket client processes")
+    parser.add_argument("--profile-api", type=Path, metavar="FILE", help="run the API under cProfile, stats to FILE "
+                        "(pstats; slows the API: for finding where its time goes, not for figures)")  # fmt: skip
     parser.add_argument("--priority-size", type=int, metavar="N", help="campaign size for the priority scenario")
     parser.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
                         help="ALTER SYSTEM a reloadable PostgreSQL setting before measuring (repeatable)")  # fmt: skip
@@ -1193,6 +1226,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.from_json:
         report: dict[str, Any] = json.loads(args.from_json.read_text())
+        if report.get("only") == "inapp":
+            from bench_inapp import print_table as print_inapp
+
+            print_inapp(report)
+            return 0
         print_table(report)
         if args.plot:
             plot(report, PLOT_PATH)
@@ -1237,7 +1275,12 @@ def main(argv: list[str] | None = None) -> int:
         partial = {"timestamp": timestamp, "only": args.only, "pg_set": args.pg_set, "machine": machine,
                    "quiet_at_start": quiet, "results": results}  # fmt: skip
         out.write_text(json.dumps(partial, indent=2, default=str))
-        print(json.dumps(results, indent=1, default=str))
+        if args.only == "inapp":
+            from bench_inapp import print_table as print_inapp
+
+            print_inapp(partial)
+        else:
+            print(json.dumps(results, indent=1, default=str))
         print(f"results: {out.relative_to(ROOT)}")
         return 0
     report = {

@@ -10,6 +10,10 @@ the moment a send's request is started; how late that was against the fixed sche
 recorded too (`fire_lag_ms`), so a lagging client shows in the report instead of hiding.
 
 Writes {"sends": [[due, started, answered, id | null, status]], "fire_lag_ms": [...]} to --out.
+
+`--inapp PREFIX:N` sends in-app notifications instead (the in-app bench, scripts/bench_inapp.py):
+`{"channel":"inapp","subscriber":"<PREFIX><i % N + 1>","category":"single",...}`, so each goes
+to one of N connected subscribers, whose client records when it arrived.
 """
 
 from __future__ import annotations
@@ -76,9 +80,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     sends: list[list[object]] = []
     lag_ms: list[float] = []
 
-    async def one(i: int, due: float) -> None:
-        body = json.dumps({"channel": "email", "to": f"otp{i}@example.com", "subject": "Your code",
+    prefix, _, count = (args.inapp or "").partition(":")
+
+    def body_of(i: int) -> bytes:
+        if args.inapp:
+            return json.dumps({"channel": "inapp", "subscriber": f"{prefix}{i % int(count) + 1}",
+                               "category": "single", "body": f"single {i}"}).encode()  # fmt: skip
+        return json.dumps({"channel": "email", "to": f"otp{i}@example.com", "subject": "Your code",
                            "body": f"{i:06d}"}).encode()  # fmt: skip
+
+    async def one(i: int, due: float) -> None:
+        body = body_of(i)
         started = time.time()
         try:
             status, payload = await client.post(body)
@@ -115,6 +127,7 @@ def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between sends")
     parser.add_argument("--out", required=True, help="where to write the results (JSON)")
+    parser.add_argument("--inapp", metavar="PREFIX:N", help="in-app sends to subscribers PREFIX1 … PREFIXN")
     args = parser.parse_args()
     import uvloop  # a notifq dependency on Linux
 

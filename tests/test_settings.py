@@ -166,6 +166,7 @@ def _every_field_changed() -> Settings:
         sns_endpoint_url="http://sns", smtp_host="mail", smtp_port=25, smtp_security="none", smtp_username="u",
         smtp_password="p", smtp_pool_size=1, fcm_credentials_file="/f.json", fcm_endpoint_url="http://fcm",
         breaker_failures=9, breaker_cooldown=0.5, state_dir=Path("/tmp/state"), log_format="text",
+        inapp_buffer_ttl=60.0, dedup_window=5.0, subscriber_rate_limit=(20, 60), subscriber_token_ttl_seconds=120,
     )  # fmt: skip
 
 

@@ -39,7 +39,12 @@ def describe(channel: str) -> str:
     return descriptions[channel]
 
 
-SUBSCRIBER_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")  # the caller's own user ids
+# The caller's own user ids: 1 to 128 of `A-Za-z0-9._:@-`, but not `.` or `..`: those are dot-segments,
+# which clients and proxies remove from a URL (RFC 3986 §5.2.4), so `/subscribers/..` is `/` and such a
+# subscriber could be created (as `%2E%2E`) but never read or erased by an ordinary client.
+SUBSCRIBER_ID_RE = re.compile(
+    r"(?:[A-Za-z0-9_:@-]|[A-Za-z0-9._:@-][A-Za-z0-9_:@-]|[A-Za-z0-9_:@-]\.|[A-Za-z0-9._:@-]{3,128})"
+)
 CATEGORY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 

@@ -117,14 +117,16 @@ def verify_token(secret: str, issuer: str, token: str) -> TokenClaims:
 SUBSCRIBER_AUDIENCE = "notifq:subscriber"
 
 
-def issue_subscriber_token(secret: str, issuer: str, subscriber_id: str, ttl_seconds: int) -> IssuedToken:
+def issue_subscriber_token(secret: str, issuer: str, subscriber_id: str, ttl_seconds: int, key: str) -> IssuedToken:
     """A token for one subscriber's inbox (`/ws`, `/inbox`), handed to its user by the caller's backend.
 
     Its own audience: admin tokens carry none, and PyJWT refuses a token with an `aud` claim
-    unless the audience is asked for, so neither kind of token passes for the other.
+    unless the audience is asked for, so neither kind of token passes for the other. `key` is
+    the profile's token key (migration 0007): an erased profile's tokens never open a new one.
     """
     iat = int(time.time())
-    claims = {"sub": subscriber_id, "iss": issuer, "aud": SUBSCRIBER_AUDIENCE, "iat": iat, "exp": iat + ttl_seconds}
+    claims = {"sub": subscriber_id, "iss": issuer, "aud": SUBSCRIBER_AUDIENCE, "iat": iat, "exp": iat + ttl_seconds,
+              "key": key}  # fmt: skip
     token = jwt.encode(claims, secret, algorithm=ALGORITHM)
     return IssuedToken(token=token, expires_at=datetime.fromtimestamp(iat + ttl_seconds, tz=UTC))
 
@@ -133,6 +135,7 @@ def issue_subscriber_token(secret: str, issuer: str, subscriber_id: str, ttl_sec
 class SubscriberClaims:
     subscriber_id: str
     exp: int  # seconds since the epoch
+    key: str  # the profile's token key when the token was issued
 
 
 def verify_subscriber_token(secret: str, issuer: str, token: str) -> SubscriberClaims:
@@ -140,16 +143,16 @@ def verify_subscriber_token(secret: str, issuer: str, token: str) -> SubscriberC
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], issuer=issuer, audience=SUBSCRIBER_AUDIENCE,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            options={"require": ["exp", "iat", "sub", "iss", "aud", "key"]},
         )  # fmt: skip
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("invalid subscriber token") from None
-    subscriber_id = claims["sub"]
-    if not isinstance(subscriber_id, str) or not subscriber_id:
+    subscriber_id, key = claims["sub"], claims["key"]
+    if not isinstance(subscriber_id, str) or not subscriber_id or not isinstance(key, str):
         raise Unauthorized("invalid subscriber token")
-    return SubscriberClaims(subscriber_id, int(claims["exp"]))
+    return SubscriberClaims(subscriber_id, int(claims["exp"]), key)
 
 
 class AdminSessions:

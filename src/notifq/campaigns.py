@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifq.addresses import synthetic
-from notifq.db import admins_repo, campaigns_repo, lifecycle, messages_repo, subscribers_repo
+from notifq.db import admins_repo, campaigns_repo, lifecycle, messages_repo
 from notifq.db.campaigns_repo import CampaignRow
 from notifq.db.engine import retry_deadlocks
 from notifq.db.lifecycle import Released
@@ -29,7 +29,7 @@ from notifq.idempotency import Ticket
 from notifq.keys import RedisKeys
 from notifq.queue import BatchJob, enqueue_batches, enqueue_released
 from notifq.settings import Settings
-from notifq.validation import MAX_REPORTED, CampaignRequest, is_ascii_number
+from notifq.validation import CampaignRequest, is_ascii_number
 from notifq.vocabulary import FINISHED_CAMPAIGN_STATUSES, CampaignStatus, Channel, Event, MessageStatus
 
 log = logging.getLogger("notifq.campaigns")
@@ -79,16 +79,6 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
         raise ValidationError("malformed cursor", {"field": "cursor"}) from None
 
 
-async def _check_subscribers(conn: AsyncConnection, subscribers: list[str]) -> None:
-    unknown = await subscribers_repo.unknown(conn, subscribers, MAX_REPORTED)
-    if unknown:
-        raise ValidationError(
-            f"`subscribers` names {'unknown subscribers' if len(unknown) > 1 else 'an unknown subscriber'} (first: "
-            f"{unknown[0]!r}); create them with PUT /subscribers/{{id}} first",
-            {"field": "subscribers", "unknown": unknown},
-        )
-
-
 class CampaignService:
     def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings, reads: AsyncEngine | None = None) -> None:
         """`reads`: an autocommit engine for single SELECTs (no BEGIN/ROLLBACK around a poll)."""
@@ -110,8 +100,6 @@ class CampaignService:
         async with self.engine.begin() as conn:
             if created_by is not None and not await admins_repo.exists_id(conn, created_by):
                 raise Unauthorized("the token's admin no longer exists")
-            if request.subscribers is not None:
-                await _check_subscribers(conn, request.subscribers)
             campaign = await campaigns_repo.insert(
                 conn, name=request.name, subject=request.subject, body=request.body, total=total,
                 channel=Channel(request.channel), send_at=request.send_at, created_by=created_by,

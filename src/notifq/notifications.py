@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq import telemetry
-from notifq.db import lifecycle, messages_repo, notifications_repo, subscribers_repo
+from notifq.db import lifecycle, messages_repo, notifications_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import EventRow, MessageRow
@@ -92,9 +92,6 @@ class NotificationService:
         batches = [batch_of[i] for i in range(len(requests))]
         rows = [NewNotification(r.channel, r.to, r.subject, r.body, r.data, r.priority, r.send_at, r.subscriber,
                                 r.category, r.dedup_key) for r in requests]  # fmt: skip
-        named = [r.subscriber for r in requests if r.subscriber is not None]
-        if named:
-            await self._check_subscribers(requests, named)
         if ticket is None:
             # One autocommit statement: the hot path of an OTP (measured in `make bench --only single`).
             async with self.sends.connect() as conn:
@@ -115,16 +112,6 @@ class NotificationService:
                             "enqueue them", len(jobs), exc_info=True,
                             extra={"message_id": inserted[0].row.id})  # fmt: skip
         return [n.row for n in inserted]
-
-    async def _check_subscribers(self, requests: list[NotificationRequest], named: list[str]) -> None:
-        """Unknown subscribers are the caller's mistake: a 422 naming the first, before anything is written."""
-        async with self.reads.connect() as conn:
-            unknown = await subscribers_repo.unknown(conn, sorted(set(named)), 1)
-        if unknown:
-            index = next(i for i, r in enumerate(requests) if r.subscriber == unknown[0])
-            field = "subscriber" if len(requests) == 1 else f"[{index}].subscriber"
-            raise ValidationError(f"no subscriber {unknown[0]!r}: create it with PUT /subscribers/{{id}} first",
-                                  {"field": field, "value": unknown[0]})  # fmt: skip
 
     async def get(self, message_id: int) -> NotificationView:
         async with self.reads.connect() as conn:

@@ -56,10 +56,11 @@ class SubscriberService:
 
     async def issue_token(self, subscriber_id: str) -> IssuedToken:
         async with self.reads.connect() as conn:
-            if not await subscribers_repo.exists(conn, subscriber_id):
-                raise not_found(subscriber_id)
+            key = await subscribers_repo.token_key(conn, subscriber_id)
+        if key is None:
+            raise not_found(subscriber_id)
         s = self.settings
-        return issue_subscriber_token(s.jwt_secret, s.jwt_issuer, subscriber_id, s.subscriber_token_ttl_seconds)
+        return issue_subscriber_token(s.jwt_secret, s.jwt_issuer, subscriber_id, s.subscriber_token_ttl_seconds, key)
 
     async def erase(self, subscriber_id: str) -> int:
         """Erase the profile, redact its messages; then drop its replay buffer and close its live sockets.
@@ -77,10 +78,10 @@ class SubscriberService:
         if redacted is None:
             raise not_found(subscriber_id)
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(self.keys.inbox_buffer(subscriber_id))
-            pipe.publish(self.keys.inbox_live(subscriber_id), ERASED_FRAME)
-            await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self.keys.inbox_buffer(subscriber_id))
+                pipe.publish(self.keys.inbox_live(subscriber_id), ERASED_FRAME)
+                await pipe.execute()
         except Exception:
             log.warning("subscriber erased, but its Redis buffer could not be dropped now (it expires)",
                         exc_info=True)  # fmt: skip

@@ -54,7 +54,7 @@ class SkipReason(StrEnum):
 
 SKIP_REASON_DESCRIPTIONS: dict[SkipReason, str] = {
     SkipReason.OPTED_OUT: "the subscriber turned this channel (or this category on this channel) off",
-    SkipReason.NO_ADDRESS: "the subscriber has no address for the channel (or no longer exists)",
+    SkipReason.NO_ADDRESS: "the subscriber has no address for the channel, or no profile (never created, or erased)",
     SkipReason.THROTTLED: "a bulk message over NOTIFQ_SUBSCRIBER_RATE_LIMIT for this subscriber and channel",
     SkipReason.DUPLICATE: "another message with the same subscriber and dedupKey within NOTIFQ_DEDUP_WINDOW",
     SkipReason.ERASED: "the subscriber was erased (DELETE /subscribers/{id}) before it was sent",

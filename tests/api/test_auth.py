@@ -389,7 +389,8 @@ async def test_ready_is_public_and_checks_both_dependencies(client: httpx.AsyncC
     assert r.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
 
 
-PUBLIC_PATHS = {"/auth/login", "/health", "/ready", "/openapi.json", "/metrics", "/"}
+PUBLIC_PATHS = {"/auth/login", "/health", "/ready", "/openapi.json", "/metrics", "/", "/ws", "/inbox.js"}
+SUBSCRIBER_PATHS = {"/inbox", "/inbox/{notification_id}/read", "/inbox/read-all"}  # a subscriber's token
 
 
 async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient) -> None:
@@ -411,5 +412,12 @@ async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient
     assert served == documented
     for path, method in served:
         security = paths[path][method].get("security")
-        assert security == ([] if path in PUBLIC_PATHS else [{"bearerAuth": []}]), (path, method)
+        expected = (
+            []
+            if path in PUBLIC_PATHS
+            else [{"subscriberAuth": []}]
+            if path in SUBSCRIBER_PATHS
+            else [{"bearerAuth": []}]
+        )
+        assert security == expected, (path, method)
     assert "bearerAuth" in spec["components"]["securitySchemes"]

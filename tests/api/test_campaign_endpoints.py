@@ -24,7 +24,7 @@ from tests.harness import assert_counters_match, campaign_row, status_counts
 BATCH = 3
 CAMPAIGN_KEYS = {
     "id", "name", "subject", "status", "channel", "sendAt", "totalMessages", "sentCount", "failedCount", "progress",
-    "createdAt", "updatedAt", "completedAt",
+    "createdAt", "updatedAt", "completedAt", "skippedCount", "category", "audience",
 }  # fmt: skip
 RECIPIENTS = [f"person{i}@example.com" for i in range(7)]
 
@@ -262,7 +262,8 @@ async def test_list_messages_paginates_in_creation_order(
     items = [m for page in pages for m in page]
     assert [m["recipient"] for m in items] == RECIPIENTS
     assert [m["id"] for m in items] == [str(m["id"]) for m in await _messages(engine, created["id"])]
-    assert set(items[0]) == {"id", "recipient", "status", "attempts", "lastError", "updatedAt"}
+    assert set(items[0]) == {"id", "recipient", "subscriber", "status", "skipReason", "attempts", "lastError",
+                             "updatedAt"}  # fmt: skip
     assert all(m["status"] == "queued" and m["attempts"] == 0 and m["lastError"] is None for m in items)
     for m in items:
         _timestamp(m["updatedAt"])

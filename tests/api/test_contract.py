@@ -10,7 +10,7 @@ import httpx
 import jsonschema
 import pydantic
 import pytest
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from notifq.api.app import create_app
 from notifq.api.contract import Operation
@@ -25,6 +25,9 @@ def _app_routes(settings: Settings) -> set[tuple[str, str]]:
     for route in app.routes:
         if isinstance(route, Mount):
             assert route.path == "/assets", "only the dashboard's static files may be served outside the table"
+            continue
+        if isinstance(route, WebSocketRoute):  # documented as its plain GET (which answers 426)
+            served.add((route.path, "get"))
             continue
         assert isinstance(route, Route)
         served |= {(route.path, m.lower()) for m in route.methods or () if m != "HEAD"}

@@ -22,7 +22,8 @@ from tests.harness import running_worker
 
 NOTIFICATION_KEYS = {
     "id", "campaignId", "channel", "to", "subject", "priority", "status", "attempts", "provider",
-    "providerMessageId", "lastError", "sendAt", "createdAt", "updatedAt",
+    "providerMessageId", "lastError", "sendAt", "createdAt", "updatedAt", "subscriber", "category", "skipReason",
+    "deliveredAt", "readAt",
 }  # fmt: skip
 MOCK_TO = {"email": "x@example.com", "sms": "+15550001234", "push": "mock-abc"}
 

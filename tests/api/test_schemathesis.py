@@ -9,7 +9,8 @@ ensure_resource_availability, ignored_auth and object_level_authorization.
 
 Scope, not leniency:
 - Excluded: every operation whose answer is `text/event-stream` (server-sent events never end),
-  and POST /auth/logout (it would revoke the token under test). The dashboard (GET /) is in.
+  POST /auth/logout (it would revoke the token under test) and GET /ws (a WebSocket upgrade).
+  The dashboard (GET /) is in.
 - Bounded for a 2-core machine: a few dozen examples per operation, short stateful scenarios,
   deterministic generation (the same cases every run), a 30 s limit per request and a hard
   limit on the whole run.
@@ -31,6 +32,7 @@ the JUnit report and the server log are kept under the test's tmp_path.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import json
 import os
@@ -60,6 +62,9 @@ RUN_TIMEOUT_SECONDS = 240
 EXAMPLES_PER_OPERATION = 40
 # Operations schemathesis must not call: they would end the run or the token it runs with.
 TOKEN_REVOKING = {("POST", "/auth/logout")}
+# Not HTTP operations: GET /ws only upgrades to a WebSocket (a plain GET is its documented 426);
+# the protocol is tested with a real WebSocket client in tests/subscribers.
+WEBSOCKETS = {("GET", "/ws")}
 
 
 def unique_idempotency_keys(context: Any, case: Any, kwargs: Any) -> None:
@@ -77,12 +82,35 @@ def unique_idempotency_keys(context: Any, case: Any, kwargs: Any) -> None:
         headers["Idempotency-Key"] = f"{key[:200]}-{uuid.uuid4().hex}"
 
 
+def within_a_year(context: Any, body: Any) -> bool:
+    """A schemathesis `filter_body` hook: no `sendAt` more than a year ahead in generated bodies.
+
+    "At most a year ahead" depends on today, so no static schema can state it (the document
+    says it in words, and the API answers such a schedule 422): without this filter a fuzzed
+    date in 6971 reads as a valid request refused. Everything else about `sendAt` is still
+    generated: past dates, zones, the year limit itself. It may use only `datetime`.
+    """
+    items = body if isinstance(body, list) else [body]
+    limit = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=360)
+    for item in items:
+        when = item.get("sendAt") if isinstance(item, dict) else None
+        if isinstance(when, str):
+            try:
+                if datetime.datetime.fromisoformat(when) > limit:
+                    return False
+            except (ValueError, TypeError, OverflowError):
+                pass
+    return True
+
+
 def _hooks_file(directory: Path) -> Path:
     path = directory / "st_hooks.py"
-    source = inspect.getsource(unique_idempotency_keys)
-    register = 'schemathesis.hook("before_call")(unique_idempotency_keys)'
+    sources = "\n\n".join(inspect.getsource(f) for f in (unique_idempotency_keys, within_a_year))
+    register = ('schemathesis.hook("before_call")(unique_idempotency_keys)\n'
+                'schemathesis.hook("filter_body")(within_a_year)')  # fmt: skip
     path.write_text(
-        f"from __future__ import annotations\n\nimport uuid\n\nimport schemathesis\n\n\n{source}\n\n{register}\n"
+        "from __future__ import annotations\n\nimport datetime\nimport uuid\n\nimport schemathesis\n\n\n"
+        f"{sources}\n\n{register}\n"
     )
     return path
 
@@ -139,13 +167,19 @@ def _excluded_paths(spec: dict[str, Any]) -> list[str]:
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             media = {m for r in operation["responses"].values() if isinstance(r, dict) for m in r.get("content", {})}
-            if "text/event-stream" in media or (method.upper(), path) in TOKEN_REVOKING:
+            if "text/event-stream" in media or (method.upper(), path) in TOKEN_REVOKING | WEBSOCKETS:
                 excluded.add(path)
     return sorted(excluded)
 
 
+# Each bearer scheme's token, from the environment of the `st` process: the inbox operations take a
+# subscriber's token (`subscriberAuth`), everything else an admin's.
+SCHEME_TOKENS = {"subscriberAuth": "NOTIFQ_ST_SUBSCRIBER_TOKEN"}
+
+
 def _config(schemes: list[str], hooks: Path) -> str:
-    auth = "".join(f'[auth.openapi."{name}"]\nbearer = "${{NOTIFQ_ST_TOKEN}}"\n' for name in schemes)
+    auth = "".join(f'[auth.openapi."{name}"]\nbearer = "${{{SCHEME_TOKENS.get(name, "NOTIFQ_ST_TOKEN")}}}"\n'
+                   for name in schemes)  # fmt: skip
     return f"""\
 hooks = {json.dumps(str(hooks))}
 continue-on-failure = true
@@ -209,7 +243,11 @@ def test_api_honours_its_openapi_contract(api_url: str, admin_id: Any, tmp_path:
             "--no-color", "--report", "junit,json", "--report-dir", str(reports)]  # fmt: skip
     if excluded:
         args += ["--exclude-path-regex", "^(?:" + "|".join(re.escape(p) for p in excluded) + ")$"]
-    env = {**os.environ, "NOTIFQ_ST_TOKEN": login.json()["token"]}
+    admin = {"Authorization": f"Bearer {login.json()['token']}"}
+    assert httpx.put(f"{api_url}/subscribers/st-reader", json={}, headers=admin, timeout=30).status_code == 201
+    minted = httpx.post(f"{api_url}/subscribers/st-reader/token", headers=admin, timeout=30)
+    assert minted.status_code == 201, minted.text
+    env = {**os.environ, "NOTIFQ_ST_TOKEN": login.json()["token"], "NOTIFQ_ST_SUBSCRIBER_TOKEN": minted.json()["token"]}
     started = time.monotonic()
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
     elapsed = time.monotonic() - started

@@ -65,7 +65,7 @@ def test_campaign_errors_name_the_field(raw: str, field: str) -> None:
 
 def test_both_or_neither_recipient_forms_is_refused() -> None:
     for raw in ('{"name": "n"}', '{"name": "n", "recipients": ["a@example.com"], "recipientCount": 1}'):
-        assert refused(campaign, raw).details == {"fields": ["recipients", "recipientCount"]}
+        assert refused(campaign, raw).details == {"fields": ["recipients", "subscribers", "recipientCount"]}
 
 
 def test_invalid_recipients_are_listed_up_to_ten() -> None:

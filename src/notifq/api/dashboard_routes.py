@@ -3,6 +3,10 @@
 Every response carries a strict Content-Security-Policy: scripts, styles and connections
 only from this origin, no inline code, no frames. The dashboard is plain HTML plus one
 script that renders user data with `textContent` only.
+
+One of its modules is for other sites too: the in-app inbox client, also at `/inbox.js`
+(docs/inbox-js.md), which any origin may load (`Access-Control-Allow-Origin: *`; a module
+script from another origin is fetched with CORS).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ async def index(request: Request) -> Response:
     return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def inbox_script(request: Request) -> Response:
+    return FileResponse(DASHBOARD_DIR / "assets" / "inbox.js", media_type="application/javascript",
+                        headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"})  # fmt: skip
+
+
 OPERATIONS = [
     Operation(
         "GET",
@@ -42,6 +51,19 @@ OPERATIONS = [
         "The web dashboard (HTML; its scripts and styles are under /assets/)",
         "operations",
         {200: Reply("The dashboard page.", str, media_type="text/html")},
+        public=True,
+    ),
+    Operation(
+        "GET",
+        "/inbox.js",
+        inbox_script,
+        "inboxScript",
+        "The in-app inbox client for web pages (JavaScript module)",
+        "inbox",
+        {200: Reply("The module `NotifqInbox` (docs/inbox-js.md).", str, media_type="application/javascript")},
+        description="A dependency-free ES module for any page, of any origin (`Access-Control-Allow-Origin: *`): "
+        "it opens `/ws` with a subscriber token, ACKs what arrives, drops repeated ids and reconnects with "
+        "backoff. `Cache-Control: no-cache`: browsers revalidate, so an upgrade reaches every page.",
         public=True,
     ),
 ]

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from starlette.requests import Request
@@ -25,11 +26,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from notifq.api.contract import Operation, Reply, json_reply, parse_query
 from notifq.api.models.subscribers import InboxNotification, InboxPage, InboxQuery, ReadAllResult
 from notifq.api.requests import require_subscriber
-from notifq.auth import verify_subscriber_token
+from notifq.auth import SubscriberClaims, verify_subscriber_token
 from notifq.db.messages_repo import MAX_ID
 from notifq.errors import NotifqError, Unauthorized
 from notifq.fanout import Hub
-from notifq.inbox import InboxService, frame_id
+from notifq.inbox import Admission, InboxService, frame_id
 from notifq.notifications import parse_message_id
 
 log = logging.getLogger("notifq.inbox")
@@ -44,8 +45,40 @@ def _error(message: str) -> str:
     return json.dumps({"type": "ERROR", "message": message})
 
 
+class _Started:
+    """A coroutine already run up to its first suspension, awaitable from there (so a task can finish it)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        value = self.yielded
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # a cancellation, passed on to the coroutine
+                try:
+                    value = self.coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = self.coro.send(sent)
+                except StopIteration:
+                    return
+
+
 class LiveSocket:
-    """One authenticated socket: frames from the hub (live) and from replays, sent in order, never blocking the hub."""
+    """One authenticated socket: frames from the hub (live) and from replays, sent in order, never blocking the hub.
+
+    A frame is sent at once, in the caller's loop turn, when nothing is queued before it:
+    uvicorn's `send` only suspends while the transport's buffer is full, so the coroutine is
+    stepped by hand and only one that suspends is handed to a task, which also sends what
+    queues up behind it. Measured (2026-12-01, uvloop, 10,000 sockets with a frame each, the
+    send chain reduced to its awaits): a task per frame cost ~3.5 µs of CPU, stepping ~0.9 µs;
+    small beside the ~60 µs a notification costs the API in all (`make bench --only inapp`).
+    """
 
     def __init__(self, ws: WebSocket, subscriber_id: str, inbox: InboxService, hub: Hub) -> None:
         self.ws = ws
@@ -78,15 +111,24 @@ class LiveSocket:
         self.sent.add(mid)
 
     def _queue(self, text: str) -> None:
-        self.out.append(text)
-        if len(self.out) > OUTBOX_LIMIT:
-            self.close(1013, "client too slow; reconnect to replay")
+        if self.sender is not None:  # a send is waiting for the transport: in line behind it
+            self.out.append(text)
+            if len(self.out) > OUTBOX_LIMIT:
+                self.close(1013, "client too slow; reconnect to replay")
             return
-        if self.sender is None:
-            self.sender = asyncio.create_task(self._drain())
-
-    async def _drain(self) -> None:
+        coro = self.ws.send({"type": "websocket.send", "text": text})
         try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return  # written to the transport
+        except Exception:
+            self.closed = True
+            return
+        self.sender = asyncio.create_task(self._drain(_Started(coro, yielded)))
+
+    async def _drain(self, first: _Started) -> None:
+        try:
+            await first
             while self.out and not self.closed:
                 await self.ws.send({"type": "websocket.send", "text": self.out.popleft()})
         except Exception:
@@ -101,11 +143,11 @@ class LiveSocket:
                 self._remember(mid)
                 self._queue(frame.decode())
 
-    async def replay(self) -> int:
+    async def replay(self, admission: Admission | None = None) -> int:
         """Un-ACKed notifications, oldest first; live frames that came meanwhile follow, without repeats."""
         self.replaying = True
         try:
-            replayed = await self.inbox.replay(self.subscriber_id, self._replay_batch)
+            replayed = await self.inbox.replay(self.subscriber_id, self._replay_batch, admission)
         finally:
             held, self.held = self.held, []
             self.replaying = False
@@ -132,18 +174,19 @@ class LiveSocket:
         self.inbox.receipts.add(mid, self.subscriber_id, read)
 
 
-async def _authenticate(ws: WebSocket) -> tuple[str, float] | None:
-    """The subscriber id and token expiry from the AUTH frame; None after closing with 4401."""
+async def _authenticate(ws: WebSocket) -> SubscriberClaims | None:
+    """The AUTH frame's token claims (subscriber id, expiry, key); None after closing with 4401.
+
+    Whether the subscriber still exists is the admission's to say (`inbox_socket`): it is looked
+    up with the other sockets connecting at the same time, once the socket's channel is subscribed.
+    """
     settings = ws.app.state.settings
     try:
         raw = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_SECONDS)
-        frame = json.loads(raw)
+        frame = _json(raw)
         if not isinstance(frame, dict) or frame.get("type") != "AUTH" or not isinstance(frame.get("token"), str):
             raise Unauthorized('the first frame must be {"type":"AUTH","token":"..."}')
-        claims = verify_subscriber_token(settings.jwt_secret, settings.jwt_issuer, frame["token"])
-        if not await ws.app.state.inbox.exists(claims.subscriber_id):
-            raise Unauthorized("this subscriber no longer exists")
-        return claims.subscriber_id, float(claims.exp)
+        return verify_subscriber_token(settings.jwt_secret, settings.jwt_issuer, frame["token"])
     except TimeoutError:
         await ws.close(UNAUTHORIZED, f"AUTH expected within {AUTH_TIMEOUT_SECONDS:g} s")
     except (WebSocketDisconnect, RuntimeError):
@@ -155,10 +198,19 @@ async def _authenticate(ws: WebSocket) -> tuple[str, float] | None:
     return None
 
 
+def _json(raw: str) -> Any:
+    """A client frame parsed; too deep a frame is malformed (a ValueError), never a RecursionError, which is a
+    RuntimeError and would read as the client gone."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("frame nested too deeply") from None
+
+
 def _receipt(raw: str | None) -> tuple[str, int] | str:
     """(`ACK` or `READ`, id), or an error message."""
     try:
-        frame = json.loads(raw or "")
+        frame = _json(raw or "")
     except ValueError:
         return "frames are JSON objects"
     if not isinstance(frame, dict):
@@ -179,14 +231,23 @@ async def inbox_socket(ws: WebSocket) -> None:
     authed = await _authenticate(ws)
     if authed is None:
         return
-    subscriber_id, expires = authed
+    subscriber_id, expires = authed.subscriber_id, float(authed.exp)
     state = ws.app.state
     socket = LiveSocket(ws, subscriber_id, state.inbox, state.hub)
-    expiry = asyncio.get_running_loop().call_later(max(0.0, expires - time.time()), socket.close, UNAUTHORIZED,
-                                                   "token expired")  # fmt: skip
     await state.hub.add(socket)
     try:
-        replayed = await socket.replay()
+        admission = await state.inbox.admit(subscriber_id, authed.key)
+    except BaseException:
+        await state.hub.remove(socket)
+        raise
+    if not admission.exists:
+        await state.hub.remove(socket)
+        await ws.close(UNAUTHORIZED, "this subscriber no longer exists")
+        return
+    expiry = asyncio.get_running_loop().call_later(max(0.0, expires - time.time()), socket.close, UNAUTHORIZED,
+                                                   "token expired")  # fmt: skip
+    try:
+        replayed = await socket.replay(admission)
         socket._queue(READY.format(n=replayed))
         while not socket.closed:
             message = await ws.receive()

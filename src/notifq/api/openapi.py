@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from notifq import __version__
+from notifq.addresses import SUBSCRIBER_ID_RE
 from notifq.api.contract import Operation
 from notifq.api.models.base import Error
 from notifq.api.models.campaigns import RecipientWithVars
@@ -26,8 +27,9 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
                     "schema": {"type": "string", "format": "uuid"}},
     "notification_id": {"description": "A message id (a positive 64-bit integer); anything else is a 422.",
                         "schema": {"type": "string", "pattern": r"^0*[1-9][0-9]*$", "maxLength": 19}},
-    "subscriber_id": {"description": "Your own user id: 1 to 128 of `A-Z a-z 0-9 . _ : @ -`; anything else is a 422.",
-                      "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:@-]{1,128}$"}},
+    "subscriber_id": {"description": "Your own user id: 1 to 128 of `A-Z a-z 0-9 . _ : @ -`, not `.` or `..`; "
+                      "anything else is a 422.",
+                      "schema": {"type": "string", "pattern": f"^{SUBSCRIBER_ID_RE.pattern}$"}},
 }  # fmt: skip
 SUBSCRIBER_AUTH: list[dict[str, list[str]]] = [{"subscriberAuth": []}]
 HEADERS: dict[str, dict[str, Any]] = {

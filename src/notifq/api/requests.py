@@ -65,7 +65,7 @@ async def require_subscriber(request: Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token")
     settings = request.app.state.settings
-    subscriber_id = verify_subscriber_token(settings.jwt_secret, settings.jwt_issuer, token.strip()).subscriber_id
-    if not await request.app.state.inbox.exists(subscriber_id):
+    claims = verify_subscriber_token(settings.jwt_secret, settings.jwt_issuer, token.strip())
+    if not await request.app.state.inbox.exists(claims.subscriber_id, claims.key):
         raise Unauthorized("this subscriber no longer exists")
-    return subscriber_id
+    return claims.subscriber_id

@@ -89,9 +89,9 @@ ONE = "/subscribers/{subscriber_id}"
 OPERATIONS = [
     Operation("PUT", ONE, put_subscriber, "putSubscriber", "Create or replace a subscriber's profile", "subscribers",
               {200: Reply("Replaced.", Subscriber), 201: Reply("Created.", Subscriber, headers=("Location",))},
-              description="The id is your own user id (1 to 128 of `A-Z a-z 0-9 . _ : @ -`). A PUT replaces the "
-              "whole profile (a field left out is cleared); preferences are kept. The address a message uses is "
-              "read from the profile when a worker takes the message. The body is limited to "
+              description="The id is your own user id (1 to 128 of `A-Z a-z 0-9 . _ : @ -`, not `.` or `..`). A PUT "
+              "replaces the whole profile (a field left out is cleared); preferences are kept. The address a message "
+              "uses is read from the profile when a worker takes the message. The body is limited to "
               f"{MAX_SUBSCRIBER_BODY} bytes.",
               body=SubscriberPut, errors=(*BY_ID, "PayloadTooLarge")),
     Operation("GET", ONE, get_subscriber, "getSubscriber", "Get a subscriber", "subscribers",

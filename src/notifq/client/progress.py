@@ -39,6 +39,7 @@ class Snapshot:
     sent: int
     failed: int
     cancelled: int
+    skipped: int = 0  # subscribers' messages not sent on purpose (opted out, no address, duplicate, throttled)
 
     @classmethod
     def of(cls, campaign: Mapping[str, Any]) -> Snapshot:
@@ -49,11 +50,12 @@ class Snapshot:
             sent=int(progress.get(MessageStatus.SENT, campaign.get("sentCount", 0)) or 0),
             failed=int(progress.get(MessageStatus.FAILED, campaign.get("failedCount", 0)) or 0),
             cancelled=int(progress.get(MessageStatus.CANCELLED, 0) or 0),
+            skipped=int(progress.get(MessageStatus.SKIPPED, 0) or 0),
         )
 
     @property
     def finished(self) -> int:
-        return self.sent + self.failed + self.cancelled
+        return self.sent + self.failed + self.cancelled + self.skipped
 
     @property
     def percent(self) -> int:
@@ -113,6 +115,8 @@ def describe(snapshot: Snapshot, rate: float | None, elapsed: float, width: int 
     head = [f"{snapshot.percent:3d}%", f"sent {snapshot.sent}", f"failed {snapshot.failed}"]
     if snapshot.cancelled:
         head.append(f"cancelled {snapshot.cancelled}")
+    if snapshot.skipped:
+        head.append(f"skipped {snapshot.skipped}")
     rate = max(0.0, rate) if rate is not None else None  # never a negative rate or ETA, whatever the caller gives
     speed = f"{rate:.0f} msg/s" if rate is not None else "- msg/s"
     if snapshot.terminal:

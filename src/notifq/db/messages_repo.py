@@ -183,16 +183,20 @@ async def insert_subscriber_messages(
     """A subscriber campaign's messages, 1,000 per statement, each with its subscriber's current address.
 
     INSERT … SELECT rather than COPY: the address is read from the profile in the same
-    statement (the worker reads it again when it sends). Callers check first that every
-    subscriber exists.
+    statement (the worker reads it again when it sends). A subscriber without a profile is
+    accepted like one without an address: its message ends `skipped` (`no_address`) unless the
+    profile exists by the time a worker takes it. The profiles are locked against an erasure
+    (FOR KEY SHARE) until the campaign commits, so the erasure then finds and redacts these messages.
     """
     statement = text(
         f"""
+        WITH subs AS MATERIALIZED (SELECT id, email, phone, push_tokens FROM subscribers
+                                   WHERE id = ANY(CAST(:sids AS text[])) FOR KEY SHARE)
         INSERT INTO messages (campaign_id, recipient, status, job_id, channel, send_at, subscriber_id, category)
         SELECT CAST(:campaign AS uuid), COALESCE({address_of("CAST(:channel AS text)")}, ''), :status, u.job_id,
                :channel, :send_at, u.sid, :category
         FROM unnest(CAST(:sids AS text[]), CAST(:jobs AS bigint[])) AS u(sid, job_id)
-        JOIN subscribers s ON s.id = u.sid
+        LEFT JOIN subs s ON s.id = u.sid
         """
     )
     n = 0

@@ -38,6 +38,14 @@ class Inserted:
     job_id: int
 
 
+# The profiles of the subscribers named, locked against an erasure until this transaction ends
+# (FOR KEY SHARE: a DELETE of the row waits, a PUT does not), so an erasure never misses a message
+# inserted beside it: it redacts it once the insert commits.
+LOCKED_SUBSCRIBERS = (
+    "subs AS MATERIALIZED (SELECT id, email, phone, push_tokens FROM subscribers "
+    "WHERE id = ANY(CAST(:subscribers AS text[])) FOR KEY SHARE)"
+)
+
 # Job numbers are drawn inside the statement (a MATERIALIZED CTE runs nextval exactly once
 # per batch), so a single send is one round trip: in autocommit, no BEGIN/COMMIT either.
 _INSERT = text(
@@ -55,7 +63,7 @@ _INSERT = text(
             WITH ORDINALITY AS n(channel, recipient, subject, body, data, priority, status, send_at, batch,
                                  subscriber_id, category, dedup_key, ord)
         JOIN jobs j ON j.batch = n.batch
-        LEFT JOIN subscribers s ON s.id = n.subscriber_id
+        LEFT JOIN subs s ON s.id = n.subscriber_id
         ORDER BY n.ord
         RETURNING id, campaign_id, channel, NULL::text AS old_status, status, attempts,
             NULL::text AS event, NULL::text AS detail, NULL::text AS provider, job_id, priority,
@@ -63,7 +71,7 @@ _INSERT = text(
             subscriber_id, category, skip_reason, delivered_at, read_at
         """,
         before="jobs AS MATERIALIZED (SELECT b AS batch, nextval('notifq_job_seq') AS job_id "
-        "FROM generate_series(0, CAST(:batch_count AS int) - 1) AS b)",
+        "FROM generate_series(0, CAST(:batch_count AS int) - 1) AS b), " + LOCKED_SUBSCRIBERS,
     )
 )
 

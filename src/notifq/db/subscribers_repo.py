@@ -73,9 +73,11 @@ async def get(conn: AsyncConnection, subscriber_id: str) -> SubscriberRow | None
     return _row(r) if r else None
 
 
-async def exists(conn: AsyncConnection, subscriber_id: str) -> bool:
-    found = await conn.execute(text("SELECT 1 FROM subscribers WHERE id = :id"), {"id": subscriber_id})
-    return found.first() is not None
+async def token_key(conn: AsyncConnection, subscriber_id: str) -> str | None:
+    """The key this profile's tokens carry (a new one if the id is erased and created again)."""
+    found = await conn.execute(text("SELECT token_key FROM subscribers WHERE id = :id"), {"id": subscriber_id})
+    key = found.scalar_one_or_none()
+    return str(key) if key is not None else None
 
 
 async def unknown(conn: AsyncConnection, ids: Sequence[str], limit: int) -> list[str]:

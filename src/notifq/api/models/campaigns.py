@@ -168,7 +168,8 @@ class CampaignCreate(ApiModel):
         list[Annotated[str, Field(pattern=SUBSCRIBER_ID_PATTERN)]] | None,
         WithJsonSchema({"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SUBSCRIBER_ID_PATTERN}}),
     ] = (
-        Field(None, description="Subscriber ids (each must exist; a 422 lists up to ten unknown ones). `{{ name }}` "
+        Field(None, description="Subscriber ids (a message to an id without a profile when it is sent ends `skipped`, "
+              "`no_address`). `{{ name }}` "
               "placeholders are filled from each subscriber's `data` when the message is sent (one without the "
               "value keeps the placeholder as written)."))  # fmt: skip
     category: Annotated[

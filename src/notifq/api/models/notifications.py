@@ -55,6 +55,7 @@ def _create_schema(schema: dict[str, Any]) -> None:
         {"channel": "inapp", "subscriber": "u-42", "subject": "New comment", "body": "Ada replied",
          "category": "comments", "dedupKey": "comment-981"},
     ]  # fmt: skip
+    schema["dependentRequired"] = {"dedupKey": ["subscriber"]}
     schema["oneOf"] = [{"required": ["to"], "not": {"required": ["subscriber"]}},
                        {"required": ["subscriber"], "not": {"required": ["to"]}}]  # fmt: skip
     for name in ("to", "subscriber", "category", "dedupKey"):
@@ -115,7 +116,7 @@ class NotificationCreate(ApiModel):
         given = self.model_fields_set
         if ("to" in given) == ("subscriber" in given):
             raise invalid("give exactly one of `to` (an address) or `subscriber` (a subscriber id)",
-                          {"fields": ["to", "subscriber"]})  # fmt: skip
+                          {"field": "to", "fields": ["to", "subscriber"]})  # fmt: skip
         for name in ("to", "subscriber", "category", "dedup_key"):
             if name in given and getattr(self, name) is None:
                 raise invalid(f"`{to_camel(name)}` must not be null", {"field": to_camel(name)})

@@ -1,7 +1,7 @@
 // The dashboard's entry point: session gate, hash router, top bar.
 //
 // Navigation is hash-based (#/overview, #/campaigns, #/campaigns/<id>, #/notifications?status=failed,
-// #/notifications/<id>, #/dead-letters, #/new, #/load-test, #/workers), so the back button works and no server
+// #/notifications/<id>, #/dead-letters, #/new, #/load-test, #/inbox, #/workers), so the back button works and no server
 // routes are needed. What follows a "?" is the view's `query` (its filters), not part of the route. Each view gets an AbortSignal
 // that fires when the reader navigates away: it cancels the view's requests, event streams
 // and timers, so nothing keeps running for a page no longer shown.
@@ -12,6 +12,7 @@ import { h } from './dom.js';
 import { renderCampaign } from './view-campaign.js';
 import { renderCampaigns } from './view-campaigns.js';
 import { renderDeadLetters } from './view-dead-letters.js';
+import { renderInbox } from './view-inbox.js';
 import { renderNotification } from './view-notification.js';
 import { renderNotifications } from './view-notifications.js';
 import { renderOverview } from './view-overview.js';
@@ -32,6 +33,7 @@ const ROUTES = [
   [/^#\/dead-letters$/, renderDeadLetters, 'Dead letters', '#/dead-letters'],
   [/^#\/new$/, renderNew, 'New campaign', '#/new'],
   [/^#\/load-test$/, renderLoadTest, 'Load test', '#/load-test'],
+  [/^#\/inbox$/, renderInbox, 'Inbox', '#/inbox'],
   [/^#\/workers$/, renderWorkers, 'Workers', '#/workers'],
 ];
 

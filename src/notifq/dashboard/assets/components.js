@@ -20,10 +20,20 @@ export const MESSAGE_STATUS_LABELS = {
   sent: 'Sent',
   failed: 'Failed',
   cancelled: 'Cancelled',
+  skipped: 'Skipped',
+};
+
+/** Why a subscriber's message was not sent (its `skipReason`). */
+export const SKIP_REASONS = {
+  opted_out: 'the subscriber opted out',
+  no_address: 'no address for this channel',
+  throttled: 'over the per-subscriber rate limit',
+  duplicate: 'a duplicate (same dedup key)',
+  erased: 'the subscriber was erased',
 };
 
 /** Message statuses after which nothing happens on its own (a redrive can still send a failed one again). */
-export const MESSAGE_FINISHED = new Set(['sent', 'failed', 'cancelled']);
+export const MESSAGE_FINISHED = new Set(['sent', 'failed', 'cancelled', 'skipped']);
 
 /** A message's status pill (same look as a campaign's: the text carries the meaning). */
 export function messageBadge(status) {
@@ -50,14 +60,14 @@ export function updateStatusBadge(badge, status) {
   setText(badge, STATUS_LABELS[status] || status);
 }
 
-/** Messages that reached an end state (sent, failed or cancelled). */
+/** Messages that reached an end state (sent, failed, cancelled or skipped). */
 export function doneCount(campaign) {
   const p = campaign.progress || {};
-  return (p.sent || 0) + (p.failed || 0) + (p.cancelled || 0);
+  return (p.sent || 0) + (p.failed || 0) + (p.cancelled || 0) + (p.skipped || 0);
 }
 
 /**
- * A stacked progress bar (sent, failed, cancelled) with its percentage.
+ * A stacked progress bar (sent, failed, skipped, cancelled) with its percentage.
  * Segment widths are set through the CSSOM (element.style.width), which the CSP allows,
  * unlike style="" attributes.
  */
@@ -65,12 +75,14 @@ export class ProgressBar {
   constructor({ label = 'Progress', compact = false } = {}) {
     this.sent = h('span', { className: 'progress__seg progress__seg--sent' });
     this.failed = h('span', { className: 'progress__seg progress__seg--failed' });
+    this.skipped = h('span', { className: 'progress__seg progress__seg--skipped' });
     this.cancelled = h('span', { className: 'progress__seg progress__seg--cancelled' });
     this.track = h(
       'div',
       { className: 'progress__track', role: 'progressbar', 'aria-label': label, 'aria-valuemin': '0', 'aria-valuemax': '100' },
       this.sent,
       this.failed,
+      this.skipped,
       this.cancelled,
     );
     this.text = h('span', { className: 'progress__text', dataset: { role: 'percent' } });
@@ -80,10 +92,11 @@ export class ProgressBar {
   /** Show a campaign's progress (counts by status and total). */
   update(progress, total) {
     const p = progress || {};
-    const done = (p.sent || 0) + (p.failed || 0) + (p.cancelled || 0);
+    const done = (p.sent || 0) + (p.failed || 0) + (p.cancelled || 0) + (p.skipped || 0);
     const pct = percent(done, total);
     this.sent.style.width = `${percent(p.sent || 0, total)}%`;
     this.failed.style.width = `${percent(p.failed || 0, total)}%`;
+    this.skipped.style.width = `${percent(p.skipped || 0, total)}%`;
     this.cancelled.style.width = `${percent(p.cancelled || 0, total)}%`;
     const shown = pct > 0 && pct < 1 ? '<1' : String(Math.floor(pct));
     setText(this.text, `${shown}%`);
@@ -98,6 +111,7 @@ export class ProgressBar {
     const pct = percent(part, whole);
     this.sent.style.width = `${pct}%`;
     this.failed.style.width = '0%';
+    this.skipped.style.width = '0%';
     this.cancelled.style.width = '0%';
     setText(this.text, `${Math.floor(pct)}%`);
     this.track.setAttribute('aria-valuenow', String(Math.floor(pct)));
@@ -264,4 +278,5 @@ export const CHANNEL_OPTIONS = [
   ['email', 'Email'],
   ['sms', 'SMS'],
   ['push', 'Push'],
+  ['inapp', 'In-app'],
 ];

@@ -56,7 +56,7 @@ export function renderCampaign(container, { signal, params }) {
     renderMeta(view, next);
     view.bar.update(next.progress, next.totalMessages);
     setStat(view.stats.total, next.totalMessages);
-    for (const key of ['pending', 'queued', 'sending', 'sent', 'failed', 'cancelled']) setStat(view.stats[key], next.progress[key] || 0);
+    for (const key of ['pending', 'queued', 'sending', 'sent', 'failed', 'skipped', 'cancelled']) setStat(view.stats[key], next.progress[key] || 0);
     view.chart.setStart(runStart(next));
     view.chart.freeze(FINISHED.has(next.status) && next.completedAt ? Date.parse(next.completedAt) : null);
     timeline.onUpdate(next);
@@ -289,7 +289,7 @@ function buildLayout(container, id) {
   const confirm = h('div', { className: 'confirm-slot' });
   const notice = new MessageArea('campaign-message');
   const bar = new ProgressBar({ label: 'Campaign progress' });
-  const names = { total: 'Total', pending: 'Pending', queued: 'Queued', sending: 'Sending', sent: 'Sent', failed: 'Failed', cancelled: 'Cancelled' };
+  const names = { total: 'Total', pending: 'Pending', queued: 'Queued', sending: 'Sending', sent: 'Sent', failed: 'Failed', skipped: 'Skipped', cancelled: 'Cancelled' };
   const stats = Object.fromEntries(Object.entries(names).map(([key, label]) => [key, stat(label, key)]));
   const eta = h('p', { className: 'eta', id: 'campaign-eta', 'aria-live': 'off' }, '—');
   const chart = new RateChart({ label: 'Messages per second' });

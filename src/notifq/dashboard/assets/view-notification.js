@@ -4,7 +4,7 @@
 // after an inline confirmation. Read again every 2 s until it reaches an end.
 
 import { api } from './api.js';
-import { MESSAGE_FINISHED, MessageArea, cardRow, confirmInline, messageBadge, pageHeading, table } from './components.js';
+import { MESSAGE_FINISHED, MessageArea, SKIP_REASONS, cardRow, confirmInline, messageBadge, pageHeading, table } from './components.js';
 import { address, fmtDateTime, fmtDuration, fmtInt, h, isAbort, replace, setText, sleep } from './dom.js';
 
 const DETAIL_REFRESH_MS = 2000;
@@ -87,6 +87,13 @@ export function renderNotification(container, { signal, params }) {
       ['Provider', n.provider || '—', 'provider'],
       ['Provider message id', n.providerMessageId || '—', 'provider-message-id'],
     ];
+    if (n.subscriber) figures.push(['Subscriber', n.subscriber, 'subscriber']);
+    if (n.category) figures.push(['Category', n.category, 'category']);
+    if (n.skipReason) figures.push(['Skipped because', SKIP_REASONS[n.skipReason] || n.skipReason, 'skip-reason']);
+    if (n.channel === 'inapp') {
+      figures.push(['Delivered (ACK)', n.deliveredAt ? fmtDateTime(n.deliveredAt) : '—', 'delivered-at']);
+      figures.push(['Read', n.readAt ? fmtDateTime(n.readAt) : '—', 'read-at']);
+    }
     replace(
       delivery,
       figures.map(([label, value, role]) =>
