@@ -103,6 +103,10 @@ class RedisKeys:
         """Hash: message id -> frame, the un-ACKed recent in-app notifications (NOTIFQ_INAPP_BUFFER_TTL)."""
         return f"{self.prefix}:inbox:buf:{subscriber_id}"
 
+    def inbox_erased(self, subscriber_id: str) -> str:
+        """Set for a while by an erasure: in-app sends still in flight for that id write nothing."""
+        return f"{self.prefix}:inbox:erased:{subscriber_id}"
+
     def dedup(self, subscriber_id: str, dedup_key: str) -> str:
         """Which message holds (subscriber, dedupKey) for NOTIFQ_DEDUP_WINDOW; hashed to bound the key's length."""
         digest = hashlib.sha256(f"{subscriber_id}\x00{dedup_key}".encode()).hexdigest()[:32]

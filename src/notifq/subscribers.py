@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -32,9 +33,19 @@ class SubscriberService:
         self.keys = RedisKeys.from_settings(settings)
         self.settings = settings
 
+    @property
+    def erased_mark_seconds(self) -> float:
+        """How long an erasure keeps in-flight in-app sends of that id from writing: as long as a worker
+        may hold a claimed message (its lease), and the provider timeout on top."""
+        return self.settings.lease_seconds + self.settings.provider_timeout
+
     async def put(self, subscriber_id: str, profile: Profile) -> tuple[SubscriberRow, bool]:
         async with self.engine.begin() as conn:
-            return await subscribers_repo.upsert(conn, subscriber_id, profile)
+            row, created = await subscribers_repo.upsert(conn, subscriber_id, profile)
+        if created:  # an id erased a moment ago, created again: its live frames flow at once
+            with contextlib.suppress(Exception):
+                await self.redis.delete(self.keys.inbox_erased(subscriber_id))
+        return row, created
 
     async def get(self, subscriber_id: str) -> SubscriberRow:
         async with self.reads.connect() as conn:
@@ -79,6 +90,7 @@ class SubscriberService:
             raise not_found(subscriber_id)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.inbox_erased(subscriber_id), b"1", px=int(self.erased_mark_seconds * 1000))
                 pipe.delete(self.keys.inbox_buffer(subscriber_id))
                 pipe.publish(self.keys.inbox_live(subscriber_id), ERASED_FRAME)
                 await pipe.execute()

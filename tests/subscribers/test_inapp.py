@@ -16,6 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.auth import issue_token
+from notifq.keys import RedisKeys
+from notifq.providers.base import OutgoingMessage
+from notifq.providers.inapp import InAppProvider
 from notifq.settings import Settings
 from tests.conftest import JWT_SECRET, wait_for
 from tests.harness import running_worker
@@ -313,3 +316,28 @@ async def test_inbox_over_http(
     other = await subscriber_token(api, auth, "other")
     r = await api.post(f"/inbox/{ids[1]}/read", headers={"Authorization": f"Bearer {other}"})
     assert r.status_code == 404  # someone else's notification
+
+
+async def test_an_in_flight_send_after_an_erasure_writes_nothing(
+    api: httpx.AsyncClient, auth: dict[str, str], settings: Settings, redis: Redis
+) -> None:
+    """A message claimed before its subscriber was erased and sent after it: no frame back in the buffer, none
+    published; once the id is created again, its frames flow at once."""
+    keys = RedisKeys.from_settings(settings)
+    await subscriber_token(api, auth, "late")
+    assert (await api.delete("/subscribers/late", headers=auth)).status_code == 204
+    provider = InAppProvider(settings.redis_url or "", keys, settings.inapp_buffer_ttl)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.inbox_live("late"))
+    try:
+        await provider.send(OutgoingMessage(1, 1, "late", "s", "the erased person's text", "inapp"))
+        assert not await redis.exists(keys.inbox_buffer("late"))
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5) is None
+        await subscriber_token(api, auth, "late")  # created again: the mark goes
+        await provider.send(OutgoingMessage(2, 1, "late", "s", "a new text", "inapp"))
+        assert await redis.hkeys(keys.inbox_buffer("late")) == [b"2"]
+        published = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        assert published is not None and b"a new text" in published["data"]
+    finally:
+        await pubsub.aclose()
+        await provider.aclose()

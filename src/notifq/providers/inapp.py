@@ -30,13 +30,18 @@ from notifq.keys import RedisKeys
 from notifq.providers.base import OutgoingMessage, SendResult
 
 NAME = "inapp"
-# ARGV: the buffer's TTL (ms), then per message: buffer key, message id, frame, live channel.
+# ARGV: the buffer's TTL (ms), then per message: buffer key, message id, frame, live channel, and the
+# subscriber's erasure mark: a message claimed before its subscriber was erased and sent after it
+# must not put the erased text back into the buffer, nor push it to a profile re-created under
+# the same id (subscribers.SubscriberService.erase).
 FAN_OUT_LUA = """
 local ttl = ARGV[1]
-for i = 2, #ARGV, 4 do
-    redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
-    redis.call('PEXPIRE', ARGV[i], ttl)
-    redis.call('PUBLISH', ARGV[i + 3], ARGV[i + 2])
+for i = 2, #ARGV, 5 do
+    if redis.call('EXISTS', ARGV[i + 4]) == 0 then
+        redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+        redis.call('PEXPIRE', ARGV[i], ttl)
+        redis.call('PUBLISH', ARGV[i + 3], ARGV[i + 2])
+    end
 end
 return 0
 """
@@ -78,7 +83,7 @@ class InAppProvider:
         args: list[str | bytes | int] = [self.ttl_ms]
         for message, _ in batch:
             args += (self.keys.inbox_buffer(message.recipient), str(message.message_id), frame(message),
-                     self.keys.inbox_live(message.recipient))  # fmt: skip
+                     self.keys.inbox_live(message.recipient), self.keys.inbox_erased(message.recipient))  # fmt: skip
         try:
             await self._fan_out(args=args)
         except Exception as exc:  # Redis away: a transient failure, retried on the usual schedule
