@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import bcrypt
 import jwt
@@ -90,20 +91,27 @@ def issue_token(
     return IssuedToken(token=token, expires_at=datetime.fromtimestamp(exp, tz=UTC))
 
 
+def _decode(secret: str, issuer: str, token: str, required: tuple[str, ...], *, invalid: str,
+            audience: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Signature, algorithm (pinned), issuer, expiry and the required claims; any defect is a 401."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], issuer=issuer, audience=audience,
+            options={"require": ["exp", "iat", "sub", "iss", *required]},
+        )  # fmt: skip
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token expired") from None
+    except jwt.InvalidTokenError:
+        raise Unauthorized(invalid) from None
+    return claims
+
+
 def verify_token(secret: str, issuer: str, token: str) -> TokenClaims:
     """The token's claims; any defect (expired, tampered, alg=none, missing claim) is a 401.
 
     Only the signature and the claims: whether the token was revoked since is `AdminSessions.check`.
     """
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], issuer=issuer,
-            options={"require": ["exp", "iat", "sub", "iss", "jti", "gen"]},
-        )  # fmt: skip
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("token expired") from None
-    except jwt.InvalidTokenError:
-        raise Unauthorized("invalid token") from None
+    claims = _decode(secret, issuer, token, ("jti", "gen"), invalid="invalid token")
     jti, generation = claims["jti"], claims["gen"]
     if not isinstance(jti, str) or not jti or type(generation) is not int:
         raise Unauthorized("invalid token")
@@ -140,15 +148,8 @@ class SubscriberClaims:
 
 def verify_subscriber_token(secret: str, issuer: str, token: str) -> SubscriberClaims:
     """The claims of a valid subscriber token; anything else (an admin token too) is a 401."""
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], issuer=issuer, audience=SUBSCRIBER_AUDIENCE,
-            options={"require": ["exp", "iat", "sub", "iss", "aud", "key"]},
-        )  # fmt: skip
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("token expired") from None
-    except jwt.InvalidTokenError:
-        raise Unauthorized("invalid subscriber token") from None
+    claims = _decode(secret, issuer, token, ("aud", "key"), invalid="invalid subscriber token",
+                     audience=SUBSCRIBER_AUDIENCE)  # fmt: skip
     subscriber_id, key = claims["sub"], claims["key"]
     if not isinstance(subscriber_id, str) or not subscriber_id or not isinstance(key, str):
         raise Unauthorized("invalid subscriber token")

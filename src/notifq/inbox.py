@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC
 
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.db import inbox_repo, subscribers_repo
@@ -40,8 +37,8 @@ from notifq.db.inbox_repo import InboxItem
 from notifq.db.messages_repo import MAX_ID
 from notifq.errors import NotFound
 from notifq.keys import RedisKeys
+from notifq.providers.inapp import notification_frame
 from notifq.settings import Settings
-from notifq.vocabulary import Channel, MessageStatus
 
 log = logging.getLogger("notifq.inbox")
 RECEIPT_FLUSH_SECONDS = 0.05
@@ -50,23 +47,11 @@ RECEIPT_BACKLOG = 200_000  # receipts kept while PostgreSQL is away; beyond, the
 REPLAY_PAGE = 500
 # ACKed frames leave their subscribers' replay buffers: one call for a whole batch (key, field pairs).
 UNBUFFER_LUA = "for i = 1, #ARGV, 2 do redis.call('HDEL', ARGV[i], ARGV[i + 1]) end return 0"
-# Each subscriber of a batch: its token key (none: no such subscriber), and whether it has anything
-# un-ACKed in PostgreSQL (what `inbox_repo.unacked` would find).
-_ADMIT = text(
-    "SELECT s.id, s.token_key, EXISTS (SELECT 1 FROM messages m WHERE m.subscriber_id = s.id "
-    f"AND m.channel = '{Channel.INAPP}' AND m.status = '{MessageStatus.SENT}' AND m.delivered_at IS NULL) AS unacked "
-    "FROM subscribers s WHERE s.id = ANY(CAST(:ids AS text[]))"
-)
 
 
 def item_frame(item: InboxItem) -> bytes:
-    """The same NOTIFICATION frame the workers publish (providers/inapp.py), built from the row."""
-    return json.dumps(
-        {"type": "NOTIFICATION", "id": str(item.id), "category": item.category, "subject": item.subject or None,
-         "body": item.body, "data": item.data,
-         "createdAt": item.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")},
-        separators=(",", ":"), ensure_ascii=False,
-    ).encode()  # fmt: skip
+    """The same NOTIFICATION frame the workers publish, built from the row."""
+    return notification_frame(item.id, item.category, item.subject, item.body, item.data, item.created_at)
 
 
 def frame_id(frame: bytes) -> int:
@@ -206,7 +191,7 @@ class Admissions:
     async def _lookup(self, ids: list[str]) -> dict[str, tuple[str | None, Admission]]:
         """Per id: the profile's token key (None: no profile) and its admission."""
         async with self.reads.connect() as conn:
-            rows = {r.id: (str(r.token_key), bool(r.unacked)) for r in await conn.execute(_ADMIT, {"ids": ids})}
+            rows = await inbox_repo.admit(conn, ids)
         buffers: list[dict[bytes, bytes]] | None = None
         present = [sid for sid in ids if sid in rows]
         if present:

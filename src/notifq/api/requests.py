@@ -31,14 +31,18 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ValidationError("malformed JSON", {"reason": str(exc)[:200] or type(exc).__name__}) from None
 
 
-def bearer_claims(request: Request) -> TokenClaims:
-    """The verified claims of `Authorization: Bearer <jwt>` (signature and expiry only); else a 401."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(request: Request) -> str:
+    """The token of `Authorization: Bearer <jwt>`; no such header is a 401."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token")
+    return token.strip()
+
+
+def bearer_claims(request: Request) -> TokenClaims:
+    """The verified claims of an admin's bearer token (signature and expiry only); else a 401."""
     settings = request.app.state.settings
-    return verify_token(settings.jwt_secret, settings.jwt_issuer, token.strip())
+    return verify_token(settings.jwt_secret, settings.jwt_issuer, bearer_token(request))
 
 
 async def require_admin(request: Request) -> uuid.UUID:
@@ -60,12 +64,8 @@ def client_address(request: Request) -> str:
 async def require_subscriber(request: Request) -> str:
     """The subscriber id of a valid subscriber token (`POST /subscribers/{id}/token`) whose subscriber
     still exists; an admin token, a bad one or an erased subscriber's is a 401."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("missing bearer token")
     settings = request.app.state.settings
-    claims = verify_subscriber_token(settings.jwt_secret, settings.jwt_issuer, token.strip())
+    claims = verify_subscriber_token(settings.jwt_secret, settings.jwt_issuer, bearer_token(request))
     if not await request.app.state.inbox.exists(claims.subscriber_id, claims.key):
         raise Unauthorized("this subscriber no longer exists")
     return claims.subscriber_id

@@ -21,6 +21,7 @@ S = MessageStatus
 # so an ACK may arrive while the message is still `sending` (or queued again after a failed record).
 _RECEIVABLE = sql_in((S.SENDING, S.SENT, S.QUEUED))
 _INBOX = f"subscriber_id = :s AND channel = '{Channel.INAPP}'"
+_UNACKED = f"status = '{S.SENT}' AND delivered_at IS NULL"  # what a connect replays
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,24 @@ async def unacked(conn: AsyncConnection, subscriber_id: str, *, after_id: int, s
     """Sent and not ACKed, oldest first, past `after_id`, leaving out `skip` (already in the Redis buffer)."""
     result = await conn.execute(
         text(
-            f"SELECT {_COLUMNS} FROM messages WHERE {_INBOX} AND status = '{S.SENT}' AND delivered_at IS NULL "
+            f"SELECT {_COLUMNS} FROM messages WHERE {_INBOX} AND {_UNACKED} "
             "AND id > :after AND NOT (id = ANY(CAST(:skip AS bigint[]))) ORDER BY id LIMIT :limit"
         ),
         {"s": subscriber_id, "after": after_id, "skip": list(skip), "limit": limit},
     )
     return [_item(r) for r in result]
+
+
+async def admit(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    """Per subscriber that exists: its token key, and whether it has anything un-ACKed (what `unacked` finds)."""
+    result = await conn.execute(
+        text(
+            "SELECT s.id, s.token_key, EXISTS (SELECT 1 FROM messages WHERE subscriber_id = s.id AND channel = "
+            f"'{Channel.INAPP}' AND {_UNACKED}) AS unacked FROM subscribers s WHERE s.id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": list(ids)},
+    )
+    return {r.id: (str(r.token_key), bool(r.unacked)) for r in result}
 
 
 async def page(conn: AsyncConnection, subscriber_id: str, *, unread: bool | None, before_id: int | None, limit: int

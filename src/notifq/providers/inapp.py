@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -47,15 +49,21 @@ return 0
 """
 
 
-def frame(message: OutgoingMessage) -> bytes:
-    """The NOTIFICATION frame a client receives (docs/inapp.md): `id` is the notification's id."""
-    created = message.created_at or datetime.now(UTC)
+def notification_frame(message_id: int, category: str | None, subject: str | None, body: str | None,
+                       data: Mapping[str, Any] | None, created_at: datetime | None) -> bytes:  # fmt: skip
+    """The NOTIFICATION frame a client receives (docs/inapp.md), live from here or replayed from PostgreSQL
+    (inbox.py): `id` is the notification's id, and comes second (inbox.frame_id reads it without parsing)."""
+    created = created_at or datetime.now(UTC)
     return json.dumps(
-        {"type": "NOTIFICATION", "id": str(message.message_id), "category": message.category,
-         "subject": message.subject or None, "body": message.body, "data": message.data,
-         "createdAt": created.astimezone(UTC).isoformat().replace("+00:00", "Z")},
+        {"type": "NOTIFICATION", "id": str(message_id), "category": category, "subject": subject or None,
+         "body": body, "data": data, "createdAt": created.astimezone(UTC).isoformat().replace("+00:00", "Z")},
         separators=(",", ":"), ensure_ascii=False,
     ).encode()  # fmt: skip
+
+
+def frame(message: OutgoingMessage) -> bytes:
+    return notification_frame(message.message_id, message.category, message.subject, message.body, message.data,
+                              message.created_at)  # fmt: skip
 
 
 class InAppProvider:
