@@ -78,7 +78,6 @@ class Receipts:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unbuffer = redis.register_script(UNBUFFER_LUA)
-        self.written = 0
 
     def add(self, message_id: int, subscriber_id: str, read: bool) -> None:
         previous = self._pending.get(message_id)
@@ -114,7 +113,6 @@ class Receipts:
             for mid, value in batch.items():  # back in line, behind nothing newer for the same id
                 self._pending.setdefault(mid, value)
             raise
-        self.written += changed
         try:  # ACKed frames leave the replay buffer
             args: list[str] = []
             for mid, sub, _ in rows:

@@ -28,8 +28,9 @@ MAX_ID = 2**63 - 1  # message ids (and cursors over them) are PostgreSQL bigints
 
 
 @dataclass(frozen=True)
-class Profile:
-    """A subscriber as it is when its message is claimed (what the worker decides with)."""
+class ClaimedProfile:
+    """A subscriber as it is when its message is claimed (what the worker decides with); the profile
+    as the API stores and serves it is subscribers_repo.Profile."""
 
     email: str | None
     phone: str | None
@@ -54,7 +55,7 @@ class ClaimedMessage:
     category: str | None = None
     dedup_key: str | None = None
     created_at: datetime | None = None
-    profile: Profile | None = None  # None for a plain address, or a subscriber that no longer exists
+    profile: ClaimedProfile | None = None  # None for a plain address, or a subscriber that no longer exists
 
 
 @dataclass(frozen=True)
@@ -240,10 +241,10 @@ async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: f
     return claimed
 
 
-def _profile(r: Any) -> Profile | None:
+def _profile(r: Any) -> ClaimedProfile | None:
     if r.s_id is None:
         return None
-    return Profile(r.s_email, r.s_phone, list(r.s_push_tokens or ()), r.s_data, r.s_preferences or {})
+    return ClaimedProfile(r.s_email, r.s_phone, list(r.s_push_tokens or ()), r.s_data, r.s_preferences or {})
 
 
 # What one recorded outcome did: (new status, audit event, channel, provider).

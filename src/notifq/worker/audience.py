@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from notifq.db.messages_repo import ClaimedMessage, Outcome, Profile
+from notifq.db.messages_repo import ClaimedMessage, ClaimedProfile, Outcome
 from notifq.keys import RedisKeys
 from notifq.settings import Settings
 from notifq.vocabulary import Channel, Event, Lane, MessageStatus, SkipReason
@@ -53,7 +53,7 @@ return out
 VERDICTS = {1: SkipReason.DUPLICATE, 2: SkipReason.THROTTLED}
 
 
-def address_of(channel: str, profile: Profile, subscriber_id: str) -> str | None:
+def address_of(channel: str, profile: ClaimedProfile, subscriber_id: str) -> str | None:
     """The profile's address for the channel; the newest push token (the last one given)."""
     if channel == Channel.EMAIL:
         return profile.email
@@ -74,7 +74,7 @@ def opted_out(preferences: Mapping[str, Any], channel: str, category: str | None
     return ((preferences.get("categories") or {}).get(category) or {}).get(channel) is False
 
 
-def template_vars(message: ClaimedMessage, profile: Profile) -> dict[str, str] | None:
+def template_vars(message: ClaimedMessage, profile: ClaimedProfile) -> dict[str, str] | None:
     """A subscriber campaign fills `{{ name }}` from the profile's `data` (strings, numbers turned into strings)."""
     if message.vars is not None or not profile.data:
         return message.vars
