@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from typing import Any
 
 import boto3
 import httpx
@@ -67,10 +68,19 @@ async def _held_long_enough(engine: AsyncEngine, campaign_id: str) -> bool:
 
 
 async def _assert_held(engine: AsyncEngine, campaign_id: str, reason: str) -> None:
-    """Nothing failed, every message waits in the queue with no attempt used, and the trail says why."""
-    async with engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT id, status, attempts, last_error FROM messages "
-                                        "WHERE campaign_id = :c"), {"c": campaign_id})).all()  # fmt: skip
+    """Nothing failed, every message waits in the queue with no attempt used, and the trail says why.
+
+    Read between the held provider's tries: each cool-down the worker takes the messages again
+    (`sending`, the attempt counted) and gives them back, so a read that lands inside such a try
+    is read again."""
+
+    async def between_tries() -> list[Any] | None:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT id, status, attempts, last_error FROM messages "
+                                            "WHERE campaign_id = :c"), {"c": campaign_id})).all()  # fmt: skip
+        return None if any(r.status == "sending" for r in rows) else list(rows)
+
+    rows = await wait_for(between_tries, within=10, interval=0.02)
     trail = await _trail(engine)
     assert [(r.status, r.attempts) for r in rows] == [("queued", 0)] * 2, (rows, trail)
     assert all(r.last_error and r.last_error.startswith("configuration error: ") and reason in r.last_error
