@@ -157,7 +157,7 @@ def _every_field_changed() -> Settings:
         jwt_secret="k" * 40, jwt_issuer="issuer", jwt_ttl_seconds=60, admin_password="pw", host="0.0.0.0",
         port=9000, rate_limit=2.5, mock_latency_ms=(3, 9), mock_failure_rate=0.125, mock_seed=7,
         mock_domains=("a.test", "b.test"), mock_phone_prefixes=(), mock_push_prefix="fake-",
-        trusted_proxies=("10.0.0.1", "::1"),
+        trusted_proxies=("10.0.0.1", "::1"), api_processes=3, send_linger_ms=2.5, worker_lanes="bulk",
         max_campaign_size=10, max_body_bytes=2048, max_attempts=2, retry_delays=(0.25,), job_batch_size=3,
         worker_jobs=2, worker_max_in_flight=9, worker_drain_seconds=0.5, job_slice_seconds=0.3, lease_seconds=5,
         reconcile_interval=0.2, reconcile_grace=1.5, event_retention_days=0.5, provider_timeout=1.1,

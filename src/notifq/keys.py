@@ -48,6 +48,12 @@ class RedisKeys:
         return f"{self.prefix}:b{batch}"
 
     @property
+    def ready(self) -> str:
+        """List of transactional batches due now (job numbers): workers pop many at once and claim them in
+        one statement, instead of one arq job per single send (queue.py, worker/express.py)."""
+        return f"{self.queue}:transactional:ready"
+
+    @property
     def transactional_active(self) -> str:
         """A short-lived flag set by every transactional send: bulk work gives way while it lives."""
         return f"{self.prefix}:transactional:active"

@@ -15,17 +15,22 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq import telemetry
-from notifq.db import lifecycle, messages_repo, notifications_repo
+from notifq.coalesce import Coalescer
+from notifq.db import idempotency_repo, lifecycle, messages_repo, notifications_repo
 from notifq.db.engine import retry_deadlocks
+from notifq.db.idempotency_repo import KeyCompletion
 from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import EventRow, MessageRow
-from notifq.db.notifications_repo import NewNotification
+from notifq.db.notifications_repo import Inserted, NewNotification
 from notifq.db.transitions import sql_in
-from notifq.errors import Conflict, NotFound, ValidationError
+from notifq.errors import Conflict, NotFound, NotifqError, ServiceUnavailable, ValidationError
 from notifq.idempotency import Ticket
 from notifq.keys import RedisKeys
 from notifq.queue import BatchJob, announce_transactional, enqueue_batches, enqueue_released, queue_depth
@@ -34,6 +39,8 @@ from notifq.validation import NotificationRequest, is_ascii_number
 from notifq.vocabulary import CampaignStatus, Event, Lane, MessageStatus
 
 log = logging.getLogger("notifq.api")
+GROUP_MAX_NOTIFICATIONS = 1000  # notifications per group statement (a batch request's largest size)
+GROUPS_IN_FLIGHT = 2  # group statements an API process has running at once
 _COMPLETED = sql_in((CampaignStatus.COMPLETED, CampaignStatus.COMPLETED_WITH_FAILURES))
 
 
@@ -71,13 +78,26 @@ class NotificationService:
         self.redis = redis
         self.keys = RedisKeys.from_settings(settings)
         self.settings = settings
+        # Group commit: a group is capped at one batch request's size, so a full batch goes alone.
+        self.group: Coalescer[_Send, list[MessageRow]] = Coalescer(
+            self._write_group, max_weight=GROUP_MAX_NOTIFICATIONS, weight=lambda send: len(send.requests),
+            linger=settings.send_linger_ms / 1000, concurrency=GROUPS_IN_FLIGHT,
+        )  # fmt: skip
 
     async def create(
         self, requests: list[NotificationRequest], created_by: uuid.UUID | None, ticket: Ticket | None = None
     ) -> list[MessageRow]:
-        # Redis must answer before anything is written (a 503 that wrote nothing). For a due
-        # transactional send the check is the flag itself, which makes the workers' bulk work
-        # give way at once; the job follows in one pipeline after the commit.
+        """Written with the other sends of this moment (group commit); answers once its own rows are committed."""
+        return await self.group.submit(_Send(requests, created_by, ticket))
+
+    async def _write_group(self, sends: list[_Send]) -> list[list[MessageRow]]:
+        """One statement (a transaction when keys are completed too) and one Redis pipeline for many requests.
+
+        Redis must answer before anything is written (a 503 that wrote nothing). For a due
+        transactional send the check is the flag itself, which makes the workers' bulk work
+        give way at once; the batch numbers follow in one pipeline after the commit.
+        """
+        requests = [r for send in sends for r in send.requests]
         if any(r.priority == Lane.TRANSACTIONAL and r.send_at is None for r in requests):
             await announce_transactional(self.redis, self.keys)
         else:
@@ -89,17 +109,21 @@ class NotificationService:
         size = self.settings.job_batch_size
         chunks = [idx[i : i + size] for idx in groups.values() for i in range(0, len(idx), size)]
         batch_of = {i: b for b, chunk in enumerate(chunks) for i in chunk}
-        batches = [batch_of[i] for i in range(len(requests))]
         rows = [NewNotification(r.channel, r.to, r.subject, r.body, r.data, r.priority, r.send_at, r.subscriber,
-                                r.category, r.dedup_key) for r in requests]  # fmt: skip
-        if ticket is None:
-            # One autocommit statement: the hot path of an OTP (measured in `make bench --only single`).
-            async with self.sends.connect() as conn:
-                inserted = await notifications_repo.insert(conn, rows, batches, created_by)
-        else:
-            async with self.engine.begin() as conn:  # the rows and the key's record commit together
-                inserted = await notifications_repo.insert(conn, rows, batches, created_by)
-                await ticket.complete(conn, "notifications", [str(n.row.id) for n in inserted], 202)
+                                r.category, r.dedup_key, created_by=send.created_by)
+                for send in sends for r in send.requests]  # fmt: skip
+        try:
+            inserted = await self._insert(rows, [batch_of[i] for i in range(len(rows))], sends)
+        except NotifqError:
+            raise
+        except Exception as exc:
+            log.warning("a group of %d send(s) (%d notifications) was not written: %s: %s", len(sends), len(rows),
+                        type(exc).__name__, exc, exc_info=not _is_dependency_error(exc))  # fmt: skip
+            raise ServiceUnavailable(
+                "this send was written in one statement with others, and that statement failed; nothing was "
+                "written, retry",
+                {"groupSize": len(sends)},
+            ) from exc
         due = {(n.job_id, n.row.priority) for n in inserted if n.row.status == MessageStatus.QUEUED}
         if due:
             jobs = [BatchJob(job, lane=lane) for job, lane in sorted(due)]
@@ -111,7 +135,28 @@ class NotificationService:
                 log.warning("enqueue of %d notification batch(es) failed after commit; the reconciler will "
                             "enqueue them", len(jobs), exc_info=True,
                             extra={"message_id": inserted[0].row.id})  # fmt: skip
-        return [n.row for n in inserted]
+        answers: list[list[MessageRow]] = []
+        start = 0
+        for send in sends:
+            answers.append([n.row for n in inserted[start : start + len(send.requests)]])
+            start += len(send.requests)
+        return answers
+
+    async def _insert(self, rows: list[NewNotification], batches: list[int], sends: list[_Send]) -> list[Inserted]:
+        """In request order. Without keys one autocommit statement; with keys, the rows and every key's
+        record commit together (two statements in one transaction)."""
+        tickets = [(send.ticket, start) for send, start in zip(sends, _starts(sends), strict=True) if send.ticket]
+        if not tickets:
+            async with self.sends.connect() as conn:
+                return await notifications_repo.insert(conn, rows, batches)
+        async with self.engine.begin() as conn:
+            inserted = await notifications_repo.insert(conn, rows, batches)
+            completions = [
+                KeyCompletion(t.admin_id, t.key, [str(n.row.id) for n in inserted[at : at + len(send.requests)]])
+                for (t, at), send in zip(tickets, [s for s in sends if s.ticket], strict=True)
+            ]
+            await idempotency_repo.complete_many(conn, "notifications", completions, 202)
+        return inserted
 
     async def get(self, message_id: int) -> NotificationView:
         async with self.reads.connect() as conn:
@@ -217,6 +262,30 @@ class NotificationService:
             "sendRatePerSecond": round(sent_last_minute / 60, 2),
             "queueDepth": await queue_depth(self.redis, self.keys),
         }
+
+
+@dataclass(frozen=True)
+class _Send:
+    """One request's notifications, waiting for its group's statement."""
+
+    requests: list[NotificationRequest]
+    created_by: uuid.UUID | None
+    ticket: Ticket | None
+
+
+def _starts(sends: list[_Send]) -> list[int]:
+    """Where each send's rows begin in its group's flattened list."""
+    starts, at = [], 0
+    for send in sends:
+        starts.append(at)
+        at += len(send.requests)
+    return starts
+
+
+def _is_dependency_error(exc: BaseException) -> bool:
+    """PostgreSQL or Redis did not answer (logged without a traceback; anything else gets one)."""
+    return isinstance(exc, (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, sa_exc.OperationalError,
+                            sa_exc.InterfaceError, sa_exc.TimeoutError))  # fmt: skip
 
 
 def _dead_letter_filter(channel: str | None, campaign_id: uuid.UUID | None) -> tuple[list[str], dict[str, object]]:

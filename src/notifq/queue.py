@@ -52,13 +52,26 @@ class Due(Protocol):
     def priority(self) -> Lane: ...
 
 
+def is_express(job: BatchJob) -> bool:
+    """A transactional batch due now goes to the ready list (worker/express.py), not to arq: one list
+    entry instead of arq's job key, ZADD and ~16 commands in the worker, and claimed with others."""
+    return job.lane == Lane.TRANSACTIONAL and job.defer_seconds <= 0
+
+
 async def enqueue_batches(redis: Redis, keys: RedisKeys, jobs: Iterable[BatchJob]) -> int:
-    """Write arq jobs in pipelines, each to its lane's queue; an existing job key is kept (SET NX), as arq does."""
+    """Write arq jobs in pipelines, each to its lane's queue; an existing job key is kept (SET NX), as arq does.
+
+    Transactional batches due now are pushed onto the ready list instead (`is_express`)."""
     now_ms = int(time.time() * 1000)
     count = 0
     pipe = redis.pipeline(transaction=False)
     pending = 0
     for job in jobs:
+        if is_express(job):
+            pipe.rpush(keys.ready, job.job_id)
+            pending += 1
+            count += 1
+            continue
         name = keys.job_id(job.job_id)
         score = now_ms + int(job.defer_seconds * 1000)
         payload = serialize_job(DELIVER_FUNCTION, (job.job_id,), {}, None, now_ms)
@@ -80,23 +93,47 @@ async def enqueue_released(redis: Redis, keys: RedisKeys, released: Iterable[Due
 
 
 async def missing_jobs(redis: Redis, keys: RedisKeys, job_ids: Sequence[int]) -> list[int]:
-    """The batches that have neither a queued job nor a running one in Redis."""
+    """The batches that have neither a queued job, a running one, nor a place on the ready list in Redis."""
     if not job_ids:
         return []
     pipe = redis.pipeline(transaction=False)
+    pipe.lrange(keys.ready, 0, -1)
     for job_id in job_ids:
         name = keys.job_id(job_id)
         pipe.exists(job_key_prefix + name, in_progress_key_prefix + name)
-    found = await pipe.execute()
-    return [job_id for job_id, n in zip(job_ids, found, strict=True) if not n]
+    ready, *found = await pipe.execute()
+    listed = {int(j) for j in ready}
+    return [job_id for job_id, n in zip(job_ids, found, strict=True) if not n and job_id not in listed]
+
+
+async def pop_ready(redis: Redis, keys: RedisKeys, count: int, wait_seconds: float) -> list[int]:
+    """Up to `count` ready transactional batches, oldest first, waiting up to `wait_seconds` for the first.
+
+    BLMPOP (Redis 7 / Valkey): one round trip takes many, and each push wakes one waiting worker."""
+    popped = await redis.execute_command(  # type: ignore[no-untyped-call]  # redis-py 5 has no typed blmpop
+        "BLMPOP", wait_seconds, 1, keys.ready, "LEFT", "COUNT", count
+    )
+    if not popped:
+        return []
+    return [int(j) for j in popped[1]]
+
+
+async def give_back_ready(redis: Redis, keys: RedisKeys, job_ids: Sequence[int]) -> None:
+    """Batches popped but not finished (a claim that filled its chunk): back to the list's head."""
+    if job_ids:
+        await redis.lpush(keys.ready, *reversed(job_ids))  # type: ignore[misc]  # redis-py's union return type
 
 
 async def queue_depth(redis: Redis, keys: RedisKeys) -> dict[Lane, int]:
-    """arq jobs (batches) waiting per lane."""
+    """Batches waiting per lane: arq jobs, plus the transactional ready list."""
     pipe = redis.pipeline(transaction=False)
     for lane in LANES:
         pipe.zcard(keys.lane_queue(lane))
-    return dict(zip(LANES, (int(n) for n in await pipe.execute()), strict=True))
+    pipe.llen(keys.ready)
+    *queued, ready = (int(n) for n in await pipe.execute())
+    depth = dict(zip(LANES, queued, strict=True))
+    depth[Lane.TRANSACTIONAL] += ready
+    return depth
 
 
 async def announce_transactional(redis: Redis, keys: RedisKeys) -> None:

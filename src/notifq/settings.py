@@ -76,6 +76,7 @@ SmsProvider = Annotated[Literal["sns", "mock"], _any_case]
 PushProvider = Annotated[Literal["fcm", "mock"], _any_case]
 SmtpSecurity = Annotated[Literal["starttls", "tls", "none"], _any_case]
 LogFormat = Annotated[Literal["json", "text"], _any_case]
+WorkerLanes = Annotated[Literal["all", "transactional", "bulk"], _any_case]
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400,
         "day": 86400}  # fmt: skip
 
@@ -136,6 +137,10 @@ class Settings(BaseModel):
         description="password `make run` sets for `admin@notifq.dev`")
     host: str = setting("NOTIFQ_HOST", "127.0.0.1", min_length=1, description="address the API listens on")
     port: int = setting("NOTIFQ_PORT", 8000, ge=1, le=65535, description="port the API listens on")
+    api_processes: int = setting("NOTIFQ_API_PROCESSES", 0, ge=0, le=256, shown="`0` (the CPU count)",
+        description="API processes `notifq api` runs on one port (`make run` and docker included)")
+    send_linger_ms: float = setting("NOTIFQ_SEND_LINGER_MS", 1.0, ge=0, le=50,
+        description="how long a single send waits for others to share its INSERT and Redis pipeline (group commit)")
     rate_limit: float = setting("NOTIFQ_RATE_LIMIT", 10.0, ge=0,
         description="messages per second per worker; `0` = unlimited")
     mock_latency_ms: Latency = setting("NOTIFQ_MOCK_LATENCY_MS", (100, 500),
@@ -160,6 +165,8 @@ class Settings(BaseModel):
         description="comma-separated seconds before each retry; the last one repeats")
     job_batch_size: int = setting("NOTIFQ_JOB_BATCH_SIZE", 500, ge=1, description="messages per queue job")
     worker_jobs: int = setting("NOTIFQ_WORKER_JOBS", 8, ge=1, description="batch jobs a worker runs at once")
+    worker_lanes: WorkerLanes = setting("NOTIFQ_WORKER_LANES", "all", description="the lanes a worker serves: "
+        "`all`, `transactional` (dedicated OTP capacity) or `bulk` (never slows down for transactional traffic)")
     # In flight >= jobs x batch: otherwise claimed messages wait for a send slot while their lease runs.
     worker_max_in_flight: int = setting("NOTIFQ_WORKER_MAX_IN_FLIGHT", 4000, ge=1,
         description="provider calls a worker keeps in flight (keep it >= jobs x batch size)")

@@ -109,7 +109,7 @@ async def test_a_send_whose_enqueue_fails_after_commit_is_delivered_by_the_recon
     assert r.status_code == 202, r.text
     assert any("failed after commit" in rec.getMessage() for rec in caplog.records)
     message_id = int(r.json()["id"])
-    assert await redis.zcard(f"{settings.queue_name}:transactional") == 0  # nothing reached the queue
+    assert await redis.llen(f"{settings.queue_name}:transactional:ready") == 0  # nothing reached the queue
 
     assert await _status(engine, message_id) == "queued"
     async with running_worker(settings):  # its reconciler finds the batch without a job

@@ -12,6 +12,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.keys import RedisKeys
+from notifq.queue import queue_depth
 from notifq.settings import Settings
 from tests.api.support import assert_error, bearer, row_counts, stateless_token
 
@@ -32,7 +34,7 @@ async def clean_keys(clean: None, engine: AsyncEngine) -> None:
 
 
 async def _jobs(redis: Redis, settings: Settings) -> int:
-    return int(await redis.zcard(settings.queue_name)) + int(await redis.zcard(settings.queue_name + ":transactional"))
+    return sum((await queue_depth(redis, RedisKeys.from_settings(settings))).values())
 
 
 def _ids(path: str, body: dict[str, Any]) -> list[str]:

@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.keys import RedisKeys
+from notifq.queue import queue_depth
 from notifq.settings import Settings
-from notifq.vocabulary import Lane
 from tests.api.support import assert_error, create_campaign, row_counts
 from tests.conftest import wait_for
 from tests.harness import running_worker
@@ -49,8 +49,8 @@ async def _messages(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 
 async def _queue_sizes(redis: Redis, settings: Settings) -> dict[str, int]:
-    keys = RedisKeys.from_settings(settings)
-    return {lane: int(await redis.zcard(keys.lane_queue(lane))) for lane in (Lane.TRANSACTIONAL, Lane.BULK)}
+    """Batches waiting per lane: arq's queues, and the transactional ready list (the express lane)."""
+    return dict(await queue_depth(redis, RedisKeys.from_settings(settings)))
 
 
 async def _assert_nothing_written(engine: AsyncEngine, redis: Redis, settings: Settings) -> None:
@@ -317,22 +317,20 @@ async def test_send_at_in_the_past_means_now(
 async def test_bulk_single_notification_goes_to_the_bulk_lane(
     client: httpx.AsyncClient, fast_auth: dict[str, str], redis: Redis, settings: Settings, engine: AsyncEngine
 ) -> None:
-    """Before any worker runs: a bulk notification's job is in the base queue, a transactional one's in
-    `<queue>:transactional`, and the job names the row's batch."""
+    """Before any worker runs: a bulk notification's job is in the base queue (an arq job); a transactional
+    one's batch number is on the ready list of the express lane (no arq job), and both name the row's batch."""
     bulk = await _post(client, fast_auth, {**VALID, "priority": "bulk"})
     assert bulk["priority"] == "bulk"
+    keys = RedisKeys.from_settings(settings)
     assert await redis.zcard(settings.queue_name) == 1
-    assert await redis.zcard(settings.queue_name + ":transactional") == 0
+    assert await redis.llen(keys.ready) == 0
     txn = await _post(client, fast_auth, {**VALID, "priority": "transactional"})
     assert txn["priority"] == "transactional"
     assert await redis.zcard(settings.queue_name) == 1
-    assert await redis.zcard(settings.queue_name + ":transactional") == 1
+    assert await redis.zcard(settings.queue_name + ":transactional") == 0
     jobs = {r["id"]: r["job_id"] for r in await _messages(engine)}
-    keys = RedisKeys.from_settings(settings)
     assert await redis.zrange(settings.queue_name, 0, -1) == [keys.job_id(jobs[int(bulk["id"])]).encode()]
-    assert await redis.zrange(settings.queue_name + ":transactional", 0, -1) == [
-        keys.job_id(jobs[int(txn["id"])]).encode()
-    ]
+    assert await redis.lrange(keys.ready, 0, -1) == [str(jobs[int(txn["id"])]).encode()]
 
 
 # --- list -----------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ async def test_cancel_one_notification_moves_only_the_channel_counts(
     inserted = await notifications_repo.insert(conn, [
         NewNotification(Channel.SMS, "+15550000001", None, "code 1234", None, Lane.TRANSACTIONAL, None),
         NewNotification(Channel.SMS, "+15550000002", None, "later", None, Lane.BULK, later),
-    ], [0, 1], None)  # fmt: skip
+    ], [0, 1])  # fmt: skip
     assert [(i.row.status, i.row.priority) for i in inserted] == [(S.QUEUED, Lane.TRANSACTIONAL),
                                                                    (S.PENDING, Lane.BULK)]  # fmt: skip
     await assert_consistent(engine)

@@ -25,7 +25,8 @@ async def run(
     key = idempotency.check_key(raw_key)
     engine = request.app.state.engine
     digest = idempotency.request_hash(request.method, request.url.path, body)
-    claimed = await idempotency.begin(engine, admin_id, key, digest)
+    # The send pool's autocommit engine claims a new key in one round trip (the hot path of a keyed send).
+    claimed = await idempotency.begin(engine, admin_id, key, digest, fast=request.app.state.notifications.sends)
     if isinstance(claimed, Replay):
         response = await replay(claimed)
         response.headers["Idempotent-Replayed"] = "true"

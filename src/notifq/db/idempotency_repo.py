@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,6 +71,32 @@ async def complete(
         ),
         {"a": admin_id, "k": key, "kind": kind, "ids": ids, "status": status},
     )
+
+
+@dataclass(frozen=True)
+class KeyCompletion:
+    """A key whose request's resources were created in the current transaction."""
+
+    admin_id: uuid.UUID
+    key: str
+    ids: list[str]
+
+
+async def complete_many(conn: AsyncConnection, kind: str, completions: Sequence[KeyCompletion], status: int) -> None:
+    """`complete` for a whole group commit in one statement (ids travel as JSON: unnest flattens nested arrays)."""
+    if not completions:
+        return
+    await conn.execute(
+        text(
+            "UPDATE idempotency_keys k SET state = 'done', resource_kind = :kind, response_status = :status, "
+            "resource_ids = ARRAY(SELECT jsonb_array_elements_text(u.ids)) "
+            "FROM unnest(CAST(:admins AS uuid[]), CAST(:keys AS text[]), CAST(:ids AS jsonb[])) "
+            "AS u(admin_id, key, ids) "
+            "WHERE k.admin_id = u.admin_id AND k.key = u.key"
+        ),
+        {"kind": kind, "status": status, "admins": [c.admin_id for c in completions],
+         "keys": [c.key for c in completions], "ids": [json.dumps(c.ids) for c in completions]},
+    )  # fmt: skip
 
 
 async def release(conn: AsyncConnection, admin_id: uuid.UUID, key: str) -> None:

@@ -223,6 +223,7 @@ def address_of(channel: str) -> str:
 
 
 _CLAIM = text(transitions.CLAIM)
+_CLAIM_BATCHES = text(transitions.CLAIM_BATCHES)
 _RECORD = text(transitions.RECORD)
 _RECORD_LATE_SENT = text(transitions.RECORD_LATE_SENT)
 
@@ -230,6 +231,18 @@ _RECORD_LATE_SENT = text(transitions.RECORD_LATE_SENT)
 async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: float) -> list[ClaimedMessage]:
     """Take up to `limit` queued messages of a batch (see transitions.CLAIM)."""
     result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds})
+    return _claimed(result)
+
+
+async def claim_batches(
+    conn: AsyncConnection, job_ids: Sequence[int], limit: int, lease_seconds: float
+) -> list[ClaimedMessage]:
+    """Take up to `limit` queued messages of several batches, oldest first (transitions.CLAIM_BATCHES)."""
+    result = await conn.execute(_CLAIM_BATCHES, {"job_ids": list(job_ids), "limit": limit, "lease": lease_seconds})
+    return _claimed(result)
+
+
+def _claimed(result: Any) -> list[ClaimedMessage]:
     fields = ("id", "campaign_id", "recipient", "attempts", "channel", "subject", "body", "data", "vars", "priority",
               "subscriber_id", "category", "dedup_key", "created_at")  # fmt: skip
     claimed = [

@@ -1,4 +1,4 @@
-"""SQL for single notifications: one statement per request (a batch of up to 1,000 included)."""
+"""SQL for single notifications: one statement per group of requests (notifications.py's group commit)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class NewNotification:
     subscriber_id: str | None = None
     category: str | None = None
     dedup_key: str | None = None
+    created_by: uuid.UUID | None = None  # the admin whose request it came in
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,15 @@ _INSERT = text(
         INSERT INTO messages (channel, recipient, subject, body, data, priority, status, send_at, job_id, created_by,
                               subscriber_id, category, dedup_key)
         SELECT n.channel, COALESCE(n.recipient, {address_of("n.channel")}, ''), n.subject, n.body, n.data,
-               n.priority, n.status, n.send_at, j.job_id, CAST(:created_by AS uuid), n.subscriber_id, n.category,
+               n.priority, n.status, n.send_at, j.job_id, n.created_by, n.subscriber_id, n.category,
                n.dedup_key
         FROM unnest(CAST(:channels AS text[]), CAST(:recipients AS text[]), CAST(:subjects AS text[]),
                     CAST(:bodies AS text[]), CAST(:data AS jsonb[]), CAST(:priorities AS text[]),
                     CAST(:statuses AS text[]), CAST(:send_ats AS timestamptz[]), CAST(:batches AS int[]),
-                    CAST(:subscribers AS text[]), CAST(:categories AS text[]), CAST(:dedup_keys AS text[]))
+                    CAST(:subscribers AS text[]), CAST(:categories AS text[]), CAST(:dedup_keys AS text[]),
+                    CAST(:created_bys AS uuid[]))
             WITH ORDINALITY AS n(channel, recipient, subject, body, data, priority, status, send_at, batch,
-                                 subscriber_id, category, dedup_key, ord)
+                                 subscriber_id, category, dedup_key, created_by, ord)
         JOIN jobs j ON j.batch = n.batch
         LEFT JOIN subs s ON s.id = n.subscriber_id
         ORDER BY n.ord
@@ -76,9 +78,7 @@ _INSERT = text(
 )
 
 
-async def insert(
-    conn: AsyncConnection, requests: Sequence[NewNotification], batches: Sequence[int], created_by: uuid.UUID | None
-) -> list[Inserted]:
+async def insert(conn: AsyncConnection, requests: Sequence[NewNotification], batches: Sequence[int]) -> list[Inserted]:
     """Insert in request order (identity values follow it, so sorting by id restores it).
 
     `batches[i]` (0, 1, …) is request i's batch: each batch gets its own job number.
@@ -99,7 +99,7 @@ async def insert(
             "subscribers": [r.subscriber_id for r in requests],
             "categories": [r.category for r in requests],
             "dedup_keys": [r.dedup_key for r in requests],
-            "created_by": created_by,
+            "created_bys": [r.created_by for r in requests],
         },
     )
     inserted = [Inserted(message_row(r), r.job_id) for r in result]

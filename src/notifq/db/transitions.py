@@ -93,8 +93,12 @@ _HELD = sql_in((C.CANCELLED, C.PAUSED))
 # The subscriber's profile and preferences come back with each claimed message (NULL for a
 # message to a plain address): the worker decides there whether to send or skip it
 # (worker/audience.py), with the profile as it is now, not as it was when it was accepted.
-CLAIM = transition(
-    f"""
+
+
+def _claim(batch: str) -> str:
+    """The claim statement for the batches matched by SQL condition `batch` on `job_id`."""
+    return transition(
+        f"""
     UPDATE messages m SET
         status = CASE p.campaign_status WHEN '{C.CANCELLED}' THEN '{S.CANCELLED}' WHEN '{C.PAUSED}' THEN '{S.PENDING}'
                  ELSE '{S.SENDING}' END,
@@ -106,8 +110,8 @@ CLAIM = transition(
                  s.push_tokens AS s_push_tokens, s.data AS s_data, s.preferences AS s_preferences
           FROM messages q LEFT JOIN campaigns c ON c.id = q.campaign_id
           LEFT JOIN subscribers s ON s.id = q.subscriber_id
-          WHERE q.job_id = :job_id AND q.status = '{S.QUEUED}' ORDER BY q.id LIMIT :limit) p
-    WHERE m.id = p.id AND m.job_id = :job_id AND m.status = '{S.QUEUED}'
+          WHERE q.job_id {batch} AND q.status = '{S.QUEUED}' ORDER BY q.id LIMIT :limit) p
+    WHERE m.id = p.id AND m.job_id {batch} AND m.status = '{S.QUEUED}'
     RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, m.attempts,
         CASE m.status WHEN '{S.SENDING}' THEN '{E.ATTEMPT}' WHEN '{S.CANCELLED}' THEN '{E.CANCELLED}'
             ELSE '{E.PAUSED}' END AS event,
@@ -115,7 +119,12 @@ CLAIM = transition(
         m.recipient, m.subject, m.body, m.data, m.vars, m.priority, m.subscriber_id, m.category, m.dedup_key,
         m.created_at, p.s_id, p.s_email, p.s_phone, p.s_push_tokens, p.s_data, p.s_preferences
     """
-)
+    )
+
+
+CLAIM = _claim("= :job_id")
+# Many ready transactional batches at once (worker/express.py): one statement for all of them.
+CLAIM_BATCHES = _claim("= ANY(CAST(:job_ids AS bigint[]))")
 
 _OUTCOMES = """unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
     CAST(:errors AS text[]), CAST(:jobs AS bigint[]), CAST(:providers AS text[]), CAST(:pmids AS text[]),

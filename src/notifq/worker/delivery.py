@@ -22,7 +22,7 @@ from typing import Any
 
 from notifq.db import messages_repo
 from notifq.db.engine import retry_deadlocks
-from notifq.db.messages_repo import ClaimedMessage, Outcome
+from notifq.db.messages_repo import ClaimedMessage, Outcome, RecordResult
 from notifq.errors import PermanentError, ProviderConfigError, ThrottledError
 from notifq.providers.base import OutgoingMessage
 from notifq.queue import BatchJob, enqueue_batches
@@ -178,22 +178,28 @@ async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
             break
         if transactional:
             deps.gate.mark()
-        chunk = deps.chunk_size if transactional else deps.gate.chunk_size(deps.chunk_size)
+        yields = not transactional and deps.yields_to_express
+        chunk = deps.gate.chunk_size(deps.chunk_size) if yields else deps.chunk_size
         granted = await deps.limiter.acquire(chunk, deadline, priority=transactional)
         if granted == 0:  # the slice ends before the next token: hand the rest on (never spin)
             await hand_over(deps, job_id, lane)
             break
-        async with contextlib.nullcontext() if transactional else deps.gate.bulk_chunk():
+        async with deps.gate.bulk_chunk() if yields else contextlib.nullcontext():
             claimed = await claim_chunk(deps, job_id, granted)
             if not claimed:
                 deps.limiter.refund(granted)
                 break
-            screened = await screen(deps.redis, deps.keys, settings, claimed)
-            deps.limiter.refund(granted - len(screened.send))  # skipped messages never use a send
-            final, retries = await send_chunk(deps, screened.send)
-            result = await record(deps, [*final, *screened.skipped], retries)
+            result = await deliver_claimed(deps, claimed, granted)
         for (status, event, _, _), n in result.recorded.items():
             totals[outcome_of(status, event)] += n
         if result.stale:
             log.warning("job %s: %d outcomes arrived after another claim or a terminal state", job_id, result.stale)
     return dict(totals)
+
+
+async def deliver_claimed(deps: WorkerDeps, claimed: list[ClaimedMessage], granted: int) -> RecordResult:
+    """Screen, send and record one claimed chunk; `granted`: the rate-limit tokens taken for it."""
+    screened = await screen(deps.redis, deps.keys, deps.settings, claimed)
+    deps.limiter.refund(granted - len(screened.send))  # skipped messages (and unclaimed tokens) never use a send
+    final, retries = await send_chunk(deps, screened.send)
+    return await record(deps, [*final, *screened.skipped], retries)

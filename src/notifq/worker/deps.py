@@ -37,6 +37,16 @@ class WorkerDeps:
     _content: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)
 
     @property
+    def yields_to_express(self) -> bool:
+        """Whether this worker's bulk work gives way while transactional traffic is active (worker/priority.py).
+
+        A bulk-only worker never does: transactional sends have their own workers
+        (`NOTIFQ_WORKER_LANES=transactional`), which the OS schedules ahead of a busy bulk
+        worker because they are mostly idle; slowing the campaign would buy them nothing.
+        """
+        return self.settings.worker_lanes == "all"
+
+    @property
     def chunk_size(self) -> int:
         """Messages claimed per round trip: the whole batch when unlimited, ~¼ s of budget otherwise.
 

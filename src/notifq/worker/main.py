@@ -1,8 +1,11 @@
-"""A worker process: two arq Workers (one per lane) sharing one set of connections and limits.
+"""A worker process: arq Workers for its lanes, and the express lane, sharing one set of connections and limits.
 
-The transactional lane has its own queue, polled every 10 ms with its own job slots, so
-a single send never waits for a bulk batch to finish; both lanes share the process's
-rate limit (transactional sends take their tokens first), in-flight cap and breakers.
+Transactional batches due now (every single send) go through the express lane
+(worker/express.py): many at a time, woken by a push. The transactional arq queue, polled
+every 10 ms with its own job slots, carries what waits first (retries after their backoff).
+Both share the process's rate limit (transactional sends take their tokens first),
+in-flight cap and breakers. NOTIFQ_WORKER_LANES picks the lanes: `all` (bulk work gives
+way while transactional traffic is active), `transactional`, or `bulk`.
 
 SIGTERM/SIGINT: both lanes stop taking jobs; running jobs see `draining`, finish the chunk
 in flight, write its outcomes, hand the unclaimed rest of their batch to a new job and
@@ -30,6 +33,7 @@ from notifq.vocabulary import Lane
 from notifq.worker.breaker import CircuitBreaker
 from notifq.worker.delivery import deliver_batch
 from notifq.worker.deps import WorkerDeps
+from notifq.worker.express import run_express
 from notifq.worker.heartbeat import run_heartbeat, say_goodbye
 from notifq.worker.rate_limit import RateLimiter
 from notifq.worker.reconciler import run_reconciler
@@ -52,6 +56,7 @@ class WorkerRuntime:
         self.providers = providers
         self.workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._express: asyncio.Task[None] | None = None
         self.deps: WorkerDeps | None = None
 
     async def start(self) -> None:
@@ -70,7 +75,7 @@ class WorkerRuntime:
             in_flight=asyncio.Semaphore(s.worker_max_in_flight),
             breaker=CircuitBreaker(s.breaker_failures, s.breaker_cooldown),
         )  # fmt: skip
-        for lane in LANES:
+        for lane in lanes_served(s):
             self.workers[lane] = Worker(
                 functions=[func(deliver_batch, name=DELIVER_FUNCTION, max_tries=1000)],
                 queue_name=deps.keys.lane_queue(lane),
@@ -87,13 +92,16 @@ class WorkerRuntime:
         self._tasks = [asyncio.create_task(w.async_run(), name=f"arq-{lane}") for lane, w in self.workers.items()]
         self._tasks.append(asyncio.create_task(run_reconciler(deps), name="notifq-reconciler"))
         self._tasks.append(asyncio.create_task(run_scheduler(deps), name="notifq-scheduler"))
-        self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.keys, deps.draining),
-                                               name="notifq-priority"))  # fmt: skip
+        if Lane.TRANSACTIONAL in self.workers:
+            self._express = asyncio.create_task(run_express(deps), name="notifq-express")
+        if deps.yields_to_express:
+            self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.keys, deps.draining),
+                                                   name="notifq-priority"))  # fmt: skip
         self._tasks.append(asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat"))
         self._tasks.append(asyncio.create_task(check_providers(deps.providers, s.provider_timeout),
                                                name="notifq-provider-check"))  # fmt: skip
-        log.info("worker %s started: rate limit %s msg/s, %d bulk + %d transactional jobs at once",
-                 deps.metrics.id, s.rate_limit or "unlimited", s.worker_jobs, TRANSACTIONAL_JOBS,
+        log.info("worker %s started: lanes %s, rate limit %s msg/s, %d bulk jobs at once",
+                 deps.metrics.id, ", ".join(self.workers), s.rate_limit or "unlimited", s.worker_jobs,
                  extra={"worker_id": deps.metrics.id})  # fmt: skip
 
     async def stop(self, drain_seconds: float | None = None) -> None:
@@ -106,11 +114,14 @@ class WorkerRuntime:
             w.allow_pick_jobs = False
         wait = self.settings.worker_drain_seconds if drain_seconds is None else drain_seconds
         running = [t for w in self.workers.values() for t in w.tasks.values() if not t.done()]
+        if self._express is not None:
+            running.append(self._express)  # it stops popping and finishes its chunks in flight
         if running:
             await asyncio.wait(running, timeout=wait)
-        for task in self._tasks:
+        for task in [*self._tasks, *([self._express] if self._express else [])]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *([self._express] if self._express else []), return_exceptions=True)
+        self._express = None
         for w in self.workers.values():
             # Finish arq's job tasks ourselves: its close() gathers them without return_exceptions,
             # and a cancelled one would abort close() before it closes arq's Redis pool.
@@ -142,6 +153,11 @@ class WorkerRuntime:
         for task in crashed:  # a lane died (e.g. Redis gone): exit non-zero so a supervisor restarts us
             if not task.cancelled() and task.exception() is not None:
                 raise SystemExit(f"notifq worker: a lane stopped: {task.exception()!r}")
+
+
+def lanes_served(settings: Settings) -> tuple[Lane, ...]:
+    """NOTIFQ_WORKER_LANES: a transactional worker also runs the express lane (worker/express.py)."""
+    return LANES if settings.worker_lanes == "all" else (Lane(settings.worker_lanes),)
 
 
 async def check_providers(providers: ProviderFactory, within: float) -> None:
