@@ -37,7 +37,12 @@ ERROR_PAUSE_SECONDS = 1.0
 
 
 async def run_express(deps: WorkerDeps) -> None:
-    """Pop, claim, send, record; up to CHUNKS_IN_FLIGHT chunks at once; returns once drained."""
+    """Pop and claim one chunk at a time, send and record up to CHUNKS_IN_FLIGHT at once; returns once drained.
+
+    Popping and claiming in turn (not in parallel) is what groups a moderate load: the batch
+    numbers pushed while one claim runs are taken together by the next pop. A lone OTP waits
+    for nothing (the pop returns at once), and a slow provider holds only its chunk's slot.
+    """
     slots = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
     chunks: set[asyncio.Task[None]] = set()
 
@@ -58,11 +63,12 @@ async def run_express(deps: WorkerDeps) -> None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(deps.draining.wait(), ERROR_PAUSE_SECONDS)
                 continue
-            if not job_ids:
+            claimed = await claim_ready(deps, job_ids) if job_ids else None
+            if claimed is None:
                 slots.release()
                 continue
             deps.gate.mark()  # this process's bulk work gives way (worker/priority.py)
-            task = asyncio.create_task(deliver_ready(deps, job_ids))
+            task = asyncio.create_task(_deliver(deps, *claimed))
             chunks.add(task)
             task.add_done_callback(finished)
     finally:
@@ -70,36 +76,43 @@ async def run_express(deps: WorkerDeps) -> None:
             await asyncio.gather(*chunks, return_exceptions=True)
 
 
-async def deliver_ready(deps: WorkerDeps, job_ids: list[int]) -> None:
-    """One chunk from these batches; if it filled up, the batches go back to the list for the rest."""
+async def claim_ready(deps: WorkerDeps, job_ids: list[int]) -> tuple[list[ClaimedMessage], int] | None:
+    """One chunk from these batches, with the rate-limit tokens taken for it; None if nothing was claimed.
+
+    If the chunk filled up, the batches go back to the list's head for the rest."""
     settings = deps.settings
+    granted = await deps.limiter.acquire(deps.chunk_size, time.monotonic() + settings.job_slice_seconds,
+                                         priority=True)  # fmt: skip
     try:
-        granted = await deps.limiter.acquire(deps.chunk_size, time.monotonic() + settings.job_slice_seconds,
-                                             priority=True)  # fmt: skip
         if granted == 0:
             await give_back_ready(deps.redis, deps.keys, job_ids)
-            return
-        try:
-            claimed = await _claim(deps, job_ids, granted)
-        except Exception:  # nothing was claimed: the batches go back for another worker, or for later
-            deps.limiter.refund(granted)
-            with contextlib.suppress(Exception):
-                await give_back_ready(deps.redis, deps.keys, job_ids)
-            log.warning("express lane: claiming batches failed; they wait for the next round", exc_info=True)
-            await asyncio.sleep(ERROR_PAUSE_SECONDS)
-            return
-        if len(claimed) >= granted:
+            return None
+        claimed = await _claim(deps, job_ids, granted)
+    except Exception:  # nothing was claimed: the batches go back for another worker, or for later
+        deps.limiter.refund(granted)
+        with contextlib.suppress(Exception):
+            await give_back_ready(deps.redis, deps.keys, job_ids)
+        log.warning("express lane: claiming batches failed; they wait for the next round", exc_info=True)
+        await asyncio.sleep(ERROR_PAUSE_SECONDS)
+        return None
+    if len(claimed) >= granted:
+        with contextlib.suppress(Exception):  # if this fails, the reconciler finds the rest
             await give_back_ready(deps.redis, deps.keys, job_ids)  # more may be queued in them
-        if not claimed:
-            deps.limiter.refund(granted)
-            return
+    if not claimed:
+        deps.limiter.refund(granted)
+        return None
+    return claimed, granted
+
+
+async def _deliver(deps: WorkerDeps, claimed: list[ClaimedMessage], granted: int) -> None:
+    try:
         result = await deliver_claimed(deps, claimed, granted)
         if result.stale:
             log.warning("express lane: %d outcomes arrived after another claim or a terminal state", result.stale)
     except Exception:
-        # Claimed messages stay `sending` until their lease ends, then the reconciler takes them
-        # back; unclaimed ones are found by it too. Nothing is lost, only late.
-        log.exception("express lane: a chunk of batches %s failed", job_ids[:5])
+        # The claimed messages stay `sending` until their lease ends; then the reconciler takes
+        # them back. Nothing is lost, only late.
+        log.exception("express lane: a chunk of %d messages failed after its claim", len(claimed))
 
 
 async def _claim(deps: WorkerDeps, job_ids: list[int], limit: int) -> list[ClaimedMessage]:
