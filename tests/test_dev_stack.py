@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from notifq.api.processes import api_process_count
 from notifq.dev import banner, dev_settings
 from notifq.runtime import RunningStack, StackClaim, claim_stack
 from notifq.settings import Settings, load_settings
@@ -94,6 +95,9 @@ def test_a_second_dev_in_the_same_directory_leaves_the_first_stack_running(tmp_p
             time.sleep(0.1)
         workers, servers = _workers(first.pid), _server_pids(state)
         assert len(workers) == 1
+        # `make run` serves the API with one process per CPU (NOTIFQ_API_PROCESSES unset), and says so.
+        processes = api_process_count(load_settings({}, dotenv=None))
+        assert f"\n  api         {processes} process" in (tmp_path / "first.log").read_text()
 
         # Same directory, same port (a second `make run` in the checkout): refused before anything starts.
         second = _dev(env)
@@ -177,9 +181,10 @@ def test_dev_logs_text_unless_the_log_format_is_given() -> None:
 
 
 def test_the_banner_names_the_login_and_what_slows_delivery_down() -> None:
-    text = banner(Settings(state_dir=Path("/srv/.notifq"), log_format="text"), 2, "Gen3rated-pw", True)
+    text = banner(Settings(state_dir=Path("/srv/.notifq"), log_format="text"), 2, "Gen3rated-pw", True, 4)
     lines = text.splitlines()
     assert "  admin       admin@notifq.dev / Gen3rated-pw" in lines
+    assert "  api         4 processes   (NOTIFQ_API_PROCESSES, default: one per CPU)" in lines
     assert "  rate limit  10 msg/s per worker (NOTIFQ_RATE_LIMIT, 0 = none)" in lines
     assert "              10,000 messages take at least 8 min with 2 workers" in lines
     assert "  mock        100-500 ms per send (NOTIFQ_MOCK_LATENCY_MS)" in lines
@@ -193,3 +198,4 @@ def test_the_banner_names_the_login_and_what_slows_delivery_down() -> None:
     assert "  rate limit  none (NOTIFQ_RATE_LIMIT=0)" in fast and "no attempt fails" in fast
     assert "fast demo" not in fast and "servers" not in fast
     assert "password: NOTIFQ_ADMIN_PASSWORD, or the one set earlier" in fast
+    assert "  api         1 process   (NOTIFQ_API_PROCESSES, default: one per CPU)" in fast.splitlines()

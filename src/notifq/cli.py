@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from notifq.errors import ConfigError, NotifqError
 from notifq.logs import setup_logging
 from notifq.runtime import dev_jwt_secret, with_server_urls
-from notifq.settings import Settings, load_settings, require_jwt_secret
+from notifq.settings import Settings, child_env, load_settings, require_jwt_secret
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 
 def _settings() -> Settings:
@@ -49,10 +50,12 @@ WS_OPTIONS: dict[str, Any] = {
 }
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 10  # open requests (and SSE streams) get this long after SIGTERM
+API_FACTORY = "notifq.api.app:app_from_environment"
+
+
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
-
-    from notifq.api.app import create_app
 
     settings = _resolved(_settings())
     try:
@@ -64,9 +67,25 @@ def cmd_api(args: argparse.Namespace) -> None:
     # Proxy headers only from NOTIFQ_TRUSTED_PROXIES: uvicorn otherwise believes X-Forwarded-For from
     # 127.0.0.1, so a local client could name any address and never meet the per-address login lockout.
     proxies = list(settings.trusted_proxies)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", log_config=None,
-                access_log=args.access_log, log_level="info", timeout_graceful_shutdown=10,
-                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None, **WS_OPTIONS)  # fmt: skip
+    options: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "loop": "uvloop", "log_config": None,
+        "access_log": args.access_log, "log_level": "info", "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None, **WS_OPTIONS,
+    }  # fmt: skip
+    from notifq.api.processes import ApiSupervisor, api_process_count
+
+    processes = api_process_count(settings)
+    if processes == 1:
+        from notifq.api.app import create_app
+
+        # workers=1: NOTIFQ_API_PROCESSES decides, not a WEB_CONCURRENCY uvicorn would read otherwise.
+        uvicorn.run(create_app(settings), workers=1, **options)
+        return
+    config = uvicorn.Config(API_FACTORY, factory=True, workers=processes, **options)
+    # Spawned processes inherit the environment and nothing else: every setting, resolved, goes there
+    # (the embedded servers' URLs and the dev JWT secret included); app_from_environment reads it back.
+    os.environ.update(child_env(settings))
+    sys.exit(ApiSupervisor(config, processes).run())
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -149,7 +168,10 @@ def cmd_delete_admin(args: argparse.Namespace) -> None:
 def cmd_dev(args: argparse.Namespace) -> None:
     from notifq.dev import run_dev
 
-    sys.exit(run_dev(_settings(), workers=args.workers))
+    settings = _settings()
+    from notifq.api.processes import api_process_count
+
+    sys.exit(run_dev(settings, workers=args.workers, api_processes=api_process_count(settings)))
 
 
 def cmd_scale(args: argparse.Namespace) -> None:

@@ -1,7 +1,8 @@
 """`notifq dev` (what `make run` calls): one command for the whole stack on one machine.
 
 It starts embedded PostgreSQL and Valkey unless DATABASE_URL / REDIS_URL are set,
-migrates, makes sure the admin exists, then supervises the API and N worker processes.
+migrates, makes sure the admin exists, then supervises the API (`notifq api`: itself
+NOTIFQ_API_PROCESSES processes on one port, by default one per CPU) and N worker processes.
 `notifq scale N` (`make scale WORKERS=N`) writes the wanted count and signals the
 supervisor, which starts or drains workers to match. Ctrl-C drains workers first
 (their statuses reach PostgreSQL), then stops the API and the embedded servers.
@@ -14,6 +15,7 @@ directory's embedded servers (runtime.claim_stack).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -41,11 +43,12 @@ READY_WAIT_SECONDS = 30.0
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, workers: int, banner: str = "") -> None:
+    def __init__(self, settings: Settings, workers: int, banner: str = "", api_processes: int = 1) -> None:
         self.settings = settings
         self.banner = banner
-        # Every setting, resolved URLs and secret included, over this process's environment.
-        self.env = child_env(settings)
+        # Every setting, resolved URLs and secret included, over this process's environment; the API's
+        # process count as the banner shows it (resolved by the CLI: `0` would be the CPU count again).
+        self.env = child_env(settings) | {ENV_VARS["api_processes"]: str(api_processes)}
         self.target = workers
         self.workers: list[subprocess.Popen[bytes]] = []
         self.api: subprocess.Popen[bytes] | None = None
@@ -114,11 +117,14 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 w.kill()
         if self.api and self.api.poll() is None:
-            self.api.send_signal(signal.SIGTERM)
+            self.api.send_signal(signal.SIGTERM)  # `notifq api` stops its processes gracefully
             try:
                 self.api.wait(15)
             except subprocess.TimeoutExpired:
-                self.api.kill()
+                # The whole group (its own session): the supervisor and every API process it started.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.api.pid, signal.SIGKILL)
+                self.api.wait()
 
 
 def read_target(state_dir: Path, default: int) -> int:
@@ -139,7 +145,7 @@ def dev_settings(settings: Settings) -> Settings:
     return settings.with_(state_dir=settings.state_dir.resolve(), **text)
 
 
-def run_dev(settings: Settings, workers: int = 1) -> int:
+def run_dev(settings: Settings, workers: int = 1, api_processes: int = 1) -> int:
     settings = dev_settings(settings)
     state = settings.state_dir
     base = f"http://{settings.host}:{settings.port}"
@@ -151,7 +157,7 @@ def run_dev(settings: Settings, workers: int = 1) -> int:
         if _port_in_use(settings.host, settings.port):
             print(port_taken(settings.host, settings.port), file=sys.stderr)
             return EXIT_ALREADY_RUNNING
-        return _run_claimed(settings, workers)
+        return _run_claimed(settings, workers, api_processes)
     finally:
         claim.release()
 
@@ -196,13 +202,13 @@ def _ready(settings: Settings) -> bool:
         return False
 
 
-def _run_claimed(settings: Settings, workers: int) -> int:
+def _run_claimed(settings: Settings, workers: int, api_processes: int) -> int:
     state = settings.state_dir
     embedded = not (settings.database_url and settings.redis_url)
     if embedded:
         print("notifq dev: starting embedded servers under", state, flush=True)
     try:
-        return _serve(settings, workers, embedded)
+        return _serve(settings, workers, embedded, api_processes)
     finally:
         if embedded:
             # This process holds the state dir's lock, so the embedded servers there are its own to stop:
@@ -213,7 +219,7 @@ def _run_claimed(settings: Settings, workers: int) -> int:
                 print(f"notifq dev: embedded servers stopped (data kept under {state})")
 
 
-def _serve(settings: Settings, workers: int, embedded: bool) -> int:
+def _serve(settings: Settings, workers: int, embedded: bool, api_processes: int) -> int:
     state = settings.state_dir
     urls = ensure_servers(state, database_url=settings.database_url, redis_url=settings.redis_url)
     settings = dev_jwt_secret(settings.with_(database_url=urls.database_url, redis_url=urls.redis_url))
@@ -226,12 +232,14 @@ def _serve(settings: Settings, workers: int, embedded: bool) -> int:
     (state / TARGET_FILE).write_text(str(workers))
     (state / SUPERVISOR_FILE).write_text(json.dumps({"pid": os.getpid()}))
     try:
-        return Supervisor(settings, workers, banner(settings, workers, generated, embedded)).run()
+        text = banner(settings, workers, generated, embedded, api_processes)
+        return Supervisor(settings, workers, text, api_processes).run()
     finally:
         (state / SUPERVISOR_FILE).unlink(missing_ok=True)
 
 
-def banner(settings: Settings, workers: int, generated_password: str | None, embedded: bool) -> str:
+def banner(settings: Settings, workers: int, generated_password: str | None, embedded: bool,
+           api_processes: int = 1) -> str:  # fmt: skip
     """What `make run` prints once the API answers: where it is, the login, and why delivery is as fast as it is.
 
     Plain lines within 80 columns (but the copy-paste command), each setting with the variable that changes it.
@@ -245,6 +253,8 @@ def banner(settings: Settings, workers: int, generated_password: str | None, emb
     lines += _rows([
         ("dashboard", [f"{base}/   (the API too: /openapi.json, /metrics)"]),
         ("admin", login),
+        ("api", [f"{api_processes} process{'es' if api_processes > 1 else ''}   ({var['api_processes']}, "
+                 "default: one per CPU)"]),
         ("workers", [f"{workers}   (make scale WORKERS=N)"]),
         *_delivery(settings, workers),
     ])  # fmt: skip

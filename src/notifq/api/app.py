@@ -1,13 +1,23 @@
-"""`create_app(settings)`: nothing connects at import; engines and pools live in the lifespan."""
+"""`create_app(settings)`: nothing connects at import; engines and pools live in the lifespan.
+
+`app_from_environment()` is the same app for each process of a multi-process `notifq api`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from uvicorn.config import STARTUP_FAILURE
 
 from notifq.api.errors import EXCEPTION_HANDLERS
 from notifq.api.openapi import build as build_openapi
@@ -16,12 +26,14 @@ from notifq.api.security_headers import SecurityHeaders
 from notifq.auth import AdminSessions, LoginThrottle, dummy_hash
 from notifq.campaigns import CampaignService
 from notifq.db.engine import READ_POOL_SIZE, SEND_POOL_SIZE, create_engine
+from notifq.errors import ConfigError
 from notifq.fanout import Hub
 from notifq.inbox import InboxService
 from notifq.keys import RedisKeys
+from notifq.logs import setup_logging
 from notifq.notifications import NotificationService
 from notifq.queue import redis_client
-from notifq.settings import Settings, require_jwt_secret
+from notifq.settings import Settings, load_settings, require_jwt_secret
 from notifq.subscribers import SubscriberService
 
 
@@ -74,3 +86,42 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.openapi = build_openapi(OPERATIONS, settings)
     return app
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn's factory in each process of `notifq api` with NOTIFQ_API_PROCESSES > 1 (api/processes.py).
+
+    Those processes are started with multiprocessing's spawn: fresh interpreters that share
+    nothing with the supervisor but the environment, where `notifq api` wrote every setting
+    (`child_env`: the embedded servers' URLs and the dev JWT secret included). Logging is set
+    up here for the same reason. A setting the process refuses exits with uvicorn's
+    STARTUP_FAILURE, which stops the supervisor; any other exception here would make it
+    replace the process forever, each one failing the same way.
+    """
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_format)
+        app = create_app(settings)
+    except (ConfigError, ValueError) as exc:
+        logging.getLogger("notifq.api").error("notifq api: %s", exc)
+        sys.exit(STARTUP_FAILURE)
+    _stop_with_supervisor()
+    return app
+
+
+def _stop_with_supervisor() -> None:
+    """SIGTERM this process (a graceful stop) once the supervisor that started it is gone.
+
+    The supervisor stops its processes itself on SIGINT/SIGTERM; but killed (SIGKILL, the OOM
+    killer) it cannot, and they would serve on, orphaned, holding the port and their pools.
+    multiprocessing's parent sentinel becomes readable when the parent exits, however it exits.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not one of uvicorn's processes (a test, `uvicorn --factory`)
+        return
+
+    def watch() -> None:
+        parent.join()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="notifq-supervisor-watch", daemon=True).start()
