@@ -95,8 +95,9 @@ _HELD = sql_in((C.CANCELLED, C.PAUSED))
 # (worker/audience.py), with the profile as it is now, not as it was when it was accepted.
 
 
-def _claim(batch: str) -> str:
-    """The claim statement for the batches matched by SQL condition `batch` on `job_id`."""
+def _claim(batch: str, candidates: str) -> str:
+    """The claim statement for the batches matched by SQL condition `batch` on `job_id`; `candidates`:
+    the FROM item `q` of their queued messages (`id`, `campaign_id`, `subscriber_id`)."""
     return transition(
         f"""
     UPDATE messages m SET
@@ -108,9 +109,9 @@ def _claim(batch: str) -> str:
         updated_at = now()
     FROM (SELECT q.id, c.status AS campaign_status, s.id AS s_id, s.email AS s_email, s.phone AS s_phone,
                  s.push_tokens AS s_push_tokens, s.data AS s_data, s.preferences AS s_preferences
-          FROM messages q LEFT JOIN campaigns c ON c.id = q.campaign_id
+          FROM {candidates} LEFT JOIN campaigns c ON c.id = q.campaign_id
           LEFT JOIN subscribers s ON s.id = q.subscriber_id
-          WHERE q.job_id {batch} AND q.status = '{S.QUEUED}' ORDER BY q.id LIMIT :limit) p
+          ORDER BY q.id LIMIT :limit) p
     WHERE m.id = p.id AND m.job_id {batch} AND m.status = '{S.QUEUED}'
     RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, m.attempts,
         CASE m.status WHEN '{S.SENDING}' THEN '{E.ATTEMPT}' WHEN '{S.CANCELLED}' THEN '{E.CANCELLED}'
@@ -122,9 +123,17 @@ def _claim(batch: str) -> str:
     )
 
 
-CLAIM = _claim("= :job_id")
-# Many ready transactional batches at once (worker/express.py): one statement for all of them.
-CLAIM_BATCHES = _claim("= ANY(CAST(:job_ids AS bigint[]))")
+CLAIM = _claim("= :job_id", f"(SELECT * FROM messages WHERE job_id = :job_id AND status = '{S.QUEUED}') q")
+# Many ready transactional batches at once (worker/express.py): one statement for all of them. Each
+# batch is read through the job index on its own (LATERAL): with `job_id = ANY(…) ORDER BY id LIMIT`
+# the planner, expecting ~500 rows per batch, walked the primary key from the oldest message instead,
+# through a million-message campaign to the OTPs at its end (p50 600 ms per claim, `make bench --only
+# priority`, 2026-12-01).
+CLAIM_BATCHES = _claim(
+    "= ANY(CAST(:job_ids AS bigint[]))",
+    "unnest(CAST(:job_ids AS bigint[])) AS j(job_id) CROSS JOIN LATERAL (SELECT id, campaign_id, subscriber_id "
+    f"FROM messages WHERE job_id = j.job_id AND status = '{S.QUEUED}' ORDER BY id LIMIT :limit) q",
+)
 
 _OUTCOMES = """unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempts AS int[]),
     CAST(:errors AS text[]), CAST(:jobs AS bigint[]), CAST(:providers AS text[]), CAST(:pmids AS text[]),
