@@ -119,8 +119,8 @@ async def test_a_failing_group_answers_503_writes_nothing_and_spares_the_other_g
     app_client: tuple[Starlette, httpx.AsyncClient], fast_auth: dict[str, str], engine: AsyncEngine,
     poison_trigger: None,
 ) -> None:  # fmt: skip
-    """Two batches of 600 cannot share a group (1,000 at most), so they are written by two statements at
-    once: the one with a poisoned row fails whole (503, no row, no counter, no key kept), the other lands."""
+    """Two batches of 600 posted together cannot share a group (1,000 at most), so two statements write
+    them: the one with a poisoned row fails whole (503, no row, no counter, no key kept), the other lands."""
     _, client = app_client
     poisoned = [_otp(i) for i in range(599)] + [{**_otp(599), "body": POISON}]
     healthy = [_otp(1000 + i) for i in range(600)]
