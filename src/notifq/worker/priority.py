@@ -6,6 +6,13 @@ for seconds (measured: p50 ~3 s on 2 cores). While transactional traffic is acti
 API sets a short-lived Redis flag on every transactional POST, and a transactional job
 marks its own process), bulk work in each worker runs one small chunk at a time and pauses
 briefly after each: the campaign slows down, the OTP goes through at once.
+
+How small and how brief is a trade (`make bench --only priority --priority-lanes shared`,
+OTPs every 10 ms during a 1,000,000-message campaign, 2 workers, 2026-12-01): chunks of 100
+and 10 ms pauses gave the OTPs p99 13 ms and the campaign 31 % of its solo rate; 200 and
+3 ms, p99 20 ms and 57 %; 300 and 2 ms, p99 63 ms and 67 %; 250 and 2.5 ms (below), p99
+38 ms and 67 %. Workers with NOTIFQ_WORKER_LANES=bulk never yield (dedicated transactional
+workers serve the OTPs; on 2 cores that measured worse: p99 76 ms, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from redis.asyncio import Redis
 from notifq.keys import RedisKeys
 from notifq.queue import TRANSACTIONAL_ACTIVE_MS
 
-BUSY_CHUNK = 100  # bulk messages per chunk while transactional traffic is active
-BUSY_PAUSE_SECONDS = 0.01  # after each bulk chunk, while it is active
+BUSY_CHUNK = 250  # bulk messages per chunk while transactional traffic is active
+BUSY_PAUSE_SECONDS = 0.0025  # after each bulk chunk, while it is active
 WATCH_INTERVAL_SECONDS = 0.05
 
 
