@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 
-
 def _settings() -> Settings:
     try:
         return load_settings()

@@ -53,7 +53,7 @@ def _redis_answers(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-# max_connections: 31 per API process plus (NOTIFQ_WORKER_JOBS + 11) per worker, all pooled
+# max_connections: 32 per API process plus (NOTIFQ_WORKER_JOBS + 11) per worker, all pooled
 # without overflow (db/engine.py); the default 100 would not cover `make scale WORKERS=5`.
 # max_wal_size / checkpoint_timeout: with the default 1GB a checkpoint started about once a
 # minute under a big campaign, and each one stalled transactional sends for seconds (p99
