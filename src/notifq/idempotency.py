@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from notifq.coalesce import Coalescer
 from notifq.db import idempotency_repo
 from notifq.errors import Conflict, ValidationError
 from notifq.validation import IDEMPOTENCY_KEY_MAX_LENGTH, is_idempotency_key
@@ -58,18 +59,41 @@ def check_key(raw: str) -> str:
     return raw
 
 
+class KeyClaims:
+    """New keys claimed in groups: one autocommit INSERT for the keyed requests of the moment.
+
+    A keyed send used to cost BEGIN, INSERT, COMMIT of its own before its work: 2.05 ms of API
+    CPU per send against 1.11 without a key (issue 12's figures). A key already known (a retry,
+    a concurrent duplicate) is not claimed here and takes `begin`'s locking path.
+    """
+
+    def __init__(self, autocommit: AsyncEngine) -> None:
+        self.engine = autocommit
+        self.group: Coalescer[tuple[uuid.UUID, str, str], bool] = Coalescer(self._claim, max_weight=1000)
+
+    async def claim(self, admin_id: uuid.UUID, key: str, digest: str) -> bool:
+        return await self.group.submit((admin_id, key, digest))
+
+    async def _claim(self, items: list[tuple[uuid.UUID, str, str]]) -> list[bool]:
+        # The same key twice in one group: only its first request may claim it (one INSERT cannot
+        # say which of two equal rows it took); the other goes the locking way and meets a 409.
+        first = {(a, k): i for i, (a, k, _) in reversed(list(enumerate(items)))}
+        distinct = [items[i] for i in sorted(first.values())]
+        async with self.engine.connect() as conn:
+            claimed = await idempotency_repo.try_insert_many(conn, distinct)
+        return [first[(a, k)] == i and (a, k) in claimed for i, (a, k, _) in enumerate(items)]
+
+
 async def begin(
-    engine: AsyncEngine, admin_id: uuid.UUID, key: str, digest: str, *, fast: AsyncEngine | None = None
+    engine: AsyncEngine, admin_id: uuid.UUID, key: str, digest: str, *, claims: KeyClaims | None = None
 ) -> Ticket | Replay:
     """Claim the key, or say how to answer: a replay, 422 (other body) or 409 (still running).
 
-    `fast`: an autocommit engine. A new key (the common case) is then claimed in one round
-    trip instead of BEGIN, INSERT, COMMIT; a key seen before takes the locking path below.
+    `claims`: a new key (the common case) is then claimed with the other requests of the
+    moment, in one autocommit round trip; a key seen before takes the locking path below.
     """
-    if fast is not None:
-        async with fast.connect() as conn:
-            if await idempotency_repo.try_insert(conn, admin_id, key, digest):
-                return Ticket(admin_id, key)
+    if claims is not None and await claims.claim(admin_id, key, digest):
+        return Ticket(admin_id, key)
     async with engine.begin() as conn:
         if await idempotency_repo.try_insert(conn, admin_id, key, digest):
             return Ticket(admin_id, key)

@@ -31,7 +31,7 @@ from notifq.db.messages_repo import EventRow, MessageRow
 from notifq.db.notifications_repo import Inserted, NewNotification
 from notifq.db.transitions import sql_in
 from notifq.errors import Conflict, NotFound, NotifqError, ServiceUnavailable, ValidationError
-from notifq.idempotency import Ticket
+from notifq.idempotency import KeyClaims, Ticket
 from notifq.keys import RedisKeys
 from notifq.queue import BatchJob, announce_transactional, enqueue_batches, enqueue_released, queue_depth
 from notifq.settings import Settings
@@ -82,6 +82,7 @@ class NotificationService:
         self.redis = redis
         self.keys = RedisKeys.from_settings(settings)
         self.settings = settings
+        self.key_claims = KeyClaims(sends)  # Idempotency-Keys, claimed in groups too (idempotency.py)
         # Group commit: a group is capped at one batch request's size, so a full batch goes alone.
         self.group: Coalescer[_Send, list[MessageRow]] = Coalescer(
             self._write_group, max_weight=GROUP_MAX_NOTIFICATIONS, weight=lambda send: len(send.requests),

@@ -25,8 +25,8 @@ async def run(
     key = idempotency.check_key(raw_key)
     engine = request.app.state.engine
     digest = idempotency.request_hash(request.method, request.url.path, body)
-    # The send pool's autocommit engine claims a new key in one round trip (the hot path of a keyed send).
-    claimed = await idempotency.begin(engine, admin_id, key, digest, fast=request.app.state.notifications.sends)
+    # A new key is claimed with the other keyed requests of the moment (the hot path of a keyed send).
+    claimed = await idempotency.begin(engine, admin_id, key, digest, claims=request.app.state.notifications.key_claims)
     if isinstance(claimed, Replay):
         response = await replay(claimed)
         response.headers["Idempotent-Replayed"] = "true"

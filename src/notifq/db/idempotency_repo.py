@@ -34,6 +34,21 @@ async def try_insert(conn: AsyncConnection, admin_id: uuid.UUID, key: str, reque
     return result.first() is not None
 
 
+async def try_insert_many(
+    conn: AsyncConnection, keys: Sequence[tuple[uuid.UUID, str, str]]
+) -> set[tuple[uuid.UUID, str]]:
+    """`try_insert` for many (admin, key, hash) at once, all distinct: the (admin, key) pairs claimed."""
+    result = await conn.execute(
+        text(
+            "INSERT INTO idempotency_keys (admin_id, key, request_hash, state) "
+            "SELECT a, k, h, 'in_progress' FROM unnest(CAST(:admins AS uuid[]), CAST(:keys AS text[]), "
+            "CAST(:hashes AS text[])) AS u(a, k, h) ON CONFLICT DO NOTHING RETURNING admin_id, key"
+        ),
+        {"admins": [a for a, _, _ in keys], "keys": [k for _, k, _ in keys], "hashes": [h for _, _, h in keys]},
+    )
+    return {(r.admin_id, r.key) for r in result}
+
+
 async def lock(conn: AsyncConnection, admin_id: uuid.UUID, key: str) -> KeyRow | None:
     r = (
         await conn.execute(
