@@ -197,3 +197,30 @@ async def test_keyed_sends_in_groups_keep_replay_conflict_and_mismatch(
     mismatch = await post(0, _otp(777))
     assert_error(mismatch, 422, "validation_error")
     assert len(await _bodies(engine)) == 50
+
+
+async def test_bad_requests_racing_good_ones_never_reach_or_break_a_group(
+    app_client: tuple[Starlette, httpx.AsyncClient], fast_auth: dict[str, str], engine: AsyncEngine
+) -> None:
+    """Refused input (NUL, a lone surrogate, a bad address, deep nesting, a revoked-looking token) is
+    answered 4xx before any group forms; the good sends racing it are all written, each exactly once."""
+    _, client = app_client
+    bad_bodies: list[bytes] = [
+        b'{"channel":"sms","to":"+15550000001","body":"a\\u0000b"}',
+        b'{"channel":"sms","to":"+15550000001","body":"\\ud800"}',
+        b'{"channel":"sms","to":"not a phone","body":"x"}',
+        b'{"channel":"sms","to":"+15550000001","body":"x","data":' + b'{"a":' * 300 + b"1" + b"}" * 301,
+        b'[{"channel":"sms","to":"+15550000001","body":"x"},{"channel":"sms","to":"+1","body":""}]',
+    ]
+    headers = {**fast_auth, "content-type": "application/json"}
+    good = [client.post("/notifications", json=_otp(i), headers=fast_auth) for i in range(60)]
+    bad = [client.post("/notifications", content=b, headers=headers) for b in bad_bodies * 8]
+    forged = [client.post("/notifications", json=_otp(9), headers={"Authorization": "Bearer x.y.z"})
+              for _ in range(5)]  # fmt: skip
+    answers = await asyncio.gather(*good, *bad, *forged)
+    good_answers, rest = answers[:60], answers[60:]
+    assert [a.status_code for a in good_answers] == [202] * 60
+    assert all(400 <= a.status_code < 500 for a in rest), [(a.status_code, a.text[:80]) for a in rest]
+    rows = await _bodies(engine)
+    assert sorted(rows) == sorted(int(a.json()["id"]) for a in good_answers)
+    await _consistent_counts(engine)

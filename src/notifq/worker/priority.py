@@ -11,8 +11,8 @@ How small and how brief is a trade (`make bench --only priority --priority-lanes
 OTPs every 10 ms during a 1,000,000-message campaign, 2 workers, 2026-12-01): chunks of 100
 and 10 ms pauses gave the OTPs p99 13 ms and the campaign 31 % of its solo rate; 200 and
 3 ms, p99 20 ms and 57 %; 300 and 2 ms, p99 63 ms and 67 %; 250 and 2.5 ms (below), p99
-38 ms and 67 %. Workers with NOTIFQ_WORKER_LANES=bulk never yield (dedicated transactional
-workers serve the OTPs; on 2 cores that measured worse: p99 76 ms, docs/benchmarks.md).
+38-41 ms and 67-69 %. Workers with NOTIFQ_WORKER_LANES=bulk never yield (dedicated
+transactional workers serve the OTPs; on 2 cores that measured worse for them: p99 54 ms).
 """
 
 from __future__ import annotations
