@@ -121,9 +121,10 @@ class WorkerRuntime:
             running.append(self._express)  # it stops popping and finishes its chunks in flight
         if running:
             await asyncio.wait(running, timeout=wait)
-        for task in [*self._tasks, *([self._express] if self._express else [])]:
+        background = [*self._tasks, *([self._express] if self._express else [])]
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self._tasks, *([self._express] if self._express else []), return_exceptions=True)
+        await _settle(background, deps.metrics.id)
         self._express = None
         for w in self.workers.values():
             # Finish arq's job tasks ourselves: its close() gathers them without return_exceptions,
@@ -156,6 +157,25 @@ class WorkerRuntime:
         for task in crashed:  # a lane died (e.g. Redis gone): exit non-zero so a supervisor restarts us
             if not task.cancelled() and task.exception() is not None:
                 raise SystemExit(f"notifq worker: a lane stopped: {task.exception()!r}")
+
+
+CANCEL_WAIT_SECONDS = 10.0
+
+
+async def _settle(tasks: list[asyncio.Task[None]], worker_id: str) -> None:
+    """Wait for cancelled tasks to end, but not forever: a task that ignores its cancellation (stuck in
+    a library call) is named in a warning, with where it is, and the stop goes on without it."""
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=CANCEL_WAIT_SECONDS)
+    for task in stuck:
+        where = "; ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}"
+                          for f in task.get_stack(limit=8))  # fmt: skip
+        log.warning("worker %s: task %s still running %g s after its cancellation (at %s); stopping without it",
+                    worker_id, task.get_name(), CANCEL_WAIT_SECONDS, where, extra={"worker_id": worker_id})  # fmt: skip
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: an ended task's error was logged where it happened
 
 
 def lanes_served(settings: Settings) -> tuple[Lane, ...]:
