@@ -140,25 +140,20 @@ class NotificationService:
                 log.warning("enqueue of %d notification batch(es) failed after commit; the reconciler will "
                             "enqueue them", len(jobs), exc_info=True,
                             extra={"message_id": inserted[0].row.id})  # fmt: skip
-        answers: list[list[MessageRow]] = []
-        start = 0
-        for send in sends:
-            answers.append([n.row for n in inserted[start : start + len(send.requests)]])
-            start += len(send.requests)
-        return answers
+        return [[n.row for n in own] for own in _split(sends, inserted)]
 
     async def _insert(self, rows: list[NewNotification], batches: list[int], sends: list[_Send]) -> list[Inserted]:
         """In request order. Without keys one autocommit statement; with keys, the rows and every key's
         record commit together (two statements in one transaction)."""
-        tickets = [(send.ticket, start) for send, start in zip(sends, _starts(sends), strict=True) if send.ticket]
-        if not tickets:
+        if not any(send.ticket for send in sends):
             async with self.sends.connect() as conn:
                 return await notifications_repo.insert(conn, rows, batches)
         async with self.engine.begin() as conn:
             inserted = await notifications_repo.insert(conn, rows, batches)
             completions = [
-                KeyCompletion(t.admin_id, t.key, [str(n.row.id) for n in inserted[at : at + len(send.requests)]])
-                for (t, at), send in zip(tickets, [s for s in sends if s.ticket], strict=True)
+                KeyCompletion(send.ticket.admin_id, send.ticket.key, [str(n.row.id) for n in own])
+                for send, own in zip(sends, _split(sends, inserted), strict=True)
+                if send.ticket
             ]
             await idempotency_repo.complete_many(conn, "notifications", completions, 202)
         return inserted
@@ -278,13 +273,13 @@ class _Send:
     ticket: Ticket | None
 
 
-def _starts(sends: list[_Send]) -> list[int]:
-    """Where each send's rows begin in its group's flattened list."""
-    starts, at = [], 0
+def _split(sends: list[_Send], inserted: list[Inserted]) -> list[list[Inserted]]:
+    """The group's rows (in request order) cut back into each send's own."""
+    own, at = [], 0
     for send in sends:
-        starts.append(at)
+        own.append(inserted[at : at + len(send.requests)])
         at += len(send.requests)
-    return starts
+    return own
 
 
 def _is_dependency_error(exc: BaseException) -> bool:
