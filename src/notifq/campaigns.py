@@ -236,14 +236,15 @@ class CampaignService:
             raise Conflict(f"a {current.status} campaign cannot be {action}", {"status": current.status})
 
     async def _transition(self, campaign_id: uuid.UUID, allowed: Statuses, action: str, status: CampaignStatus,
-                          move: Callable[[AsyncConnection, uuid.UUID], Awaitable[int]]) -> CampaignRow:  # fmt: skip
+                          move: Callable[[AsyncConnection, uuid.UUID], Awaitable[int]],
+                          reason: str | None = None) -> CampaignRow:  # fmt: skip
         """Move the messages, then set the campaign's status, in one transaction."""
 
         async def work(conn: AsyncConnection) -> CampaignRow:
             await self._checked(conn, campaign_id, allowed, action)
             moved = await move(conn, campaign_id)
             await self._confirm(conn, campaign_id, allowed, action, moved)
-            await campaigns_repo.set_status(conn, campaign_id, status)
+            await campaigns_repo.set_status(conn, campaign_id, status, reason)
             row = await campaigns_repo.get(conn, campaign_id)
             assert row is not None
             return row
@@ -255,10 +256,11 @@ class CampaignService:
         return await self._transition(campaign_id, CANCELLABLE, "cancelled", CampaignStatus.CANCELLED,
                                       lifecycle.cancel_campaign_messages)  # fmt: skip
 
-    async def pause(self, campaign_id: uuid.UUID) -> CampaignRow:
-        """Hold what has not started; messages in flight finish. Resume sends only what was held."""
+    async def pause(self, campaign_id: uuid.UUID, reason: str | None = None) -> CampaignRow:
+        """Hold what has not started; messages in flight finish. Resume sends only what was held.
+        `reason`: why the guard paused it (None when an operator did)."""
         return await self._transition(campaign_id, PAUSABLE, "paused", CampaignStatus.PAUSED,
-                                      lifecycle.pause_campaign_messages)  # fmt: skip
+                                      lifecycle.pause_campaign_messages, reason)  # fmt: skip
 
     async def resume(self, campaign_id: uuid.UUID) -> CampaignRow:
         await self.redis.ping()

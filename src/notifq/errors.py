@@ -36,6 +36,12 @@ class Unauthorized(NotifqError):
     code = "unauthorized"
 
 
+class Forbidden(NotifqError):
+    """The request proves who sent it and the proof fails (a webhook's signature, its topic)."""
+
+    code = "forbidden"
+
+
 class TooManyAttempts(NotifqError):
     code = "too_many_attempts"
 
@@ -79,6 +85,15 @@ class ThrottledError(TransientError):
 
 class PermanentError(DeliveryError):
     """Retrying cannot help (the address was rejected): fail the message at once."""
+
+
+class RecipientRejected(PermanentError):
+    """The provider refused this recipient for good (a hard bounce, an unregistered device token, an SMS
+    opt-out): the message fails, and the address goes on the suppression list (`kind`, a FeedbackKind)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ProviderConfigError(DeliveryError):

@@ -121,3 +121,7 @@ class RedisKeys:
     def subscriber_rate(self, subscriber_id: str, channel: str, window: int) -> str:
         """Bulk messages counted for one subscriber and channel in one fixed window (its number)."""
         return f"{self.prefix}:srate:{channel}:{window}:{subscriber_id}"
+
+    def opt_out_sync(self) -> str:
+        """Held by the worker that copies SNS's opted-out numbers this period: one worker of the fleet does it."""
+        return f"{self.prefix}:sns-opt-out-sync"

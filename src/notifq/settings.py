@@ -234,6 +234,25 @@ class Settings(BaseModel):
         "it they are skipped (`throttled`); transactional ones are never throttled")
     subscriber_token_ttl_seconds: int = setting("NOTIFQ_SUBSCRIBER_TOKEN_TTL_SECONDS", 24 * 3600, ge=60,
         description="lifetime of a subscriber token (`POST /subscribers/{id}/token`)")
+    # The deliverability loop (docs/deliverability.md).
+    public_url: str | None = setting("NOTIFQ_PUBLIC_URL", None, shown="`http://NOTIFQ_HOST:NOTIFQ_PORT`",
+        description="the API's address as recipients reach it: the base of one-click unsubscribe links")
+    unsubscribe_secret: str = secret("NOTIFQ_UNSUBSCRIBE_SECRET", "", shown="derived from NOTIFQ_JWT_SECRET",
+        description="HMAC key of unsubscribe links; changing it breaks the links already sent")
+    sns_topics: CommaList = setting("NOTIFQ_SNS_TOPICS", (), shown="none",
+        description="comma-separated SNS topic ARNs whose messages `POST /webhooks/ses` accepts (and whose "
+        "subscriptions it confirms); others get a 403")
+    sns_cert_url_regex: str = setting("NOTIFQ_SNS_CERT_URL_REGEX", r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        min_length=1, description="SNS signing certificates and SubscribeURLs are fetched only from URLs matching this")
+    max_bounce_rate: float = setting("NOTIFQ_MAX_BOUNCE_RATE", 0.05, ge=0, le=1,
+        description="a campaign pauses itself when its hard bounces exceed this share of its sent messages")
+    max_complaint_rate: float = setting("NOTIFQ_MAX_COMPLAINT_RATE", 0.001, ge=0, le=1,
+        description="a campaign pauses itself when its complaints exceed this share of its sent messages")
+    guard_min_sent: int = setting("NOTIFQ_GUARD_MIN_SENT", 500, ge=1,
+        description="sent messages (since the last resume) before a campaign's bounce and complaint rates count")
+    sns_opt_out_sync_seconds: float = setting("NOTIFQ_SNS_OPT_OUT_SYNC_SECONDS", 3600.0, ge=0, shown="`3600` (1 h)",
+        description="how often SNS's list of opted-out phone numbers is copied onto the suppression list (when "
+        "SMS goes through SNS); `0` = never")
     state_dir: Path = setting("NOTIFQ_STATE_DIR", Path(".notifq"),
         description="where dev mode keeps its servers, secret and state")
     log_format: LogFormat = setting("NOTIFQ_LOG_FORMAT", "json", description="`json`: one object per line with "

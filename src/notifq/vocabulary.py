@@ -50,6 +50,7 @@ class SkipReason(StrEnum):
     THROTTLED = "throttled"
     DUPLICATE = "duplicate"
     ERASED = "erased"
+    SUPPRESSED = "suppressed"
 
 
 SKIP_REASON_DESCRIPTIONS: dict[SkipReason, str] = {
@@ -58,7 +59,36 @@ SKIP_REASON_DESCRIPTIONS: dict[SkipReason, str] = {
     SkipReason.THROTTLED: "a bulk message over NOTIFQ_SUBSCRIBER_RATE_LIMIT for this subscriber and channel",
     SkipReason.DUPLICATE: "another message with the same subscriber and dedupKey within NOTIFQ_DEDUP_WINDOW",
     SkipReason.ERASED: "the subscriber was erased (DELETE /subscribers/{id}) before it was sent",
+    SkipReason.SUPPRESSED: "the address is on the suppression list (GET /suppressions): a hard bounce, a "
+    "complaint, an invalid push token, an SMS opt-out or a manual entry stops every message; an unsubscribe "
+    "stops bulk messages (of its category, if it has one)",
 }
+
+
+class SuppressionReason(StrEnum):
+    """Why an address is on the suppression list (`suppressions.reason`)."""
+
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBED = "unsubscribed"
+    INVALID_TOKEN = "invalid_token"
+    OPTED_OUT_SMS = "opted_out_sms"
+    MANUAL = "manual"
+
+
+SUPPRESSION_REASON_DESCRIPTIONS: dict[SuppressionReason, str] = {
+    SuppressionReason.HARD_BOUNCE: "the receiving server refused the address for good (an SES permanent bounce, "
+    "or an SMTP 5xx for the recipient)",
+    SuppressionReason.COMPLAINT: "the recipient marked a message as spam (an SES complaint)",
+    SuppressionReason.UNSUBSCRIBED: "the recipient used a one-click unsubscribe link (RFC 8058); stops bulk "
+    "messages only, of one category when the message had one",
+    SuppressionReason.INVALID_TOKEN: "FCM said the device token is unregistered or invalid",
+    SuppressionReason.OPTED_OUT_SMS: "the phone number opted out of SMS (SNS `OptedOut`)",
+    SuppressionReason.MANUAL: "added by an operator (POST /suppressions)",
+}
+# Reasons that stop every message to the address, transactional ones included (an OTP to a mailbox that
+# does not exist bounces all the same); an unsubscribe only stops bulk messages.
+BLOCKING_SUPPRESSION_REASONS = frozenset(set(SuppressionReason) - {SuppressionReason.UNSUBSCRIBED})
 
 
 class CampaignStatus(StrEnum):
@@ -97,6 +127,10 @@ class Event(StrEnum):
     SKIPPED = "skipped"
     DELIVERED = "delivered"
     READ = "read"
+    BOUNCED = "bounced"
+    SOFT_BOUNCED = "soft_bounced"
+    COMPLAINED = "complained"
+    UNSUBSCRIBED = "unsubscribed"
 
 
 EVENT_DESCRIPTIONS: dict[Event, str] = {
@@ -116,7 +150,42 @@ EVENT_DESCRIPTIONS: dict[Event, str] = {
     Event.RELEASED: "its sendAt came; queued for delivery",
     Event.REQUEUED: "a campaign retry queued it again with fresh attempts",
     Event.REDRIVEN: "a dead-letter redrive queued it again with fresh attempts",
-    Event.SKIPPED: "not sent, for the reason in `detail` (opted_out, no_address, throttled, duplicate, erased)",
-    Event.DELIVERED: "in-app: a client of the subscriber acknowledged it (ACK); deliveredAt",
+    Event.SKIPPED: "not sent, for the reason in `detail` (opted_out, no_address, throttled, duplicate, erased, "
+    "suppressed)",
+    Event.DELIVERED: "in-app: a client of the subscriber acknowledged it (ACK); email: SES reported delivery to the "
+    "receiving server (`detail`: its SMTP answer); deliveredAt",
     Event.READ: "in-app: the subscriber read it; readAt",
+    Event.BOUNCED: "a hard bounce (SES permanent bounce, or an SMTP 5xx for the recipient): the address is "
+    "suppressed (`hard_bounce`); counts in the campaign's bounce rate; bouncedAt",
+    Event.SOFT_BOUNCED: "a transient bounce reported by SES (mailbox full, …): recorded only",
+    Event.COMPLAINED: "the recipient marked it as spam (SES complaint): the address is suppressed (`complaint`); "
+    "counts in the campaign's complaint rate; complainedAt",
+    Event.UNSUBSCRIBED: "the recipient used this message's one-click unsubscribe link (`detail`: what stopped)",
+}
+
+
+class FeedbackKind(StrEnum):
+    """What a provider told notifq about a message after (or instead of) sending it."""
+
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"
+    COMPLAINT = "complaint"
+    DELIVERY = "delivery"
+    INVALID_TOKEN = "invalid_token"
+    OPTED_OUT_SMS = "opted_out_sms"
+
+
+FEEDBACK_EVENTS: dict[FeedbackKind, Event | None] = {
+    FeedbackKind.HARD_BOUNCE: Event.BOUNCED,
+    FeedbackKind.SOFT_BOUNCE: Event.SOFT_BOUNCED,
+    FeedbackKind.COMPLAINT: Event.COMPLAINED,
+    FeedbackKind.DELIVERY: Event.DELIVERED,
+    FeedbackKind.INVALID_TOKEN: None,  # the message's `failed` event already says why
+    FeedbackKind.OPTED_OUT_SMS: None,
+}
+FEEDBACK_SUPPRESSES: dict[FeedbackKind, SuppressionReason] = {
+    FeedbackKind.HARD_BOUNCE: SuppressionReason.HARD_BOUNCE,
+    FeedbackKind.COMPLAINT: SuppressionReason.COMPLAINT,
+    FeedbackKind.INVALID_TOKEN: SuppressionReason.INVALID_TOKEN,
+    FeedbackKind.OPTED_OUT_SMS: SuppressionReason.OPTED_OUT_SMS,
 }

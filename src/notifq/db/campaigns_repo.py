@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -37,12 +37,23 @@ class CampaignRow:
     completed_at: datetime | None
     category: str | None = None
     audience: Literal["addresses", "subscribers"] = "addresses"  # "subscribers": messages addressed to profiles
+    feedback: CampaignFeedback = field(default_factory=lambda: CampaignFeedback())
+
+
+@dataclass(frozen=True)
+class CampaignFeedback:
+    """What recipients and their servers said about a campaign, and whether its guard paused it."""
+
+    bounces: int = 0  # hard bounces, each message counted once
+    complaints: int = 0
+    unsubscribes: int = 0
+    paused_reason: str | None = None  # set when the guard paused it (NOTIFQ_MAX_BOUNCE_RATE, …)
 
 
 _COLUMNS = (
     "id, name, subject, body, status, channel, send_at, total_messages, pending_count, queued_count, sending_count, "
     "sent_count, failed_count, cancelled_count, skipped_count, created_at, updated_at, completed_at, category, "
-    "audience"
+    "audience, bounce_count, complaint_count, unsubscribe_count, paused_reason"
 )
 
 
@@ -54,6 +65,7 @@ def _row(r: Any) -> CampaignRow:
         counts={s: m[f"{s}_count"] for s in MESSAGE_STATUSES},
         created_at=m["created_at"], updated_at=m["updated_at"], completed_at=m["completed_at"],
         category=m["category"], audience=m["audience"],
+        feedback=CampaignFeedback(m["bounce_count"], m["complaint_count"], m["unsubscribe_count"], m["paused_reason"]),
     )  # fmt: skip
 
 
@@ -126,15 +138,23 @@ async def mark_enqueued(conn: AsyncConnection, campaign_ids: list[uuid.UUID]) ->
     )
 
 
-async def set_status(conn: AsyncConnection, campaign_id: uuid.UUID, status: CampaignStatus) -> None:
+async def set_status(conn: AsyncConnection, campaign_id: uuid.UUID, status: CampaignStatus,
+                     paused_reason: str | None = None) -> None:  # fmt: skip
+    """Any change of status clears the guard's pause reason (a pause by the guard sets it); leaving
+    `paused` starts the guard's sample afresh: from now on, of the messages attempted from now on."""
+    resumed = f"status = '{CampaignStatus.PAUSED}'"
     await conn.execute(
         text(
-            "UPDATE campaigns SET status = :status, updated_at = now(), "
-            f"completed_at = CASE WHEN :status IN ({_FINISHED}) "
-            "THEN now() ELSE NULL END "
-            "WHERE id = :id"
+            f"""UPDATE campaigns SET status = :status, updated_at = now(),
+            completed_at = CASE WHEN :status IN ({_FINISHED}) THEN now() ELSE NULL END,
+            paused_reason = :reason,
+            guard_since = CASE WHEN {resumed} THEN now() ELSE guard_since END,
+            guard_attempted_base = CASE WHEN {resumed} THEN sent_count + failed_count ELSE guard_attempted_base END,
+            guard_bounces = CASE WHEN {resumed} THEN 0 ELSE guard_bounces END,
+            guard_complaints = CASE WHEN {resumed} THEN 0 ELSE guard_complaints END
+            WHERE id = :id"""
         ),
-        {"id": campaign_id, "status": status},
+        {"id": campaign_id, "status": status, "reason": paused_reason},
     )
 
 

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifq.db import transitions
 from notifq.db.engine import raw_connection
-from notifq.db.transitions import sql_in
-from notifq.vocabulary import Channel, Event, Lane, MessageStatus, SkipReason
+from notifq.db.transitions import address_of, sql_in
+from notifq.vocabulary import Channel, Event, FeedbackKind, Lane, MessageStatus, SkipReason
 
 _OPEN = sql_in((MessageStatus.QUEUED, MessageStatus.SENDING))  # a batch with these still has work
 
@@ -56,6 +56,8 @@ class ClaimedMessage:
     dedup_key: str | None = None
     created_at: datetime | None = None
     profile: ClaimedProfile | None = None  # None for a plain address, or a subscriber that no longer exists
+    suppressed: bool = False  # the address it would go to is on the suppression list (for this message)
+    unsubscribe_category: str | None = None  # the category an unsubscribe link in it stops (its own or its campaign's)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Outcome:
     event: Event | None = None
     skip_reason: SkipReason | None = None
     recipient: str | None = None  # the address a subscriber's message went to
+    feedback: FeedbackKind | None = None  # the provider refused the recipient for good: suppress it
 
     @property
     def event_name(self) -> Event:
@@ -107,6 +110,8 @@ class MessageRow:
     skip_reason: SkipReason | None = None
     delivered_at: datetime | None = None
     read_at: datetime | None = None
+    bounced_at: datetime | None = None
+    complained_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -213,15 +218,6 @@ async def insert_subscriber_messages(
     return n
 
 
-def address_of(channel: str) -> str:
-    """SQL for the address a subscriber's message goes to, from its profile `s` and the channel
-    expression `channel`; the worker resolves it again when it claims the message (worker/audience.py)."""
-    return (
-        f"CASE {channel} WHEN 'email' THEN s.email WHEN 'sms' THEN s.phone "
-        "WHEN 'push' THEN s.push_tokens[cardinality(s.push_tokens)] WHEN 'inapp' THEN s.id END"
-    )
-
-
 _CLAIM = text(transitions.CLAIM)
 _CLAIM_BATCHES = text(transitions.CLAIM_BATCHES)
 _RECORD = text(transitions.RECORD)
@@ -244,7 +240,7 @@ async def claim_batches(
 
 def _claimed(result: Any) -> list[ClaimedMessage]:
     fields = ("id", "campaign_id", "recipient", "attempts", "channel", "subject", "body", "data", "vars", "priority",
-              "subscriber_id", "category", "dedup_key", "created_at")  # fmt: skip
+              "subscriber_id", "category", "dedup_key", "created_at", "suppressed", "unsubscribe_category")  # fmt: skip
     claimed = [
         ClaimedMessage(**{f: getattr(r, f) for f in fields}, profile=_profile(r))
         for r in result
@@ -384,7 +380,8 @@ async def campaigns_of(conn: AsyncConnection, job_ids: Sequence[int]) -> list[uu
 
 _MESSAGE_COLUMNS = (
     "id, campaign_id, channel, priority, recipient, subject, status, attempts, last_error, provider, "
-    "provider_message_id, send_at, created_at, updated_at, subscriber_id, category, skip_reason, delivered_at, read_at"
+    "provider_message_id, send_at, created_at, updated_at, subscriber_id, category, skip_reason, delivered_at, "
+    "read_at, bounced_at, complained_at"
 )
 
 
@@ -394,6 +391,7 @@ def message_row(r: Any) -> MessageRow:
         r.id, r.campaign_id, Channel(r.channel), Lane(r.priority), r.recipient, r.subject, MessageStatus(r.status),
         r.attempts, r.last_error, r.provider, r.provider_message_id, r.send_at, r.created_at, r.updated_at,
         r.subscriber_id, r.category, SkipReason(r.skip_reason) if r.skip_reason else None, r.delivered_at, r.read_at,
+        r._mapping.get("bounced_at"), r._mapping.get("complained_at"),
     )  # fmt: skip
 
 

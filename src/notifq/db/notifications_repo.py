@@ -11,8 +11,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifq.db.messages_repo import MessageRow, address_of, message_row
-from notifq.db.transitions import transition
+from notifq.db.messages_repo import MessageRow, message_row
+from notifq.db.transitions import address_of, transition
 from notifq.vocabulary import MessageStatus
 
 

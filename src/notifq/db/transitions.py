@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from notifq.vocabulary import CampaignStatus, Event, MessageStatus
+from notifq.addresses import suppression_key_sql
+from notifq.vocabulary import CampaignStatus, Event, Lane, MessageStatus, SuppressionReason
 
 COUNT_SHARDS = 16  # message_counts rows per (channel, status): see migration 0002
 
@@ -99,6 +100,24 @@ _HELD = sql_in((C.CANCELLED, C.PAUSED))
 # (worker/audience.py), with the profile as it is now, not as it was when it was accepted.
 
 
+def address_of(channel: str) -> str:
+    """SQL for the address a subscriber's message goes to, from its profile `s` and the channel
+    expression `channel`; the worker resolves it again when it claims the message (worker/audience.py)."""
+    return (
+        f"CASE {channel} WHEN 'email' THEN s.email WHEN 'sms' THEN s.phone "
+        "WHEN 'push' THEN s.push_tokens[cardinality(s.push_tokens)] WHEN 'inapp' THEN s.id END"
+    )
+
+
+# Is the address the message would go to on the suppression list? One primary-key probe per message,
+# inside the claim (no round trip). An unsubscribe stops only bulk messages, of its category if it names one.
+_ADDRESS = f"CASE WHEN q.subscriber_id IS NULL THEN q.recipient ELSE {address_of('q.channel')} END"
+_SUPPRESSED = f"""EXISTS (SELECT 1 FROM suppressions x
+        WHERE x.channel = q.channel AND x.address = {suppression_key_sql("q.channel", _ADDRESS)}
+          AND (x.reason <> '{SuppressionReason.UNSUBSCRIBED}'
+               OR (q.priority = '{Lane.BULK}' AND x.category IN ('', COALESCE(q.category, c.category, '')))))"""
+
+
 def _claim(candidates: str) -> str:
     """The claim statement for the queued messages `candidates` (a FROM item `q` with `id`,
     `campaign_id`, `subscriber_id`), oldest first."""
@@ -118,11 +137,13 @@ def _claim(candidates: str) -> str:
             ELSE '{E.PAUSED}' END AS event,
         NULL::text AS detail, NULL::text AS provider,
         m.recipient, m.subject, m.body, m.data, m.vars, m.priority, m.subscriber_id, m.category, m.dedup_key,
-        m.created_at, p.s_id, p.s_email, p.s_phone, p.s_push_tokens, p.s_data, p.s_preferences
+        m.created_at, p.s_id, p.s_email, p.s_phone, p.s_push_tokens, p.s_data, p.s_preferences, p.suppressed,
+        COALESCE(m.category, p.campaign_category) AS unsubscribe_category
     """,
         before=f"""p AS MATERIALIZED (
             SELECT q.id, c.status AS campaign_status, s.id AS s_id, s.email AS s_email, s.phone AS s_phone,
-                   s.push_tokens AS s_push_tokens, s.data AS s_data, s.preferences AS s_preferences
+                   s.push_tokens AS s_push_tokens, s.data AS s_data, s.preferences AS s_preferences,
+                   {_SUPPRESSED} AS suppressed, c.category AS campaign_category
             FROM {candidates} LEFT JOIN campaigns c ON c.id = q.campaign_id
             LEFT JOIN subscribers s ON s.id = q.subscriber_id
             ORDER BY q.id LIMIT :limit)""",
@@ -136,7 +157,8 @@ CLAIM = _claim(f"(SELECT * FROM messages WHERE job_id = :job_id AND status = '{S
 # through a million-message campaign to the OTPs at its end (p50 600 ms per claim, `make bench --only
 # priority`, 2026-12-01).
 CLAIM_BATCHES = _claim(
-    "unnest(CAST(:job_ids AS bigint[])) AS j(job_id) CROSS JOIN LATERAL (SELECT id, campaign_id, subscriber_id "
+    "unnest(CAST(:job_ids AS bigint[])) AS j(job_id) CROSS JOIN LATERAL (SELECT id, campaign_id, subscriber_id, "
+    "channel, recipient, priority, category "
     f"FROM messages WHERE job_id = j.job_id AND status = '{S.QUEUED}' ORDER BY id LIMIT :limit) q",
 )
 

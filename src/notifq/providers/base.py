@@ -27,6 +27,8 @@ class OutgoingMessage:
     data: dict[str, str] | None = None
     category: str | None = None  # in-app frames carry it; other channels ignore it
     created_at: datetime | None = None
+    # Bulk email only: the one-click unsubscribe link (RFC 8058) sent as List-Unsubscribe(-Post).
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,23 @@ from notifq.errors import (
     DeliveryError,
     PermanentError,
     ProviderConfigError,
+    RecipientRejected,
     ThrottledError,
     TransientError,
 )
 from notifq.providers.base import OutgoingMessage, SendResult
+from notifq.vocabulary import FeedbackKind
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_LIFETIME = 3600  # Google's maximum for the signed assertion
 REFRESH_MARGIN = 60.0  # seconds before expiry at which a cached access token is replaced
 PERMANENT_FCM_CODES = frozenset({"UNREGISTERED", "INVALID_ARGUMENT", "SENDER_ID_MISMATCH"})
+# The token itself is dead (the app was uninstalled, the token rotated): it is removed from its subscriber
+# and suppressed. INVALID_ARGUMENT also covers a bad payload, so it counts only when FCM's message says the
+# registration token is invalid. SENDER_ID_MISMATCH is not among them: it usually means *our* credentials
+# are another Firebase project's (a staging key in production), and would otherwise wipe every token.
+DEAD_TOKEN_FCM_CODES = frozenset({"UNREGISTERED"})
 THROTTLE_FCM_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE"})
 _PROJECT_ID = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")  # optional legacy "domain:" prefix
 _FIELDS = ("project_id", "private_key_id", "private_key", "client_email", "token_uri")
@@ -115,6 +122,8 @@ def classify(response: httpx.Response) -> DeliveryError:
     status, fcm_code, message = _google_error(response)
     code = response.status_code
     text = f"FCM {code} {fcm_code or status or response.reason_phrase}: {message}".strip()
+    if fcm_code in DEAD_TOKEN_FCM_CODES or (fcm_code == "INVALID_ARGUMENT" and "registration token" in message.lower()):
+        return RecipientRejected(text, FeedbackKind.INVALID_TOKEN)
     if fcm_code in PERMANENT_FCM_CODES:
         return PermanentError(text)
     if fcm_code in THROTTLE_FCM_CODES or code in (429, 503):

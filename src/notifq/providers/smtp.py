@@ -28,10 +28,12 @@ from notifq.errors import (
     DeliveryError,
     PermanentError,
     ProviderConfigError,
+    RecipientRejected,
     ThrottledError,
     TransientError,
 )
 from notifq.providers.base import OutgoingMessage, SendResult
+from notifq.vocabulary import FeedbackKind
 
 SECURITY_MODES = ("starttls", "tls", "none")
 # 5xx replies about our session (authentication, encryption), not the message: every message
@@ -60,11 +62,40 @@ def classify_reply(code: int, text: str) -> DeliveryError:
     return TransientError(message)
 
 
+# RFC 3463 enhanced status codes that say the address itself is bad: no such mailbox or domain (5.1.x), or a
+# disabled mailbox (5.2.1). 5.7.x (policy, blocklists, authentication) and the rest are about the sender or
+# the message: the message fails, but the address is not suppressed.
+_ENHANCED_STATUS = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")
+_NOT_THE_ADDRESS = ("relay", "block", "spam", "policy", "reputation", "denied", "rejected for policy")
+
+
+def is_hard_bounce(code: int, text: str) -> bool:
+    """A 5xx refusal of RCPT TO that means the recipient does not exist (so never sending to it again is right)."""
+    status = _ENHANCED_STATUS.search(text)
+    if status is not None:
+        return status.group(0).startswith("5.1.") or status.group(0) == "5.2.1"
+    return code in (550, 551, 553) and not any(hint in text.lower() for hint in _NOT_THE_ADDRESS)
+
+
+def _relay_denied(text: str) -> bool:
+    """ "554 5.7.1 Relay access denied" and friends: the server refuses every outside recipient, not this one."""
+    lowered = text.lower()
+    return "relay" in lowered and any(word in lowered for word in ("denied", "not permitted", "not allowed"))
+
+
 def classify(error: BaseException) -> DeliveryError:
-    """Map an aiosmtplib (or socket) error raised while sending one message."""
+    """Map an aiosmtplib (or socket) error raised while sending one message. A 5xx for the recipient
+    (RCPT TO refused for good) is a hard bounce: the address goes on the suppression list."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
         refused = error.recipients[0]
-        return classify_reply(refused.code, refused.message)
+        outcome = classify_reply(refused.code, refused.message)
+        if type(outcome) is PermanentError:
+            if _relay_denied(refused.message):
+                return ProviderConfigError(f"{outcome} (the server will not relay for us: check NOTIFQ_SMTP_HOST "
+                                           f"and {SESSION_SETTINGS})")  # fmt: skip
+            if is_hard_bounce(refused.code, refused.message):
+                return RecipientRejected(str(outcome), FeedbackKind.HARD_BOUNCE)
+        return outcome
     if isinstance(error, aiosmtplib.SMTPSenderRefused) and 500 <= error.code < 600:
         # MAIL FROM refused for good: the relay will not send as FROM_EMAIL, whatever the message.
         return ProviderConfigError(f"SMTP {error.code} {error.message}: the server refuses the sender "
@@ -87,6 +118,34 @@ def check_address(value: str, what: str) -> str:
     return value
 
 
+def compose(message: OutgoingMessage, from_email: str, domain: str) -> EmailMessage:
+    """The RFC 5322 message: plain UTF-8 text, with a Message-ID that names notifq's message (SMTP, and SES
+    when the message needs headers of its own)."""
+    recipient = check_address(message.recipient, "the recipient")
+    if _CONTROL.search(message.subject):
+        raise PermanentError("the subject must not contain line breaks or control characters")
+    msg = EmailMessage()
+    try:
+        msg["From"] = from_email
+        msg["To"] = recipient
+        msg["Subject"] = message.subject
+        msg["Date"] = email.utils.format_datetime(datetime.now(UTC))  # "+0000", not obsolete "GMT"
+        msg["Message-ID"] = email.utils.make_msgid(f"{message.message_id}.{message.attempt}", domain)
+        add_unsubscribe_headers(msg, message.unsubscribe_url)
+        msg.set_content(message.body, charset="utf-8")
+    except (ValueError, TypeError) as exc:
+        raise PermanentError(f"cannot build the email: {exc}") from exc
+    return msg
+
+
+def add_unsubscribe_headers(msg: EmailMessage, url: str | None) -> None:
+    """RFC 8058 one-click unsubscribe: mailbox providers (Gmail, Yahoo) require both headers on bulk mail
+    and POST `List-Unsubscribe=One-Click` to the URL; the URL is ours, so it carries no CR/LF."""
+    if url:
+        msg["List-Unsubscribe"] = f"<{url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+
+
 class PooledSMTP(aiosmtplib.SMTP):
     """aiosmtplib's client, remembering whether the current transaction reached DATA.
 
@@ -104,6 +163,7 @@ class PooledSMTP(aiosmtplib.SMTP):
 
 class SmtpProvider:
     name = "smtp"
+    takes_unsubscribe_url = True  # bulk emails carry List-Unsubscribe (RFC 8058)
 
     def __init__(
         self, *, host: str, port: int, from_email: str, security: str = "starttls", username: str | None = None,
@@ -131,21 +191,7 @@ class SmtpProvider:
         self.stale_retries = 0  # sends repeated because the server had dropped an idle connection
 
     def build_email(self, message: OutgoingMessage) -> EmailMessage:
-        """The RFC 5322 message: plain UTF-8 text, with a Message-ID that names notifq's message."""
-        recipient = check_address(message.recipient, "the recipient")
-        if _CONTROL.search(message.subject):
-            raise PermanentError("the subject must not contain line breaks or control characters")
-        msg = EmailMessage()
-        try:
-            msg["From"] = self.from_email
-            msg["To"] = recipient
-            msg["Subject"] = message.subject
-            msg["Date"] = email.utils.format_datetime(datetime.now(UTC))  # "+0000", not obsolete "GMT"
-            msg["Message-ID"] = email.utils.make_msgid(f"{message.message_id}.{message.attempt}", self.domain)
-            msg.set_content(message.body, charset="utf-8")
-        except (ValueError, TypeError) as exc:
-            raise PermanentError(f"cannot build the email: {exc}") from exc
-        return msg
+        return compose(message, self.from_email, self.domain)
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         msg = self.build_email(message)

@@ -100,6 +100,9 @@ async def screen(redis: Redis, keys: RedisKeys, settings: Settings, claimed: Seq
     limit, window = settings.subscriber_rate_limit
     window_no = int(time.time()) // window if limit else 0
     for message in claimed:
+        if message.suppressed:
+            skips.append(skipped(message, SkipReason.SUPPRESSED))
+            continue
         sid = message.subscriber_id
         if sid is None:
             send.append(message)

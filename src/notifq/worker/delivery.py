@@ -23,11 +23,13 @@ from typing import Any
 from notifq.db import messages_repo
 from notifq.db.engine import retry_deadlocks
 from notifq.db.messages_repo import ClaimedMessage, Outcome, RecordResult
-from notifq.errors import PermanentError, ProviderConfigError, ThrottledError
+from notifq.errors import PermanentError, ProviderConfigError, RecipientRejected, ThrottledError
+from notifq.feedback import Report
 from notifq.providers.base import OutgoingMessage
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.templates import render
-from notifq.vocabulary import Event, Lane, MessageStatus
+from notifq.unsubscribe_links import link_for
+from notifq.vocabulary import Channel, Event, FeedbackKind, Lane, MessageStatus
 from notifq.worker.audience import screen
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.metrics import outcome_of
@@ -54,17 +56,28 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
                else f"provider {provider.name} paused; not attempted")  # fmt: skip
         # Rounded up so the messages skipped together share one retry batch.
         return deferred(message, why, math.ceil(wait * 10) / 10, Event.DEFERRED)
+    bulk_mail = (message.priority == Lane.BULK and deps.unsubscribe_key
+                 and getattr(provider, "takes_unsubscribe_url", False))  # fmt: skip
+    unsubscribe = link_for(deps.settings, deps.unsubscribe_key, message.id) if bulk_mail else None
     outgoing = OutgoingMessage(message.id, message.attempts, message.recipient, subject, body, message.channel,
-                               message.data, message.category, message.created_at)  # fmt: skip
+                               message.data, message.category, message.created_at, unsubscribe)  # fmt: skip
     metrics = deps.metrics
+    # A subscriber's message records the address it went to (resolved from the profile at claim): a refusal
+    # must suppress that address, not the one the profile had when the message was accepted.
+    sent_to = message.recipient if message.subscriber_id else None
     async with deps.in_flight:
         metrics.in_flight += 1
         started = time.perf_counter()
         try:
             result = await provider.send(outgoing)
+        except RecipientRejected as exc:  # a hard bounce, a dead token, an opt-out: the address is suppressed
+            deps.breaker.refused(provider.name)
+            return Outcome(message.id, message.attempts, MessageStatus.FAILED, _error_text(exc), provider=provider.name,
+                           feedback=FeedbackKind(exc.kind), recipient=sent_to)  # fmt: skip
         except PermanentError as exc:
             deps.breaker.refused(provider.name)  # the message is the problem, not the provider
-            return Outcome(message.id, message.attempts, MessageStatus.FAILED, _error_text(exc), provider=provider.name)
+            return Outcome(message.id, message.attempts, MessageStatus.FAILED, _error_text(exc), provider=provider.name,
+                           recipient=sent_to)  # fmt: skip
         except ProviderConfigError as exc:
             return misconfigured(deps, message, provider.name, _error_text(exc))
         except ThrottledError as exc:
@@ -81,8 +94,7 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
         log.info("provider %s works again (it was held by: %s)", provider.name, problem,
                  extra={"provider": provider.name})  # fmt: skip
     return Outcome(message.id, message.attempts, MessageStatus.SENT, provider=result.provider,
-                   provider_message_id=result.provider_message_id,
-                   recipient=message.recipient if message.subscriber_id else None)  # fmt: skip
+                   provider_message_id=result.provider_message_id, recipient=sent_to)  # fmt: skip
 
 
 def misconfigured(deps: WorkerDeps, message: ClaimedMessage, provider: str, problem: str) -> Retry:
@@ -202,4 +214,24 @@ async def deliver_claimed(deps: WorkerDeps, claimed: list[ClaimedMessage], grant
     screened = await screen(deps.redis, deps.keys, deps.settings, claimed)
     deps.limiter.refund(granted - len(screened.send))  # skipped messages (and unclaimed tokens) never use a send
     final, retries = await send_chunk(deps, screened.send)
-    return await record(deps, [*final, *screened.skipped], retries)
+    result = await record(deps, [*final, *screened.skipped], retries)
+    refused = [o for o in final if o.feedback is not None]
+    if refused:
+        await report_refusals(deps, refused)
+    return result
+
+
+async def report_refusals(deps: WorkerDeps, refused: list[Outcome]) -> None:
+    """Recipients a provider refused for good go on the suppression list (after their outcomes are
+    recorded, so the message rows hold the address each went to). Never fails the chunk: the outcomes
+    are safe, and a missed entry only means the next message to that address is refused again. The
+    campaign guard is left to the reconciler's next round (a pause must not hold up this job)."""
+    if deps.feedback is None:
+        return
+    # The channel is the message's own (Report.channel only names it for reports without a message).
+    reports = [Report(FeedbackKind(o.feedback), Channel.EMAIL, message_id=o.message_id, detail=o.error,
+                      provider=o.provider) for o in refused if o.feedback is not None]  # fmt: skip
+    try:
+        await deps.feedback.apply(reports)
+    except Exception:
+        log.exception("could not record %d refused recipients on the suppression list", len(reports))

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.feedback import FeedbackService
 from notifq.keys import RedisKeys
 from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings
@@ -34,6 +35,10 @@ class WorkerDeps:
     gate: PriorityGate = field(default_factory=PriorityGate)
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    # Provider refusals (hard bounces, dead push tokens) go on the suppression list through it; its own
+    # small transactional engine (the hot path's engine is autocommit). None: not recorded (some tests).
+    feedback: FeedbackService | None = None
+    unsubscribe_key: bytes = b""  # signs the one-click unsubscribe links of bulk emails
     _content: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)
 
     @property

@@ -23,18 +23,23 @@ from collections.abc import Callable
 from arq import Worker
 from arq.connections import RedisSettings
 from arq.worker import func
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notifq.campaigns import CampaignService
 from notifq.db.engine import COMMAND_TIMEOUT_SECONDS, create_engine
+from notifq.feedback import FeedbackService
 from notifq.keys import RedisKeys
 from notifq.providers.factory import ProviderFactory
 from notifq.queue import DELIVER_FUNCTION, LANES, redis_client
 from notifq.settings import Settings
+from notifq.unsubscribe_links import link_key, link_problem
 from notifq.vocabulary import Lane
 from notifq.worker.breaker import CircuitBreaker
 from notifq.worker.delivery import deliver_batch
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.express import run_express
 from notifq.worker.heartbeat import run_heartbeat, say_goodbye
+from notifq.worker.opt_outs import run_opt_out_sync
 from notifq.worker.rate_limit import RateLimiter
 from notifq.worker.reconciler import run_reconciler
 from notifq.worker.scheduler import run_scheduler
@@ -61,6 +66,7 @@ class WorkerRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._express: asyncio.Task[None] | None = None
         self.deps: WorkerDeps | None = None
+        self._feedback_engine: AsyncEngine | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -78,6 +84,13 @@ class WorkerRuntime:
             in_flight=asyncio.Semaphore(s.worker_max_in_flight),
             breaker=CircuitBreaker(s.breaker_failures, s.breaker_cooldown),
         )  # fmt: skip
+        # Rare, multi-statement work (provider refusals, the guard's pause) needs real transactions.
+        self._feedback_engine = create_engine(s.database_url, pool_size=2, pool_timeout=COMMAND_TIMEOUT_SECONDS + 30,
+                                              role="worker-feedback", pre_ping=True)  # fmt: skip
+        deps.feedback = FeedbackService(self._feedback_engine, CampaignService(self._feedback_engine, deps.redis, s), s)
+        deps.unsubscribe_key = link_key(s)
+        if (problem := link_problem(s)) is not None and s.email_provider in ("ses", "smtp"):
+            log.warning("%s", problem)
         for lane in lanes_served(s):
             self.workers[lane] = Worker(
                 functions=[func(deliver_batch, name=DELIVER_FUNCTION, max_tries=1000)],
@@ -101,6 +114,7 @@ class WorkerRuntime:
             self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.keys, deps.draining),
                                                    name="notifq-priority"))  # fmt: skip
         self._tasks.append(asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat"))
+        self._tasks.append(asyncio.create_task(run_opt_out_sync(deps), name="notifq-opt-outs"))
         self._tasks.append(asyncio.create_task(check_providers(deps.providers, s.provider_timeout),
                                                name="notifq-provider-check"))  # fmt: skip
         log.info("worker %s started: lanes %s, rate limit %s msg/s, %d bulk jobs at once",
@@ -138,6 +152,8 @@ class WorkerRuntime:
         await deps.providers.aclose()
         await deps.redis.aclose()
         await deps.engine.dispose()
+        if self._feedback_engine is not None:
+            await self._feedback_engine.dispose()
         log.info("worker %s stopped: %s, %d stale outcomes", deps.metrics.id, dict(deps.metrics.totals),
                  deps.metrics.stale, extra={"worker_id": deps.metrics.id})  # fmt: skip
         self.deps = None

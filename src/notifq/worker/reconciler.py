@@ -8,7 +8,7 @@ It repairs three kinds of loss:
   between the API's commit and its enqueue, arq's job expiry): it is enqueued again;
 - a campaign left `pending` by such a crash is moved to `processing`.
 
-It also deletes idempotency keys past their 24 h and, when NOTIFQ_EVENT_RETENTION_DAYS is
+It also deletes idempotency keys past their 24 h, SNS message ids past 14 days, and, when NOTIFQ_EVENT_RETENTION_DAYS is
 set, audit events older than that.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifq.db import campaigns_repo, idempotency_repo, messages_repo
+from notifq.db import campaigns_repo, feedback_repo, idempotency_repo, messages_repo
 from notifq.db.messages_repo import Outcome
 from notifq.idempotency import KEY_TTL_SECONDS
 from notifq.queue import BatchJob, enqueue_batches, missing_jobs
@@ -33,6 +33,8 @@ from notifq.worker.recording import Retry, record
 log = logging.getLogger("notifq.reconciler")
 ADVISORY_LOCK_KEY = 0x6E6F7469  # "noti"
 SCAN_LIMIT = 10_000
+# SNS MessageIds applied (replays are no-ops) are kept this long: SNS stops retrying within hours.
+PROVIDER_EVENT_DAYS = 14
 PRUNE_BATCH = 5_000  # audit events deleted per statement when NOTIFQ_EVENT_RETENTION_DAYS is set
 PRUNE_BATCHES_PER_ROUND = 10  # at most 50,000 per round (every NOTIFQ_RECONCILE_INTERVAL)
 
@@ -83,6 +85,10 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
         # Their campaigns are enqueued now (stamped before workers can complete them).
         stale_campaigns = list({*stale_campaigns, *await messages_repo.campaigns_of(conn, list(lost))})
     await idempotency_repo.purge_older_than(conn, KEY_TTL_SECONDS)
+    await feedback_repo.prune_events(conn, PROVIDER_EVENT_DAYS)
+    if deps.feedback is not None:
+        await deps.feedback.apply_pending()
+        await deps.feedback.guard(await feedback_repo.guarded(conn))
     pruned = await _prune_events(conn, settings.event_retention_days)
     if stale_campaigns:
         await campaigns_repo.mark_enqueued(conn, stale_campaigns)
