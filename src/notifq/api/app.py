@@ -28,13 +28,17 @@ from notifq.campaigns import CampaignService
 from notifq.db.engine import READ_POOL_SIZE, SEND_POOL_SIZE, create_engine
 from notifq.errors import ConfigError
 from notifq.fanout import Hub
+from notifq.feedback import FeedbackService
 from notifq.inbox import InboxService
 from notifq.keys import RedisKeys
 from notifq.logs import setup_logging
 from notifq.notifications import NotificationService
 from notifq.queue import redis_client
 from notifq.settings import Settings, load_settings, require_jwt_secret
+from notifq.sns_verify import MAX_MESSAGE_AGE, SnsVerifier
 from notifq.subscribers import SubscriberService
+from notifq.suppressions import SuppressionService
+from notifq.unsubscribe_links import link_key
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -57,7 +61,12 @@ def create_app(settings: Settings) -> Starlette:
         app.state.read_engine = reads
         app.state.probe_engine = probe_engine
         app.state.redis = redis
-        app.state.campaigns = CampaignService(engine, redis, settings, reads=reads)
+        app.state.campaigns = campaigns = CampaignService(engine, redis, settings, reads=reads)
+        app.state.suppressions = SuppressionService(engine, reads)
+        app.state.feedback = FeedbackService(engine, campaigns, settings)
+        verifier = SnsVerifier(cert_url_regex=settings.sns_cert_url_regex, topics=settings.sns_topics,
+                               max_age=MAX_MESSAGE_AGE)  # fmt: skip
+        app.state.sns_verifier = verifier
         app.state.notifications = NotificationService(engine, redis, settings, sends=sends, reads=reads)
         app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds,
                                                  RedisKeys.from_settings(settings))  # fmt: skip
@@ -75,6 +84,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await hub.stop()
             await inbox.receipts.stop()
+            await verifier.aclose()
             await redis.aclose()
             await engine.dispose()
             await sends.dispose()
@@ -84,6 +94,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
                     middleware=[Middleware(SecurityHeaders)])  # fmt: skip
     app.state.settings = settings
+    app.state.unsubscribe_key = link_key(settings)
     app.state.openapi = build_openapi(OPERATIONS, settings)
     return app
 

@@ -47,6 +47,7 @@ class Operation:
     replies: Mapping[int, Reply]
     description: str = ""
     body: Any = None  # the request body's model (or a TypeAdapter-able type)
+    body_media_type: str = "application/json"  # how the body is sent (SNS: text/plain; RFC 8058: a form)
     query: type[pydantic.BaseModel] | None = None
     public: bool = False
     subscriber: bool = False  # authenticated by a subscriber token (the inbox), not an admin's
@@ -170,8 +171,8 @@ def invalid(message: str, details: Mapping[str, Any] | None = None) -> PydanticC
     return PydanticCustomError(INVALID, "{message}", {"message": message, "details": dict(details or {})})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, capped (Starlette has no limit of its own)."""
+async def read_body(request: Request, limit: int, *, allow_empty: bool = False) -> bytes:
+    """The raw body, capped (Starlette has no limit of its own); empty is a 422 unless `allow_empty`."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes", {"maxBytes": limit})
@@ -182,7 +183,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes", {"maxBytes": limit})
         chunks.append(chunk)
     raw = b"".join(chunks)
-    if not raw.strip():
+    if not raw.strip() and not allow_empty:
         raise ValidationError("the request body is empty; send a JSON object")
     return raw
 

@@ -22,6 +22,7 @@ STATUS_BY_ERROR: dict[type[errors.NotifqError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.TooManyAttempts: 429,
     errors.PayloadTooLarge: 413,
     errors.ServiceUnavailable: 503,

@@ -8,6 +8,7 @@ so the served document is as strict as the API it describes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -30,6 +31,12 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "subscriber_id": {"description": "Your own user id: 1 to 128 of `A-Z a-z 0-9 . _ : @ -`, not `.` or `..`; "
                       "anything else is a 422.",
                       "schema": {"type": "string", "pattern": f"^{SUBSCRIBER_ID_RE.pattern}$"}},
+    "channel": {"description": "`email`, `sms` or `push`; anything else is a 422.",
+                "schema": {"type": "string", "enum": ["email", "sms", "push"]}},
+    "address": {"description": "The address as written (it is normalised like on POST /suppressions).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 4096}},
+    "token": {"description": "The token of an unsubscribe link (32 URL-safe base64 characters); a forged or "
+              "altered one is a 404.", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_=-]{1,64}$"}},
 }  # fmt: skip
 SUBSCRIBER_AUTH: list[dict[str, list[str]]] = [{"subscriberAuth": []}]
 HEADERS: dict[str, dict[str, Any]] = {
@@ -52,6 +59,11 @@ ERRORS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     "NotFound": (404, "No campaign with that id (`not_found`).", ()),
     "NotificationNotFound": (404, "No message with that id (`not_found`).", ()),
     "SubscriberNotFound": (404, "No subscriber with that id (`not_found`).", ()),
+    "SuppressionNotFound": (404, "The address is not on that channel's suppression list (`not_found`).", ()),
+    "LinkNotFound": (404, "Not an unsubscribe link notifq made: forged, altered or cut short (`not_found`).", ()),
+    "Forbidden": (403, "The SNS message is not one (`malformed`), is unsigned, its signature or certificate does "
+                  "not verify, it is older than 7 days, or its topic is not in NOTIFQ_SNS_TOPICS (`forbidden`, "
+                  "`details.reason`); nothing was written.", ()),
     "ValidationFailed": (422, "The request is invalid (`validation_error`); `details.field` names the offending "
                          "field where there is one.", ()),
     "PayloadTooLarge": (413, 'The request body is larger than allowed (`payload_too_large`, details '
@@ -68,6 +80,11 @@ DESCRIPTION = (
     "operation except the public ones (`security: []`).\n\nEvery error, including 404/405 for unknown routes or "
     'methods and 500 `internal_error`, uses the `Error` envelope `{"error": {"code", "message", "details"}}`.'
 )
+
+
+def documented_path(path: str) -> str:
+    """A route's path as OpenAPI writes it: Starlette's convertors dropped (`{address:path}` → `{address}`)."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
 
 
 def _content(schema: dict[str, Any], media_type: str) -> dict[str, Any]:
@@ -109,9 +126,10 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
     _apply_limits(components, settings)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        item = paths.setdefault(op.path, {})
+        path = documented_path(op.path)
+        item = paths.setdefault(path, {})
         params = [{"name": n, "in": "path", "required": True, **PATH_PARAMETERS[n]}
-                  for n in PATH_PARAMETERS if f"{{{n}}}" in op.path]  # fmt: skip
+                  for n in PATH_PARAMETERS if f"{{{n}}}" in path]  # fmt: skip
         params += [{"$ref": f"#/components/parameters/{h}"} for h in op.headers]
         if op.query is not None:
             query = schemas[((op.operation_id, "query"), "validation")]
@@ -139,7 +157,7 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
             operation["parameters"] = params
         if op.body is not None:
             body = schemas[((op.operation_id, "body"), "validation")]
-            operation["requestBody"] = {"required": True, "content": _content(body, "application/json")}
+            operation["requestBody"] = {"required": True, "content": _content(body, op.body_media_type)}
         item[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",

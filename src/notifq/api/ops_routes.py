@@ -7,6 +7,7 @@ there are, and they show the whole cluster, not the API process.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -35,7 +37,7 @@ from notifq.api.models.ops import (
     WorkerSeries,
 )
 from notifq.api.requests import require_admin
-from notifq.db import notifications_repo
+from notifq.db import feedback_repo, notifications_repo, suppressions_repo
 from notifq.keys import RedisKeys
 from notifq.queue import queue_depth
 from notifq.telemetry import (
@@ -164,6 +166,19 @@ def _gauge(name: str, doc: str, value: float) -> Metric:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+SUPPRESSION_COUNTS_TTL = 60.0  # seconds: the list can hold millions of rows, and every scrape of every process asks
+
+
+async def _suppression_counts(request: Request, conn: AsyncConnection) -> list[tuple[str, str, int]]:
+    """The suppression list counted by channel and reason, at most once a minute per process."""
+    cached: tuple[float, list[tuple[str, str, int]]] | None = getattr(request.app.state, "suppression_counts", None)
+    now = time.monotonic()
+    if cached is None or cached[0] <= now:
+        cached = (now + SUPPRESSION_COUNTS_TTL, await suppressions_repo.counts(conn))
+        request.app.state.suppression_counts = cached
+    return cached[1]
+
+
 async def metrics(request: Request) -> Response:
     redis, keys = request.app.state.redis, RedisKeys.from_settings(request.app.state.settings)
     counters = await metric_counters(redis, keys)
@@ -179,7 +194,30 @@ async def metrics(request: Request) -> Response:
     for lane, n in sorted(jobs.items()):
         lanes.add_metric([lane], n)
     series = per_provider(counters)
+    async with request.app.state.read_engine.connect() as conn:
+        suppressed = await _suppression_counts(request, conn)
+        campaigns = await feedback_repo.open_campaign_counts(conn)
+    suppression_family = GaugeMetricFamily("notifq_suppressions", "Suppression list entries by channel and reason",
+                                           labels=["channel", "reason"])  # fmt: skip
+    for channel, reason, n in suppressed:
+        suppression_family.add_metric([channel, reason], n)
+    per_campaign = {
+        name: GaugeMetricFamily(f"notifq_campaign_{name}", doc, labels=["campaign_id", "status"])
+        for name, doc in (("bounces", "Hard-bounced messages of a campaign still sending or paused"),
+                          ("complaints", "Complaints about a campaign still sending or paused"),
+                          ("unsubscribes", "One-click unsubscribes from a campaign still sending or paused"),
+                          ("bounce_rate", "Hard bounces / sent, per campaign still sending or paused"),
+                          ("complaint_rate", "Complaints / sent, per campaign still sending or paused"))
+    }  # fmt: skip
+    for c in campaigns:
+        labels = [str(c.id), c.status]
+        for name, value in (("bounces", c.bounces), ("complaints", c.complaints), ("unsubscribes", c.unsubscribes),
+                            ("bounce_rate", c.bounces / c.sent if c.sent else 0.0),
+                            ("complaint_rate", c.complaints / c.sent if c.sent else 0.0)):  # fmt: skip
+            per_campaign[name].add_metric(labels, value)
     families: list[Metric] = [
+        suppression_family,
+        *per_campaign.values(),
         *_outcome_families(series),
         _latency_family(series),
         messages,
@@ -227,6 +265,8 @@ OPERATIONS = [
               "config_error}_total` and the histogram `notifq_provider_latency_seconds` by channel and provider "
               "(published by every worker through Redis); gauges `notifq_messages{channel,status}`, "
               "`notifq_queue_depth`, `notifq_queue_jobs{lane}`, `notifq_in_flight`, `notifq_workers`; counters "
-              "`notifq_rate_limit_waits_total` and `notifq_rate_limit_wait_seconds_total`. "
-              "Aggregates only (no ids, addresses or secrets)."),
+              "`notifq_rate_limit_waits_total` and `notifq_rate_limit_wait_seconds_total`; the deliverability "
+              "gauges `notifq_suppressions{channel,reason}` and, for campaigns still sending or paused that have "
+              "feedback (at most 200), `notifq_campaign_{bounces,complaints,unsubscribes,bounce_rate,"
+              "complaint_rate}{campaign_id,status}`. Aggregates only, and campaign ids: no addresses or secrets."),
 ]  # fmt: skip

@@ -19,6 +19,9 @@ from notifq.api import (
     ops_routes,
     stream_routes,
     subscriber_routes,
+    suppression_routes,
+    unsubscribe_routes,
+    webhook_routes,
 )
 from notifq.api.contract import Operation, Reply, json_reply, routes
 from notifq.api.models.ops import Health, LoginRequest, LoginResponse, Readiness
@@ -80,6 +83,9 @@ OPERATIONS: list[Operation] = [
     *campaign_routes.OPERATIONS,
     *notification_routes.OPERATIONS,
     *subscriber_routes.OPERATIONS,
+    *suppression_routes.OPERATIONS,
+    *webhook_routes.OPERATIONS,
+    *unsubscribe_routes.OPERATIONS,
     *inbox_routes.OPERATIONS,
     *stream_routes.OPERATIONS,
     *ops_routes.OPERATIONS,

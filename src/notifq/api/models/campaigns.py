@@ -233,7 +233,32 @@ class Progress(ApiModel):
     sent: int = Field(ge=0)
     failed: int = Field(ge=0)
     cancelled: int = Field(ge=0)
-    skipped: int = Field(ge=0, description="Not sent on purpose (opted out, no address, duplicate, throttled).")
+    skipped: int = Field(
+        ge=0, description="Not sent on purpose (opted out, no address, duplicate, throttled, suppressed)."
+    )
+
+
+class Deliverability(ApiModel):
+    """What recipients and their servers reported (SES events, provider answers, unsubscribe links), and the
+    guard that pauses the campaign when its hard-bounce or complaint rate passes NOTIFQ_MAX_BOUNCE_RATE or
+    NOTIFQ_MAX_COMPLAINT_RATE (once NOTIFQ_GUARD_MIN_SENT messages were sent since it last resumed)."""
+
+    model_config = ConfigDict(strict=False)
+    bounces: int = Field(ge=0, description="Messages that hard-bounced (each counted once).")
+    complaints: int = Field(ge=0, description="Messages their recipient marked as spam.")
+    unsubscribes: int = Field(ge=0, description="Messages whose one-click unsubscribe link was used.")
+    bounce_rate: float = Field(ge=0, description="bounces / messages attempted (sent or failed; 0 before any).")
+    complaint_rate: float = Field(ge=0, description="complaints / messages attempted.")
+    paused_reason: str | None = Field(description="Why the guard paused it (null unless paused by the guard); "
+                                      "`POST /campaigns/{id}/resume` resumes it, and the guard then judges only what "
+                                      "is sent after the resume.")  # fmt: skip
+
+    @classmethod
+    def of(cls, c: CampaignRow) -> Deliverability:
+        f, sent = c.feedback, c.counts[MessageStatus.SENT] + c.counts[MessageStatus.FAILED]  # attempted
+        return cls(bounces=f.bounces, complaints=f.complaints, unsubscribes=f.unsubscribes,
+                   bounce_rate=f.bounces / sent if sent else 0.0, complaint_rate=f.complaints / sent if sent else 0.0,
+                   paused_reason=f.paused_reason if c.status == CampaignStatus.PAUSED else None)  # fmt: skip
 
 
 class Campaign(ApiModel):
@@ -257,6 +282,7 @@ class Campaign(ApiModel):
         description="`subscribers`: each message goes to a subscriber's profile (address and preferences)."
     )
     progress: Progress
+    deliverability: Deliverability
     created_at: datetime = Field(description="When the campaign was accepted.")
     updated_at: datetime = Field(description="Last change to the campaign or its counters.")
     completed_at: datetime | None = Field(
@@ -270,7 +296,8 @@ class Campaign(ApiModel):
             total_messages=c.total_messages, sent_count=c.counts[MessageStatus.SENT],
             failed_count=c.counts[MessageStatus.FAILED], skipped_count=c.counts[MessageStatus.SKIPPED],
             category=c.category, audience=c.audience, progress=Progress.model_validate(dict(c.counts)),
-            created_at=c.created_at, updated_at=c.updated_at, completed_at=c.completed_at,
+            deliverability=Deliverability.of(c), created_at=c.created_at, updated_at=c.updated_at,
+            completed_at=c.completed_at,
         )  # fmt: skip
 
 

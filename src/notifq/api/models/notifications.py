@@ -178,8 +178,13 @@ class Notification(ApiModel):
     skip_reason: SkipReason | None = Field(
         description="Status `skipped` only: " + "; ".join(f"`{r}`: {d}" for r, d in SKIP_REASON_DESCRIPTIONS.items())
         + ".")  # fmt: skip
-    delivered_at: datetime | None = Field(description="In-app: when a client of the subscriber ACKed it.")
+    delivered_at: datetime | None = Field(
+        description="In-app: when a client of the subscriber ACKed it; email: "
+        "when SES reported delivery to the receiving server."
+    )
     read_at: datetime | None = Field(description="In-app: when the subscriber read it.")
+    bounced_at: datetime | None = Field(description="When it hard-bounced (the address is now suppressed).")
+    complained_at: datetime | None = Field(description="When its recipient marked it as spam.")
 
     @classmethod
     def of(cls, m: MessageRow) -> Notification:
@@ -188,7 +193,8 @@ class Notification(ApiModel):
             priority=m.priority, status=m.status, attempts=m.attempts, provider=m.provider,
             provider_message_id=m.provider_message_id, last_error=m.last_error, send_at=m.send_at,
             created_at=m.created_at, updated_at=m.updated_at, subscriber=m.subscriber_id, category=m.category,
-            skip_reason=m.skip_reason, delivered_at=m.delivered_at, read_at=m.read_at,
+            skip_reason=m.skip_reason, delivered_at=m.delivered_at, read_at=m.read_at, bounced_at=m.bounced_at,
+            complained_at=m.complained_at,
         )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ export const SKIP_REASONS = {
   throttled: 'over the per-subscriber rate limit',
   duplicate: 'a duplicate (same dedup key)',
   erased: 'the subscriber was erased',
+  suppressed: 'the address is on the suppression list',
 };
 
 /** Message statuses after which nothing happens on its own (a redrive can still send a failed one again). */

@@ -78,6 +78,13 @@ export function fmtRate(n) {
   return value >= 100 ? integer.format(value) : decimal.format(value);
 }
 
+const share = new Intl.NumberFormat(undefined, { style: 'percent', minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+/** A fraction (0..1) as a percentage with two decimals: 0.08 -> "8.00%" (as the campaign guard words its rates). */
+export function fmtShare(fraction) {
+  return share.format(Number(fraction) || 0);
+}
+
 /** 42% of a whole (0 when the whole is 0). */
 export function percent(part, whole) {
   return whole > 0 ? Math.min(100, Math.max(0, (part / whole) * 100)) : 0;

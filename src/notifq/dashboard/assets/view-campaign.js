@@ -1,5 +1,5 @@
-// #/campaigns/<id>: one campaign, live: counts, progress, messages per second, time left,
-// failed messages, and the actions its status allows.
+// #/campaigns/<id>: one campaign, live: counts, progress, deliverability (bounces, complaints, unsubscribes, and
+// why its guard paused it), messages per second, time left, failed messages, and the actions its status allows.
 
 import { ApiError, api, request } from './api.js';
 import {
@@ -17,7 +17,7 @@ import {
   updateStatusBadge,
 } from './components.js';
 import { RateChart } from './chart.js';
-import { address, fmtDateTime, fmtDuration, fmtInt, fmtRate, h, isAbort, replace, setText } from './dom.js';
+import { address, fmtDateTime, fmtDuration, fmtInt, fmtRate, fmtShare, h, isAbort, replace, setText } from './dom.js';
 import { followEvents } from './sse.js';
 import { CampaignTimeline } from './timeline.js';
 
@@ -57,6 +57,7 @@ export function renderCampaign(container, { signal, params }) {
     view.bar.update(next.progress, next.totalMessages);
     setStat(view.stats.total, next.totalMessages);
     for (const key of ['pending', 'queued', 'sending', 'sent', 'failed', 'skipped', 'cancelled']) setStat(view.stats[key], next.progress[key] || 0);
+    renderDeliverability(view, next);
     view.chart.setStart(runStart(next));
     view.chart.freeze(FINISHED.has(next.status) && next.completedAt ? Date.parse(next.completedAt) : null);
     timeline.onUpdate(next);
@@ -287,6 +288,26 @@ function buildLayout(container, id) {
   const meta = h('dl', { className: 'meta' });
   const actions = h('div', { className: 'btn-row actions', id: 'campaign-actions', hidden: true });
   const confirm = h('div', { className: 'confirm-slot' });
+  // Why the guard paused it: shown above the Resume button while it holds (see renderDeliverability).
+  const guardReason = h('span', { id: 'campaign-paused-reason' });
+  const guard = h(
+    'div',
+    { className: 'alert alert--warning guard-notice', id: 'campaign-guard', role: 'status', hidden: true },
+    h('strong', {}, 'Paused by its guard: '),
+    guardReason,
+    h('span', { className: 'guard-notice__hint' }, 'Resume sends the rest; the guard then judges only what is sent after the resume.'),
+  );
+  const deliverability = {
+    bounces: feedbackStat('Bounces', 'bounces'),
+    complaints: feedbackStat('Complaints', 'complaints'),
+    unsubscribes: feedbackStat('Unsubscribes', 'unsubscribes'),
+  };
+  const deliverabilitySection = h(
+    'section',
+    { className: 'card', 'aria-labelledby': 'deliverability-title', id: 'deliverability-section' },
+    h('h2', { id: 'deliverability-title' }, 'Deliverability'),
+    h('dl', { className: 'stats', id: 'campaign-deliverability' }, Object.values(deliverability).map((s) => s.el)),
+  );
   const notice = new MessageArea('campaign-message');
   const bar = new ProgressBar({ label: 'Campaign progress' });
   const names = { total: 'Total', pending: 'Pending', queued: 'Queued', sending: 'Sending', sent: 'Sent', failed: 'Failed', skipped: 'Skipped', cancelled: 'Cancelled' };
@@ -304,7 +325,7 @@ function buildLayout(container, id) {
     h('nav', { className: 'breadcrumb', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/campaigns' }, '← All campaigns')),
     h('div', { className: 'page-header' }, title, badge, live.el),
     meta,
-    h('div', { className: 'toolbar' }, actions, confirm),
+    h('div', { className: 'toolbar' }, actions, confirm, guard),
     notice.el,
     h(
       'section',
@@ -314,6 +335,7 @@ function buildLayout(container, id) {
       h('dl', { className: 'stats', id: 'campaign-stats' }, Object.values(stats).map((s) => s.el)),
       eta,
     ),
+    deliverabilitySection,
     h('section', { className: 'card', 'aria-labelledby': 'rate-title' }, h('h2', { id: 'rate-title' }, 'Messages per second'), chart.el),
     h(
       'section',
@@ -331,7 +353,41 @@ function buildLayout(container, id) {
       h('div', { className: 'card__footer' }, failedMore),
     ),
   );
-  return { title, badge, live, meta, actions, confirm, notice, bar, stats, eta, chart, failed, failedEmpty, failedMore, failedCount };
+  return { title, badge, live, meta, actions, confirm, guard, guardReason, notice, bar, stats, deliverability, deliverabilitySection, eta, chart, failed, failedEmpty, failedMore, failedCount };
+}
+
+/** A deliverability figure: its count, and its share of the messages sent. */
+function feedbackStat(label, role) {
+  const s = stat(label, role);
+  s.note = h('span', { className: 'stat__note', dataset: { rate: role } });
+  s.el.append(h('dd', { className: 'stat__sub' }, s.note));
+  return s;
+}
+
+/**
+ * Bounces, complaints and unsubscribes with their rates (`deliverability`, counted once per message), and the
+ * guard's reason while it holds the campaign paused. Older servers send no `deliverability`: the card is hidden.
+ */
+function renderDeliverability(view, c) {
+  const d = c.deliverability;
+  view.deliverabilitySection.hidden = !d;
+  const reason = d?.pausedReason || '';
+  setText(view.guardReason, reason);
+  view.guard.hidden = !(reason && c.status === 'paused');
+  if (!d) return;
+  // What the API's rates are of: messages attempted (sent, or failed, like a recipient refused with a 5xx).
+  const sent = (c.sentCount || 0) + (c.failedCount || 0);
+  const share = (rate, key) => {
+    const note = view.deliverability[key].note;
+    note.dataset.value = String(rate);
+    setText(note, sent > 0 ? `${fmtShare(rate)} of ${fmtInt(sent)} sent` : 'nothing sent yet');
+  };
+  setStat(view.deliverability.bounces, d.bounces);
+  setStat(view.deliverability.complaints, d.complaints);
+  setStat(view.deliverability.unsubscribes, d.unsubscribes);
+  share(d.bounceRate, 'bounces');
+  share(d.complaintRate, 'complaints');
+  share(sent > 0 ? d.unsubscribes / sent : 0, 'unsubscribes'); // the API gives no rate for these: the same ratio
 }
 
 function renderMeta(view, c) {

@@ -24,6 +24,12 @@ const EVENT_LABELS = {
   released: 'Released',
   requeued: 'Requeued',
   redriven: 'Redriven',
+  delivered: 'Delivered',
+  read: 'Read',
+  bounced: 'Bounced',
+  soft_bounced: 'Soft bounce',
+  complained: 'Complaint',
+  unsubscribed: 'Unsubscribed',
 };
 
 export function renderNotification(container, { signal, params }) {
