@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import uuid
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +55,21 @@ def moto_server(aws_credentials: None) -> Iterator[str]:
 
 
 async def moto_sent_messages(endpoint: str) -> list[dict[str, Any]]:
+    """Every email moto's SES took, Simple and Raw alike (bulk email goes as Raw MIME, for its List-Unsubscribe
+    headers), in Simple's shape: `id`, `source`, `destinations.ToAddresses`, `subject`, `body`; Raw ones also
+    keep their parsed `mime`."""
     async with httpx.AsyncClient(base_url=endpoint) as http:
         r = await http.get("/moto-api/data.json")
         r.raise_for_status()
-        return list(r.json().get("ses", {}).get("Message", []))
+        ses = r.json().get("ses", {})
+    sent = list(ses.get("Message", []))
+    for raw in ses.get("RawMessage", []):
+        mime = email.message_from_string(raw["raw_data"], policy=email.policy.default)
+        assert isinstance(mime, EmailMessage)
+        to = {"ToAddresses": [str(mime["To"])]}
+        sent.append({"id": raw["id"], "source": raw["source"], "destinations": to, "subject": str(mime["Subject"]),
+                     "body": str(mime.get_content()).strip(), "mime": mime})  # fmt: skip
+    return sent
 
 
 @pytest.fixture

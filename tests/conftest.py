@@ -60,6 +60,7 @@ def base_settings(servers: test_servers.TestServers, tmp_path_factory: pytest.Te
         # Tests whose provider fails on purpose must not trip the circuit breaker (tested on its own).
         breaker_failures=1_000_000,
         login_lockout_seconds=60,
+        sns_opt_out_sync_seconds=0,  # on where a test asks (it would call SNS, which tests only have as moto)
         state_dir=Path(tmp_path_factory.mktemp("state")),
     )
 
@@ -89,7 +90,8 @@ async def clean(engine: AsyncEngine, redis: Redis) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "TRUNCATE messages, campaigns, admins, message_events, message_counts, idempotency_keys, subscribers "
+                "TRUNCATE messages, campaigns, admins, message_events, message_counts, idempotency_keys, subscribers, "
+                "suppressions, provider_events "
                 "RESTART IDENTITY CASCADE"
             )
         )

@@ -167,6 +167,9 @@ def _every_field_changed() -> Settings:
         smtp_password="p", smtp_pool_size=1, fcm_credentials_file="/f.json", fcm_endpoint_url="http://fcm",
         breaker_failures=9, breaker_cooldown=0.5, state_dir=Path("/tmp/state"), log_format="text",
         inapp_buffer_ttl=60.0, dedup_window=5.0, subscriber_rate_limit=(20, 60), subscriber_token_ttl_seconds=120,
+        public_url="https://notify.example", unsubscribe_secret="u" * 32, sns_topics=("arn:a", "arn:b"),
+        sns_cert_url_regex="^https://certs/", max_bounce_rate=0.5, max_complaint_rate=0.25, guard_min_sent=7,
+        sns_opt_out_sync_seconds=0.0,
     )  # fmt: skip
 
 

@@ -53,7 +53,18 @@ SMS: dict[str, Any] = {"channel": "sms", "to": "+15550000001", "body": "b"}
 EMAIL: dict[str, Any] = {"channel": "email", "to": "ada@example.com", "subject": "s", "body": "b"}
 REDRIVE: dict[str, Any] = {"ids": ["1"]}
 LOGIN: dict[str, Any] = {"email": ADMIN_EMAIL, "password": "not the password"}
-PUBLIC_PATHS = {"/health", "/ready", "/openapi.json", "/metrics", "/", "/auth/login", "/ws", "/inbox.js"}
+PUBLIC_PATHS = {
+    "/health",
+    "/ready",
+    "/openapi.json",
+    "/metrics",
+    "/",
+    "/auth/login",
+    "/ws",
+    "/inbox.js",
+    "/webhooks/ses",
+    "/u/{token}",
+}  # the last two: an SNS signature, an unsubscribe link's HMAC
 INBOX_PREFIX = "/inbox/"  # subscriber tokens only (/inbox and /inbox/...): an admin's is refused there
 STREAM_PREFIX = "/events/"
 TIMEOUT = 10  # seconds: a stream that starts instead of refusing must not hang the test

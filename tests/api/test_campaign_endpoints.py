@@ -24,7 +24,7 @@ from tests.harness import assert_counters_match, campaign_row, status_counts
 BATCH = 3
 CAMPAIGN_KEYS = {
     "id", "name", "subject", "status", "channel", "sendAt", "totalMessages", "sentCount", "failedCount", "progress",
-    "createdAt", "updatedAt", "completedAt", "skippedCount", "category", "audience",
+    "createdAt", "updatedAt", "completedAt", "skippedCount", "category", "audience", "deliverability",
 }  # fmt: skip
 RECIPIENTS = [f"person{i}@example.com" for i in range(7)]
 

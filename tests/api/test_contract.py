@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from notifq.api.app import create_app
 from notifq.api.contract import Operation
+from notifq.api.openapi import documented_path
 from notifq.api.routes import OPERATIONS
 from notifq.settings import Settings
 from tests.api.support import assert_error
@@ -30,14 +31,14 @@ def _app_routes(settings: Settings) -> set[tuple[str, str]]:
             served.add((route.path, "get"))
             continue
         assert isinstance(route, Route)
-        served |= {(route.path, m.lower()) for m in route.methods or () if m != "HEAD"}
+        served |= {(documented_path(route.path), m.lower()) for m in route.methods or () if m != "HEAD"}
     return served
 
 
 def test_every_served_route_is_an_operation_and_every_operation_is_served(settings: Settings) -> None:
     spec = create_app(settings).state.openapi
     documented = {(path, method) for path, item in spec["paths"].items() for method in item}
-    assert _app_routes(settings) == documented == {(op.path, op.method.lower()) for op in OPERATIONS}
+    assert _app_routes(settings) == documented == {(documented_path(op.path), op.method.lower()) for op in OPERATIONS}
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=[o.operation_id for o in OPERATIONS])

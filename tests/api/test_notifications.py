@@ -23,7 +23,7 @@ from tests.harness import running_worker
 NOTIFICATION_KEYS = {
     "id", "campaignId", "channel", "to", "subject", "priority", "status", "attempts", "provider",
     "providerMessageId", "lastError", "sendAt", "createdAt", "updatedAt", "subscriber", "category", "skipReason",
-    "deliveredAt", "readAt",
+    "deliveredAt", "readAt", "bouncedAt", "complainedAt",
 }  # fmt: skip
 MOCK_TO = {"email": "x@example.com", "sms": "+15550001234", "push": "mock-abc"}
 

@@ -19,7 +19,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from notifq.errors import ConfigError, PermanentError, ProviderConfigError, ThrottledError, TransientError
+from notifq.errors import (
+    ConfigError,
+    PermanentError,
+    ProviderConfigError,
+    RecipientRejected,
+    ThrottledError,
+    TransientError,
+)
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.providers.fcm import FCM_SCOPE, FcmProvider, classify, load_service_account, parse_retry_after
 from tests.fcm_server import (  # noqa: F401  (fixtures)
@@ -310,7 +317,8 @@ def response(status: int, body: Any = None, headers: dict[str, str] | None = Non
 
 
 @pytest.mark.parametrize(("status", "canonical", "fcm_code", "expected"), [
-    (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", PermanentError), (404, "NOT_FOUND", "UNREGISTERED", PermanentError),
+    (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", PermanentError),
+    (404, "NOT_FOUND", "UNREGISTERED", RecipientRejected),
     (404, "NOT_FOUND", None, PermanentError), (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH", PermanentError),
     (403, "PERMISSION_DENIED", None, ProviderConfigError), (401, "UNAUTHENTICATED", None, ProviderConfigError),
     (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", TransientError),

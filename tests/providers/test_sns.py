@@ -13,9 +13,10 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from notifq.errors import PermanentError, ProviderConfigError, ThrottledError, TransientError
+from notifq.errors import PermanentError, ProviderConfigError, RecipientRejected, ThrottledError, TransientError
 from notifq.providers.base import OutgoingMessage, SendResult
 from notifq.providers.sns import PERMANENT_CODES, THROTTLE_CODES, SnsProvider, classify
+from notifq.vocabulary import FeedbackKind
 from tests.loop_probe import loop_ticks
 from tests.smtp_server import free_port
 
@@ -205,12 +206,18 @@ def test_classify_throttling(code: str) -> None:
     assert code in str(error) and "Rate exceeded" in str(error)
 
 
-@pytest.mark.parametrize("code", ["InvalidParameter", "InvalidParameterValue", "OptedOut", "EndpointDisabled",
-                                  "ValidationError"])  # fmt: skip
+@pytest.mark.parametrize("code", ["InvalidParameter", "InvalidParameterValue", "EndpointDisabled", "ValidationError"])
 def test_classify_permanent(code: str) -> None:
     assert code in PERMANENT_CODES
     error = classify(client_error(code))
     assert type(error) is PermanentError
+    assert code in str(error)
+
+
+@pytest.mark.parametrize("code", ["OptedOut", "OptedOutException"])
+def test_an_opted_out_number_fails_and_is_suppressed(code: str) -> None:
+    error = classify(client_error(code))
+    assert type(error) is RecipientRejected and error.kind == FeedbackKind.OPTED_OUT_SMS
     assert code in str(error)
 
 

@@ -143,7 +143,7 @@ async def test_unverified_ses_sender_holds_the_campaign_until_it_is_verified(
     client: httpx.AsyncClient, auth: dict[str, str], settings: Settings, engine: AsyncEngine, moto_server: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    """SES refusing our sender ("Email address not verified") is about our configuration, not the
+    """SES refusing our sender (not verified, no authority to send from it) is about our configuration, not the
     recipients: the messages wait, and go out once the sender is verified."""
     campaign_id, real = await _send_two(client, auth)
     sender = unique_address("unverified")
@@ -151,8 +151,10 @@ async def test_unverified_ses_sender_holds_the_campaign_until_it_is_verified(
     ses = settings.with_(ses_endpoint_url=moto_server, from_email=sender, **HELD_SETTINGS)
     async with running_worker(ses):
         await wait_for(lambda: _held_long_enough(engine, campaign_id), within=20)
-        await _assert_held(engine, campaign_id, "not verified")
-        assert _errors_naming(caplog, "ses", "not verified"), [r.getMessage() for r in caplog.records]
+        # A Simple send says "not verified"; moto refuses a Raw one (bulk email: List-Unsubscribe) as "Did not
+        # have authority to send from"; both name the sender and are held alike.
+        await _assert_held(engine, campaign_id, "verify the sender FROM_EMAIL")
+        assert _errors_naming(caplog, "ses", "verify the sender FROM_EMAIL"), [r.getMessage() for r in caplog.records]
 
         identities = boto3.client("sesv2", region_name="us-east-1", endpoint_url=moto_server)
         identities.create_email_identity(EmailIdentity=sender)
