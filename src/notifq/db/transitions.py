@@ -109,13 +109,18 @@ def address_of(channel: str) -> str:
     )
 
 
-# Is the address the message would go to on the suppression list? One primary-key probe per message,
+# Is the address the message would go to on the suppression list? One primary-key probe per claimed message,
 # inside the claim (no round trip). An unsubscribe stops only bulk messages, of its category if it names one.
+# A LATERAL join after the chunk is picked, not an EXISTS in the select list: for EXISTS the planner may build
+# a hashed SubPlan, reading the whole list into a hash table on every claim (115-220 ms per 500-message claim
+# against 100,000 suppressions, PostgreSQL 15); a LATERAL subquery with LIMIT can only probe the index, and
+# only for the rows actually claimed (the key computed once per row).
 _ADDRESS = f"CASE WHEN q.subscriber_id IS NULL THEN q.recipient ELSE {address_of('q.channel')} END"
-_SUPPRESSED = f"""EXISTS (SELECT 1 FROM suppressions x
-        WHERE x.channel = q.channel AND x.address = {suppression_key_sql("q.channel", _ADDRESS)}
-          AND (x.reason <> '{SuppressionReason.UNSUBSCRIBED}'
-               OR (q.priority = '{Lane.BULK}' AND x.category IN ('', COALESCE(q.category, c.category, '')))))"""
+_SUPPRESSION_PROBE = f"""LEFT JOIN LATERAL (SELECT 1 AS hit FROM suppressions x
+            WHERE x.channel = sel.q_channel AND x.address = sel.q_key
+              AND (x.reason <> '{SuppressionReason.UNSUBSCRIBED}'
+                   OR (sel.q_priority = '{Lane.BULK}' AND x.category IN ('', sel.q_category)))
+            LIMIT 1) sup ON true"""
 
 
 def _claim(candidates: str) -> str:
@@ -141,12 +146,16 @@ def _claim(candidates: str) -> str:
         COALESCE(m.category, p.campaign_category) AS unsubscribe_category
     """,
         before=f"""p AS MATERIALIZED (
-            SELECT q.id, c.status AS campaign_status, s.id AS s_id, s.email AS s_email, s.phone AS s_phone,
-                   s.push_tokens AS s_push_tokens, s.data AS s_data, s.preferences AS s_preferences,
-                   {_SUPPRESSED} AS suppressed, c.category AS campaign_category
-            FROM {candidates} LEFT JOIN campaigns c ON c.id = q.campaign_id
-            LEFT JOIN subscribers s ON s.id = q.subscriber_id
-            ORDER BY q.id LIMIT :limit)""",
+            SELECT sel.*, sup.hit IS NOT NULL AS suppressed FROM (
+                SELECT q.id, c.status AS campaign_status, s.id AS s_id, s.email AS s_email, s.phone AS s_phone,
+                       s.push_tokens AS s_push_tokens, s.data AS s_data, s.preferences AS s_preferences,
+                       c.category AS campaign_category, q.channel AS q_channel, q.priority AS q_priority,
+                       COALESCE(q.category, c.category, '') AS q_category,
+                       {suppression_key_sql("q.channel", _ADDRESS)} AS q_key
+                FROM {candidates} LEFT JOIN campaigns c ON c.id = q.campaign_id
+                LEFT JOIN subscribers s ON s.id = q.subscriber_id
+                ORDER BY q.id LIMIT :limit) sel
+            {_SUPPRESSION_PROBE})""",
     )
 
 
