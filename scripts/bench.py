@@ -495,6 +495,18 @@ class Bench:
         return {"checkpoints": int(await self.db.fetchval(checkpoints)), "autovacuum_runs": int(vacuums),
                 "sessions_opened": int(sessions)}  # fmt: skip
 
+    async def fill_suppressions(self, n: int) -> None:
+        """`--suppressions N`: a suppression list of N addresses (none of them a recipient here), so the claim's
+        probe of the list is measured against a list of that size rather than an empty one."""
+        assert self.db is not None
+        await self.db.execute(
+            "INSERT INTO suppressions (channel, address, reason) "
+            "SELECT 'email', 'gone' || i || '@example.org', 'hard_bounce' FROM generate_series(1, $1) i "
+            "ON CONFLICT DO NOTHING", n,
+        )  # fmt: skip
+        await self.db.execute("ANALYZE suppressions")
+        print(f"suppression list: {n:,} addresses", flush=True)
+
     async def server_version(self) -> str:
         assert self.db is not None
         return str(await self.db.fetchval("SHOW server_version"))
@@ -1213,6 +1225,8 @@ async def run(stack: Stack, sizes: Sizes, args: argparse.Namespace) -> dict[str,
         pg_version = await bench.server_version()
         for setting in args.pg_set:
             await bench.alter_system(setting)
+        if args.suppressions:
+            await bench.fill_suppressions(args.suppressions)
         if args.only == "inapp":
             from bench_inapp import InAppBench
 
@@ -1281,6 +1295,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--priority-lanes", default="shared,dedicated", metavar="LIST",
                         help="priority: worker designs to measure, in order: shared (2 workers serving both lanes, "
                         "the default), dedicated (2 bulk + 1 transactional worker); default both")  # fmt: skip
+    parser.add_argument(
+        "--suppressions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fill the suppression list with N addresses first (the claim probes it per message)",
+    )
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="priority: a setting for its bulk workers, e.g. NOTIFQ_WORKER_JOBS=4")  # fmt: skip
     parser.add_argument("--api-processes", type=int, default=2, metavar="N", help="single-sustained: "
