@@ -17,7 +17,7 @@ WARN_EVERY_SECONDS = 30.0
 async def run_heartbeat(deps: WorkerDeps) -> None:
     """Never raises: a Redis outage only delays metrics (they are kept and sent with the next beat)."""
     warned_at = 0.0
-    while True:
+    while not deps.stopped.is_set():
         try:
             await deps.metrics.publish(deps.redis, deps.keys, deps.limiter)
         except Exception as exc:

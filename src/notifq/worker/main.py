@@ -136,6 +136,7 @@ class WorkerRuntime:
         if running:
             await asyncio.wait(running, timeout=wait)
         background = [*self._tasks, *([self._express] if self._express else [])]
+        deps.stopped.set()
         for task in background:
             task.cancel()
         await _settle(background, deps.metrics.id)
