@@ -47,6 +47,7 @@ SUBSCRIBER_ID_RE = re.compile(
     r"(?:[A-Za-z0-9_:@-]|[A-Za-z0-9._:@-][A-Za-z0-9_:@-]|[A-Za-z0-9_:@-]\.|[A-Za-z0-9._:@-]{3,128})"
 )
 CATEGORY_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_CATEGORIES = 200  # categories in one subscriber's preferences
 
 
 def synthetic(channel: str, i: int) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifq.addresses import suppression_key
+from notifq.addresses import MAX_CATEGORIES, suppression_key
 from notifq.campaigns import CampaignService
 from notifq.db import feedback_repo, subscribers_repo, suppressions_repo
 from notifq.db.engine import retry_deadlocks
@@ -48,7 +48,6 @@ from notifq.vocabulary import (
 
 log = logging.getLogger("notifq.feedback")
 
-MAX_PREFERENCE_CATEGORIES = 200  # as the preferences API allows (api/models/subscribers.MAX_CATEGORIES)
 GUARDED = (CampaignStatus.PENDING, CampaignStatus.PROCESSING)
 # Reports about a message (not only its address) that can wait for the message's SES id to be recorded.
 MESSAGE_KINDS = frozenset({FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE, FeedbackKind.COMPLAINT,
@@ -257,7 +256,7 @@ class FeedbackService:
     def _opt_out(preferences: dict[str, Any], category: str, channel: str) -> bool:
         """Turn `category` off for `channel` in place; False if the preferences hold no room for it."""
         categories = dict(preferences.get("categories") or {})
-        if category not in categories and len(categories) >= MAX_PREFERENCE_CATEGORIES:
+        if category not in categories and len(categories) >= MAX_CATEGORIES:
             return False
         categories[category] = {**(categories.get(category) or {}), channel: False}
         preferences["categories"] = categories

@@ -33,16 +33,21 @@ log = logging.getLogger("notifq.api")
 MAX_SNS_BODY = 320 * 1024  # SNS messages are at most 256 KiB, plus the envelope
 
 
+def _refusal(exc: SnsRejected, what: str) -> ServiceUnavailable | Forbidden:
+    """503 when our network or AWS failed (SNS retries a 5xx), else 403 (SNS does not retry a 4xx)."""
+    if exc.retryable:
+        return ServiceUnavailable(f"{what} failed for now: {exc.message}", {"reason": exc.code})
+    log.warning("%s refused: %s", what, exc.code, extra={"reason": exc.code})
+    return Forbidden(f"{what} refused: {exc.message}", {"reason": exc.code})
+
+
 async def _verified(request: Request) -> SnsMessage:
     verifier: SnsVerifier = request.app.state.sns_verifier
     try:
         message = parse(await read_body(request, MAX_SNS_BODY))
         await verifier.verify(message)
     except SnsRejected as exc:
-        if exc.retryable:
-            raise ServiceUnavailable(f"cannot verify the message now: {exc.message}", {"reason": exc.code}) from None
-        log.warning("SNS message refused: %s", exc.code, extra={"reason": exc.code})
-        raise Forbidden(f"SNS message refused: {exc.message}", {"reason": exc.code}) from None
+        raise _refusal(exc, "SNS message") from None
     return message
 
 
@@ -53,10 +58,7 @@ async def ses_webhook(request: Request) -> Response:
         try:
             await verifier.confirm_subscription(message)
         except SnsRejected as exc:
-            if exc.retryable:
-                raise ServiceUnavailable(f"could not confirm the subscription: {exc.message}",
-                                         {"reason": exc.code}) from None  # fmt: skip
-            raise Forbidden(f"subscription not confirmed: {exc.message}", {"reason": exc.code}) from None
+            raise _refusal(exc, "SNS subscription confirmation") from None
         log.info("SNS subscription confirmed for topic %s", message.topic_arn)
         return json_reply(WebhookResult(status="confirmed"))
     if message.type != NOTIFICATION:

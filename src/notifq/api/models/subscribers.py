@@ -12,7 +12,7 @@ from pydantic import AfterValidator, ConfigDict, Field, GetJsonSchemaHandler, Wi
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from notifq.addresses import CATEGORY_RE, E164_RE, EMAIL_RE, PUSH_TOKEN_RE, SUBSCRIBER_ID_RE
+from notifq.addresses import CATEGORY_RE, E164_RE, EMAIL_RE, MAX_CATEGORIES, PUSH_TOKEN_RE, SUBSCRIBER_ID_RE
 from notifq.api.contract import invalid
 from notifq.api.models.base import NO_NUL, ApiModel, Limit, Page, limit_field
 from notifq.db.inbox_repo import InboxItem
@@ -23,7 +23,6 @@ from notifq.vocabulary import Channel
 MAX_PUSH_TOKENS = 10
 MAX_SUBSCRIBER_DATA_BYTES = 16 * 1024
 MAX_SUBSCRIBER_DATA_DEPTH = 5  # objects and arrays nested in one another, `data` itself included
-MAX_CATEGORIES = 200
 SUBSCRIBER_ID_PATTERN = f"^{SUBSCRIBER_ID_RE.pattern}$"  # not `.` or `..`: see addresses.SUBSCRIBER_ID_RE
 CATEGORY_PATTERN = f"^{CATEGORY_RE.pattern}$"
 LOCALE_PATTERN = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8}){0,4}$"
