@@ -169,7 +169,10 @@ def _every_field_changed() -> Settings:
         inapp_buffer_ttl=60.0, dedup_window=5.0, subscriber_rate_limit=(20, 60), subscriber_token_ttl_seconds=120,
         public_url="https://notify.example", unsubscribe_secret="u" * 32, sns_topics=("arn:a", "arn:b"),
         sns_cert_url_regex="^https://certs/", max_bounce_rate=0.5, max_complaint_rate=0.25, guard_min_sent=7,
-        sns_opt_out_sync_seconds=0.0,
+        sns_opt_out_sync_seconds=0.0, email_providers=("smtp", "ses"), sms_providers=("mock",),
+        push_providers=("fcm", "mock"), provider_rates=(("ses", 14.0, 0.0), ("fcm", 100.5, 300.0)),
+        provider_recovery_seconds=5.0, webhooks_allow_private=True, webhook_timeout=3.0, webhook_concurrency=4,
+        webhook_backoff_max_seconds=60.0, webhook_give_up_seconds=600.0, webhook_disable_after_seconds=3600.0,
     )  # fmt: skip
 
 
@@ -199,3 +202,26 @@ def test_readme_table_is_the_declaration() -> None:
     table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
     assert table == settings_table(), "README's settings table is stale: paste notifq.settings.settings_table()"
     assert "| `NOTIFQ_REDIS_PREFIX` | `notifq` |" in table
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [({"NOTIFQ_PROVIDER_RATES": "ses"}, "<provider>=<per second>"), ({"NOTIFQ_PROVIDER_RATES": "ses=x"}, "per second"),
+     ({"NOTIFQ_PROVIDER_RATES": "postal=5"}, "unknown provider"), ({"NOTIFQ_PROVIDER_RATES": "ses=0"}, "rate > 0"),
+     ({"NOTIFQ_PROVIDER_RATES": "ses=1,ses=2"}, "twice"), ({"NOTIFQ_PROVIDER_RATES": "ses=nan"}, "number"),
+     ({"NOTIFQ_EMAIL_PROVIDERS": "ses,sns"}, "not a email provider"), ({"NOTIFQ_SMS_PROVIDERS": "sns,sns"}, "twice")],
+)  # fmt: skip
+def test_provider_lists_and_rates_are_checked(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env, dotenv=None)
+    assert words in str(caught.value) and next(iter(env)) in str(caught.value)
+
+
+def test_providers_for_a_channel() -> None:
+    assert Settings().providers_for("email") == ("ses",)
+    assert Settings(email_provider="smtp").providers_for("email") == ("smtp",)
+    s = load_settings({"NOTIFQ_EMAIL_PROVIDERS": "SES, smtp", "NOTIFQ_PROVIDER_RATES": "ses=14:28,mock=500"},
+                      dotenv=None)  # fmt: skip
+    assert s.providers_for("email") == ("ses", "smtp") and s.providers_for("sms") == ("sns",)
+    assert s.provider_rates == (("ses", 14.0, 28.0), ("mock", 500.0, 0.0))
+    assert s.to_env()["NOTIFQ_PROVIDER_RATES"] == "ses=14:28,mock=500"

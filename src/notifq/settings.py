@@ -105,6 +105,69 @@ def _window_ok(value: tuple[int, int]) -> tuple[int, int]:
 
 PerWindow = Annotated[tuple[int, int], _from_text(_per_window), AfterValidator(_window_ok), EnvText(_render_window)]
 
+# The providers a message can go through (mock routes included), in one place for the settings that name them.
+PROVIDER_NAMES = ("mock", "ses", "smtp", "sns", "fcm")
+CHANNEL_PROVIDERS = {"email": ("ses", "smtp", "mock"), "sms": ("sns", "mock"), "push": ("fcm", "mock")}
+
+
+def _provider_rates(raw: str) -> tuple[tuple[str, float, float], ...]:
+    """`ses=14,fcm=10000:20000` -> ((ses, 14, 0), (fcm, 10000, 20000)): per second, `:burst` optional (0: default)."""
+    rates: list[tuple[str, float, float]] = []
+    for item in _comma_list(raw):
+        name, eq, value = item.partition("=")
+        rate, colon, burst = value.partition(":")
+        try:
+            rates.append((name.strip().lower(), float(rate), float(burst) if colon else 0.0))
+        except ValueError:
+            raise ValueError(f"must be `<provider>=<per second>[:<burst>]`, comma-separated, got {item!r}") from None
+        if not eq:
+            raise ValueError(f"must be `<provider>=<per second>[:<burst>]`, comma-separated, got {item!r}")
+    return tuple(rates)
+
+
+def _rates_ok(value: tuple[tuple[str, float, float], ...]) -> tuple[tuple[str, float, float], ...]:
+    names = [name for name, _, _ in value]
+    for name, rate, burst in value:
+        if name not in PROVIDER_NAMES:
+            raise ValueError(f"names an unknown provider {name!r} (known: {', '.join(PROVIDER_NAMES)})")
+        if not (rate > 0 and burst >= 0) or rate != rate or burst != burst:
+            raise ValueError(f"needs a rate > 0 and a burst >= 0 for {name}")
+    if len(set(names)) != len(names):
+        raise ValueError("names a provider twice")
+    return value
+
+
+def _render_rates(value: tuple[tuple[str, float, float], ...]) -> str:
+    def number(x: float) -> str:
+        return str(int(x)) if x.is_integer() else repr(x)
+
+    return ",".join(f"{n}={number(r)}" + (f":{number(b)}" if b else "") for n, r, b in value)
+
+
+ProviderRates = Annotated[
+    tuple[tuple[str, float, float], ...], _from_text(_provider_rates), AfterValidator(_rates_ok), EnvText(_render_rates)
+]
+
+
+def _providers_for(channel: str) -> AfterValidator:
+    allowed = CHANNEL_PROVIDERS[channel]
+
+    def check(value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(v.lower() for v in value)
+        for name in value:
+            if name not in allowed:
+                raise ValueError(f"names {name!r}, not a {channel} provider (one of {', '.join(allowed)})")
+        if len(set(value)) != len(value):
+            raise ValueError("names a provider twice")
+        return value
+
+    return AfterValidator(check)
+
+
+EmailProviders = Annotated[CommaList, _providers_for("email")]
+SmsProviders = Annotated[CommaList, _providers_for("sms")]
+PushProviders = Annotated[CommaList, _providers_for("push")]
+
 
 def setting(env: str, default: _T, *, description: str, shown: str | None = None, **bounds: Any) -> _T:
     """A field read from variable `env`; `description` and `shown` (the default as README words it) feed the table."""
@@ -200,6 +263,20 @@ class Settings(BaseModel):
         description="`sns`, or `mock` to send every SMS to the mock")
     push_provider: PushProvider = setting("NOTIFQ_PUSH_PROVIDER", "fcm",
         description="`fcm`, or `mock` to send every push notification to the mock")
+    # Failover (docs/operations.md): empty = the single provider above.
+    email_providers: EmailProviders = setting("NOTIFQ_EMAIL_PROVIDERS", (), shown="NOTIFQ_EMAIL_PROVIDER",
+        description="comma-separated email providers in order of preference, e.g. `ses,smtp`: while one's circuit "
+        "is open (or the fleet holds it for throttling) messages go to the next")
+    sms_providers: SmsProviders = setting("NOTIFQ_SMS_PROVIDERS", (), shown="NOTIFQ_SMS_PROVIDER",
+        description="comma-separated SMS providers in order of preference")
+    push_providers: PushProviders = setting("NOTIFQ_PUSH_PROVIDERS", (), shown="NOTIFQ_PUSH_PROVIDER",
+        description="comma-separated push providers in order of preference")
+    provider_rates: ProviderRates = setting("NOTIFQ_PROVIDER_RATES", (), shown="none",
+        description="fleet-wide sends per second per provider, shared by every worker through Redis, e.g. "
+        "`ses=14,sns=20,fcm=10000:20000` (`:burst` optional); on a throttling answer the fleet's rate halves and "
+        "recovers gradually")
+    provider_recovery_seconds: float = setting("NOTIFQ_PROVIDER_RECOVERY_SECONDS", 30.0, ge=1,
+        description="how long a throttled provider's fleet-wide rate takes to climb back from half to its limit")
     aws_region: str = setting("AWS_REGION", "us-east-1", min_length=1, description="region for SES and SNS; "
         "credentials come from boto3's usual chain (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, …)")
     from_email: str = setting("FROM_EMAIL", "notifications@notifq.dev", min_length=1,
@@ -253,6 +330,20 @@ class Settings(BaseModel):
     sns_opt_out_sync_seconds: float = setting("NOTIFQ_SNS_OPT_OUT_SYNC_SECONDS", 3600.0, ge=0, shown="`3600` (1 h)",
         description="how often SNS's list of opted-out phone numbers is copied onto the suppression list (when "
         "SMS goes through SNS); `0` = never")
+    # Outbound webhooks (docs/webhooks.md).
+    webhooks_allow_private: bool = setting("NOTIFQ_WEBHOOKS_ALLOW_PRIVATE", False,
+        description="let webhook URLs resolve to loopback, private, link-local or metadata addresses (tests, "
+        "receivers on a private network); refused by default, at creation and at every delivery")
+    webhook_timeout: float = setting("NOTIFQ_WEBHOOK_TIMEOUT", 10.0, ge=0.1, le=300,
+        description="seconds a webhook receiver has to answer one POST")
+    webhook_concurrency: int = setting("NOTIFQ_WEBHOOK_CONCURRENCY", 32, ge=1, le=1000,
+        description="POSTs in flight per webhook endpoint")
+    webhook_backoff_max_seconds: float = setting("NOTIFQ_WEBHOOK_BACKOFF_MAX_SECONDS", 3600.0, ge=0.1,
+        description="longest wait between two tries of a failing webhook endpoint (the waits double from 1 s)")
+    webhook_give_up_seconds: float = setting("NOTIFQ_WEBHOOK_GIVE_UP_SECONDS", 86400.0, ge=1, shown="`86400` (24 h)",
+        description="an event not delivered this long after it happened is given up (and logged as such)")
+    webhook_disable_after_seconds: float = setting("NOTIFQ_WEBHOOK_DISABLE_AFTER_SECONDS", 259200.0, ge=1,
+        shown="`259200` (3 days)", description="an endpoint failing without a success this long is disabled")
     state_dir: Path = setting("NOTIFQ_STATE_DIR", Path(".notifq"),
         description="where dev mode keeps its servers, secret and state")
     log_format: LogFormat = setting("NOTIFQ_LOG_FORMAT", "json", description="`json`: one object per line with "
@@ -270,6 +361,13 @@ class Settings(BaseModel):
     def job_timeout(self) -> float:
         """arq's per-job limit: one slice plus one chunk's sends; also bounds a dead worker's in-progress claim."""
         return self.job_slice_seconds + self.provider_timeout + 15
+
+    def providers_for(self, channel: str) -> tuple[str, ...]:
+        """The channel's providers in order of preference (failover): the list, or the single provider."""
+        listed = {"email": self.email_providers, "sms": self.sms_providers, "push": self.push_providers}[channel]
+        if listed:
+            return listed
+        return ({"email": self.email_provider, "sms": self.sms_provider, "push": self.push_provider}[channel],)
 
     def with_(self, **changes: object) -> Settings:
         """A validated copy (pydantic's `model_copy(update=...)` would skip validation)."""

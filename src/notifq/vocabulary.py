@@ -189,3 +189,54 @@ FEEDBACK_SUPPRESSES: dict[FeedbackKind, SuppressionReason] = {
     FeedbackKind.INVALID_TOKEN: SuppressionReason.INVALID_TOKEN,
     FeedbackKind.OPTED_OUT_SMS: SuppressionReason.OPTED_OUT_SMS,
 }
+
+
+class WebhookEventType(StrEnum):
+    """What an outbound webhook can subscribe to (`POST /webhooks` `events`). A message event is its audit
+    event (`message.<event>`, the same rows as the notification's timeline); a campaign event is a change of
+    the campaign's status."""
+
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_FAILED = "message.failed"
+    MESSAGE_SKIPPED = "message.skipped"
+    MESSAGE_RETRY = "message.retry"
+    MESSAGE_CANCELLED = "message.cancelled"
+    MESSAGE_DELIVERED = "message.delivered"
+    MESSAGE_READ = "message.read"
+    MESSAGE_BOUNCED = "message.bounced"
+    MESSAGE_SOFT_BOUNCED = "message.soft_bounced"
+    MESSAGE_COMPLAINED = "message.complained"
+    MESSAGE_UNSUBSCRIBED = "message.unsubscribed"
+    CAMPAIGN_STARTED = "campaign.started"
+    CAMPAIGN_PAUSED = "campaign.paused"
+    CAMPAIGN_RESUMED = "campaign.resumed"
+    CAMPAIGN_CANCELLED = "campaign.cancelled"
+    CAMPAIGN_COMPLETED = "campaign.completed"
+    WEBHOOK_TEST = "webhook.test"  # only sent by POST /webhooks/{id}/test; never subscribed to
+
+
+MESSAGE_WEBHOOK_EVENTS: dict[WebhookEventType, Event] = {
+    t: Event(t.value.removeprefix("message.")) for t in WebhookEventType if t.value.startswith("message.")
+}
+SUBSCRIBABLE_WEBHOOK_EVENTS = tuple(t for t in WebhookEventType if t != WebhookEventType.WEBHOOK_TEST)
+
+WEBHOOK_EVENT_DESCRIPTIONS: dict[WebhookEventType, str] = {
+    **{t: f"the notification's audit event `{e}`: {EVENT_DESCRIPTIONS[e]}" for t, e in MESSAGE_WEBHOOK_EVENTS.items()},
+    WebhookEventType.CAMPAIGN_STARTED: "a campaign's first messages were queued (pending or scheduled -> processing)",
+    WebhookEventType.CAMPAIGN_PAUSED: "a campaign was paused (by an operator, or by the bounce/complaint guard: "
+    "`pausedReason`)",
+    WebhookEventType.CAMPAIGN_RESUMED: "a paused campaign was resumed",
+    WebhookEventType.CAMPAIGN_CANCELLED: "a campaign was cancelled",
+    WebhookEventType.CAMPAIGN_COMPLETED: "every message of a campaign reached a final state (`status`: completed "
+    "or completed_with_failures)",
+    WebhookEventType.WEBHOOK_TEST: "sent by POST /webhooks/{id}/test only",
+}
+
+
+class WebhookOutcome(StrEnum):
+    """What became of one POST to a webhook endpoint (`GET /webhooks/{id}/deliveries`)."""
+
+    SUCCEEDED = "succeeded"  # a 2xx
+    FAILED = "failed"  # another answer, or none; the events are tried again
+    REFUSED = "refused"  # not sent: the URL resolved to an address that is not allowed
+    ABANDONED = "abandoned"  # events older than NOTIFQ_WEBHOOK_GIVE_UP_SECONDS, given up after a failure
