@@ -91,6 +91,18 @@ class RedisKeys:
         """Hash: messages sent / failed / retried cluster-wide in the 10 s starting at `bucket` (epoch seconds)."""
         return f"{self.prefix}:series:{bucket}"
 
+    # --- fleet-wide provider limits and failover (worker/fleet_limit.py, worker/delivery.py) ---
+
+    def fleet_limit(self, provider: str) -> str:
+        """Hash: one provider's fleet-wide rate (GCRA time, back-off, hold, sends per second), kept by one Lua
+        script that every worker calls; the API reads it (telemetry.provider_limits)."""
+        return f"{self.prefix}:fleet:{provider}"
+
+    @property
+    def failover(self) -> str:
+        """Hash: `<worker id>|<channel>` -> the provider that worker fails over to (no field: its first one)."""
+        return f"{self.prefix}:failover"
+
     # --- login throttling (auth.py) ---
 
     def login_account(self, digest: str) -> str:

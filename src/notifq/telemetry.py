@@ -293,3 +293,95 @@ async def outcome_series(redis: Redis, keys: RedisKeys, span_seconds: int) -> tu
                 totals[i] += int(value or 0)
         points.append((start, totals))
     return width, points
+
+
+# --- fleet-wide provider limits (GET /workers, /metrics) ----------------------------------------
+# worker/fleet_limit.py's script keeps each limited provider's state in one hash (keys.fleet_limit):
+# `limit`, `burst`, `recovery` as configured; `cut_rate` and `cut_at` (Redis time) of the last back-off;
+# `hold` (Redis time) until which a Retry-After holds it; `throttles`, the throttling answers reported;
+# and sends per second in a ring of FLEET_RING seconds (`s<i>`: the second, `c<i>`: tokens granted net
+# of those given back). The API reads it with Redis' own TIME, the script's clock.
+
+FLEET_RING = 8
+FLEET_MEASURE_SECONDS = 5  # `current`: the last 5 whole seconds
+FLEET_DEFAULT_BURST_SECONDS = 0.2  # a burst of 0 (NOTIFQ_PROVIDER_RATES without `:burst`): 200 ms of the rate
+
+
+def fleet_burst(rate: float, burst: float) -> float:
+    """The burst a limit is enforced with: the configured one, or FLEET_DEFAULT_BURST_SECONDS of the rate (>= 1)."""
+    return burst if burst > 0 else max(1.0, rate * FLEET_DEFAULT_BURST_SECONDS)
+
+
+def fleet_rate(limit: float, recovery: float, cut_rate: float | None, cut_at: float, now: float) -> float:
+    """The effective rate at `now`: the limit, or after a back-off `cut_rate` climbing back linearly by half
+    the limit per `recovery` seconds. The script computes the same (fleet_limit.py's FLEET_LUA)."""
+    if cut_rate is None:
+        return limit
+    return min(limit, cut_rate + limit / (2 * recovery) * max(0.0, now - cut_at))
+
+
+@dataclass(frozen=True)
+class FleetLimit:
+    provider: str
+    limit: float  # configured sends per second
+    burst: float
+    effective: float  # after back-off
+    current: float  # measured sends per second over the last FLEET_MEASURE_SECONDS
+    held_until: float | None  # epoch seconds (Redis time), while a Retry-After holds the provider
+    throttled_at: float | None  # the last back-off
+    throttles: int
+
+
+def fleet_limit_of(provider: str, raw: dict[bytes, bytes], now: float, configured: tuple[float, float] | None
+                   ) -> FleetLimit | None:  # fmt: skip
+    """One provider's state from its hash (or its configured limit if no worker used it yet)."""
+    d = {k.decode(): v.decode() for k, v in raw.items()}
+    if "limit" not in d:
+        if configured is None:
+            return None
+        rate, burst = configured
+        return FleetLimit(provider, rate, fleet_burst(rate, burst), rate, 0.0, None, None, 0)
+    limit, recovery = float(d["limit"]), float(d.get("recovery") or 1)
+    cut_rate = float(d["cut_rate"]) if "cut_rate" in d else None
+    cut_at = float(d.get("cut_at") or 0)
+    second = int(now)
+    sent = sum(float(d.get(f"c{i}") or 0) for i in range(FLEET_RING)
+               if second - FLEET_MEASURE_SECONDS <= int(d.get(f"s{i}") or 0) < second)  # fmt: skip
+    hold = float(d.get("hold") or 0)
+    return FleetLimit(provider, limit, float(d.get("burst") or 1), fleet_rate(limit, recovery, cut_rate, cut_at, now),
+                      max(0.0, sent) / FLEET_MEASURE_SECONDS, hold if hold > now else None,
+                      cut_at if cut_rate is not None else None, int(d.get("throttles") or 0))  # fmt: skip
+
+
+async def provider_limits(redis: Redis, keys: RedisKeys, configured: dict[str, tuple[float, float]],
+                          names: tuple[str, ...]) -> list[FleetLimit]:  # fmt: skip
+    """Every provider of `names` that is fleet-limited (configured here, or in use by a worker): one pipeline."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.time()
+    for name in names:
+        pipe.hgetall(keys.fleet_limit(name))
+    (seconds, micros), *raws = await pipe.execute()
+    now = int(seconds) + int(micros) / 1e6
+    found = (fleet_limit_of(name, raw, now, configured.get(name)) for name, raw in zip(names, raws, strict=True))
+    return [f for f in found if f is not None]
+
+
+# --- failover (GET /workers) -------------------------------------------------------------------
+
+
+def failover_field(worker_id: str, channel: str) -> str:
+    return f"{worker_id}|{channel}"
+
+
+async def failover_routes(redis: Redis, keys: RedisKeys, live: set[str]) -> dict[str, dict[str, str]]:
+    """Channel -> {worker id: the provider it fails over to}, live workers only (a worker clears its fields
+    when it returns to its first provider and when it stops; a killed one's stay, ignored, a few bytes)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.failover)
+    (raw,) = await pipe.execute()
+    routes: dict[str, dict[str, str]] = defaultdict(dict)
+    for field_, provider in raw.items():
+        worker_id, _, channel = field_.decode().rpartition("|")
+        if worker_id in live:
+            routes[channel][worker_id] = provider.decode()
+    return dict(routes)

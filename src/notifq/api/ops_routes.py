@@ -8,7 +8,7 @@ there are, and they show the whole cluster, not the API process.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
@@ -27,6 +27,8 @@ from notifq.api.models.ops import (
     OverviewQuery,
     OverviewTotals,
     ProviderLatency,
+    ProviderLimit,
+    ProviderRoute,
     Providers,
     ProviderStats,
     RatePoint,
@@ -40,20 +42,24 @@ from notifq.api.requests import require_admin
 from notifq.db import feedback_repo, notifications_repo, suppressions_repo
 from notifq.keys import RedisKeys
 from notifq.queue import queue_depth
+from notifq.settings import PROVIDER_NAMES, Settings
 from notifq.telemetry import (
     LATENCY_BUCKETS,
     OUTCOMES,
     SERIES_OUTCOMES,
+    FleetLimit,
     ProviderCounters,
     WorkerBeat,
+    failover_routes,
     live_workers,
     metric_counters,
     outcome_series,
     per_provider,
+    provider_limits,
     provider_summaries,
     worker_history,
 )
-from notifq.vocabulary import Channel, Lane, MessageStatus
+from notifq.vocabulary import ADDRESSED_CHANNELS, Channel, Lane, MessageStatus
 
 CHANNELS = frozenset(Channel)
 
@@ -61,6 +67,28 @@ CHANNELS = frozenset(Channel)
 async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
     async with request.app.state.read_engine.connect() as conn:
         return await notifications_repo.counts(conn)
+
+
+async def _provider_limits(request: Request) -> list[FleetLimit]:
+    """Providers limited fleet-wide: configured here, or in use by a worker (whose settings may differ)."""
+    settings: Settings = request.app.state.settings
+    configured = {name: (rate, burst) for name, rate, burst in settings.provider_rates}
+    return await provider_limits(request.app.state.redis, RedisKeys.from_settings(settings), configured,
+                                 PROVIDER_NAMES)  # fmt: skip
+
+
+async def _provider_routes(request: Request, live: set[str]) -> list[ProviderRoute]:
+    settings: Settings = request.app.state.settings
+    routes = await failover_routes(request.app.state.redis, RedisKeys.from_settings(settings), live)
+    items = []
+    for channel in ADDRESSED_CHANNELS:
+        providers = list(settings.providers_for(channel))
+        away = routes.get(channel, {})
+        votes = Counter(away.values())
+        votes[providers[0]] = len(live) - len(away)
+        active = max(votes, key=lambda p: (votes[p], p == providers[0]))
+        items.append(ProviderRoute(channel=channel, providers=providers, active=active, failing_over=away))
+    return items
 
 
 async def workers(request: Request) -> Response:
@@ -76,8 +104,11 @@ async def workers(request: Request) -> Response:
         queued_messages=by_status[MessageStatus.QUEUED], sending_messages=by_status[MessageStatus.SENDING],
         scheduled_messages=by_status[MessageStatus.PENDING],
     )  # fmt: skip
+    limits = [ProviderLimit.of(f) for f in await _provider_limits(request)]
+    routes = await _provider_routes(request, {b.id for b in beats})
     return json_reply(Workers(workers=[Worker.of(b) for b in beats], queue=queue,
-                              in_flight=sum(b.in_flight for b in beats)))  # fmt: skip
+                              in_flight=sum(b.in_flight for b in beats), provider_limits=limits,
+                              provider_routes=routes))  # fmt: skip
 
 
 async def providers(request: Request) -> Response:
@@ -215,7 +246,15 @@ async def metrics(request: Request) -> Response:
                             ("bounce_rate", c.bounces / c.sent if c.sent else 0.0),
                             ("complaint_rate", c.complaints / c.sent if c.sent else 0.0)):  # fmt: skip
             per_campaign[name].add_metric(labels, value)
+    fleet = {name: GaugeMetricFamily(f"notifq_provider_rate_{name}", doc, labels=["provider"])
+             for name, doc in (("limit", "Configured fleet-wide sends per second (NOTIFQ_PROVIDER_RATES)"),
+                               ("effective", "Fleet-wide sends per second enforced now (less after throttling)"),
+                               ("current", "Fleet-wide sends per second over the last 5 s"))}  # fmt: skip
+    for f in await _provider_limits(request):
+        for name, value in (("limit", f.limit), ("effective", f.effective), ("current", f.current)):
+            fleet[name].add_metric([f.provider], value)
     families: list[Metric] = [
+        *fleet.values(),
         suppression_family,
         *per_campaign.values(),
         *_outcome_families(series),
@@ -239,7 +278,10 @@ OPERATIONS = [
     Operation("GET", "/workers", workers, "listWorkers", "Live workers and queue depth", "operations",
               {200: Reply("The live workers.", Workers)}, errors=("Unauthorized", "ServiceUnavailable"),
               description="Every worker heartbeats every second; one silent for a few seconds is left out (a "
-              "gracefully stopped one leaves at once)."),
+              "gracefully stopped one leaves at once). `providerLimits`: each provider limited fleet-wide, with "
+              "its configured and effective rate, its measured rate and any hold, from the state the workers "
+              "share in Redis. `providerRoutes`: each channel's providers in order and where live workers send "
+              "now (failover)."),
     Operation("GET", "/workers/history", workers_history, "getWorkersHistory",
               "Each worker's rate over the last hour", "operations",
               {200: Reply("The rates.", WorkerHistory)}, query=HistoryQuery,
@@ -268,5 +310,8 @@ OPERATIONS = [
               "`notifq_rate_limit_waits_total` and `notifq_rate_limit_wait_seconds_total`; the deliverability "
               "gauges `notifq_suppressions{channel,reason}` and, for campaigns still sending or paused that have "
               "feedback (at most 200), `notifq_campaign_{bounces,complaints,unsubscribes,bounce_rate,"
-              "complaint_rate}{campaign_id,status}`. Aggregates only, and campaign ids: no addresses or secrets."),
+              "complaint_rate}{campaign_id,status}`; for providers limited fleet-wide (NOTIFQ_PROVIDER_RATES), "
+              "the gauges `notifq_provider_rate_{limit,effective,current}{provider}` (configured, enforced after "
+              "back-off, and measured over the last 5 s). Aggregates only, and campaign ids: no addresses or "
+              "secrets."),
 ]  # fmt: skip

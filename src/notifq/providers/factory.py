@@ -3,7 +3,9 @@
 Mock routes win first, whatever the settings: `example.com` (NOTIFQ_MOCK_DOMAINS) email
 addresses, `+1555…` (NOTIFQ_MOCK_PHONE_PREFIXES) numbers and `mock-…` push tokens. Real
 providers are built lazily, so credentials are only needed once a real recipient shows up;
-the worker checks them at start (`ProviderFactory.check`) and only warns about what is wrong.
+the worker checks them at start (`ProviderFactory.check_all`) and only warns about what is wrong.
+A channel may list several providers (NOTIFQ_EMAIL_PROVIDERS=ses,smtp): the first is the
+channel's provider, the others its `backups`, which the worker's failover picks from.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class ProviderFactory:
         self.mock = MockProvider(settings.mock_latency_ms, settings.mock_failure_rate, settings.mock_seed)
         self._built: dict[str, Provider] = {}
         self._inapp: InAppProvider | None = None
+        # Each channel's providers in order (failover), read once: for_message asks per message.
+        self.lists = {str(c): settings.providers_for(c) for c in ADDRESSED_CHANNELS}
 
     @property
     def inapp(self) -> InAppProvider:
@@ -113,8 +117,16 @@ class ProviderFactory:
         return recipient.rpartition("@")[2].lower() in self.mock_domains
 
     def provider_name(self, channel: str) -> str:
-        s = self.settings
-        return {"email": s.email_provider, "sms": s.sms_provider, "push": s.push_provider, "inapp": "inapp"}[channel]
+        """The channel's first provider."""
+        return "inapp" if channel == Channel.INAPP else self.lists[channel][0]
+
+    def backups(self, channel: str, recipient: str, first: Provider) -> tuple[Provider, ...]:
+        """The providers after `first` in its channel's list, in order; none when the channel has one, and
+        for the mock's test recipients (they never leave the mock)."""
+        names = self.lists.get(channel, ())
+        if len(names) < 2 or first.name != names[0] or self.is_mock_recipient(channel, recipient):
+            return ()
+        return tuple(self.mock if name == "mock" else self.named(name) for name in names[1:])
 
     def for_message(self, channel: str, recipient: str) -> Provider:
         if channel == Channel.INAPP:
@@ -145,12 +157,17 @@ class ProviderFactory:
         return self.for_message("email", recipient)
 
     async def check(self, within: float) -> dict[str, str | None]:
-        """Each configured real provider's problem (None: none found), per channel, checked at once,
-        each within `within` seconds.
+        """Each channel's first provider's problem (None: none found), as check_all."""
+        return {channel: problem for (channel, name), problem in (await self.check_all(within)).items()
+                if name == self.provider_name(channel)}  # fmt: skip
+
+    async def check_all(self, within: float) -> dict[tuple[str, str], str | None]:
+        """Each configured real provider's problem (None: none found), per channel and provider (failover
+        lists included), checked at once, each within `within` seconds.
 
         What a send would need, short of sending: AWS credentials and endpoint, the SMTP login, the
         FCM key (see each provider's `check`). Never raises."""
-        channels = {str(c): self.provider_name(c) for c in ADDRESSED_CHANNELS if self.provider_name(c) != "mock"}
+        pairs = [(c, name) for c, names in self.lists.items() for name in names if name != "mock"]
 
         async def check_one(name: str) -> str | None:
             try:
@@ -163,9 +180,9 @@ class ProviderFactory:
                 return str(exc) or type(exc).__name__
             return None
 
-        names = sorted(set(channels.values()))
+        names = sorted({name for _, name in pairs})
         problems = dict(zip(names, await asyncio.gather(*(check_one(n) for n in names)), strict=True))
-        return {channel: problems[name] for channel, name in channels.items()}
+        return {(channel, name): problems[name] for channel, name in pairs}
 
     async def aclose(self) -> None:
         await self.mock.aclose()

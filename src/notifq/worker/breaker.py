@@ -9,6 +9,9 @@ After the cool-down, sends go through again; one more failure re-opens the circu
 A configuration error (credentials, sender, endpoint: `ProviderConfigError`) opens the circuit at
 once and *holds* the provider: every cool-down a single send tries it, the others keep waiting,
 until one gets another answer (sent, or a message's own error), which ends the hold.
+
+Failover (worker/failover.py) asks `blocked` first, which changes nothing, so a provider passed
+over keeps its single try per cool-down for the message that does pick it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import time
 from dataclasses import dataclass
 
 REMIND_SECONDS = 300.0  # a hold that goes on is reported again this often
+CONFIG_ERROR = "configuration error: "  # how the audit trail and lastError of a held message begin
+CIRCUIT_OPEN = "circuit open"  # why a provider is skipped, as the failover's audit detail says it
+THROTTLED = "throttled"
 
 
 @dataclass
@@ -25,6 +31,7 @@ class _State:
     closed_at: float = 0.0  # monotonic time before which the provider is skipped
     problem: str | None = None  # the configuration error holding the provider
     reported_at: float = 0.0
+    why: str = CIRCUIT_OPEN  # what closed_at waits for: CIRCUIT_OPEN or THROTTLED (a problem says itself)
 
 
 class CircuitBreaker:
@@ -49,6 +56,13 @@ class CircuitBreaker:
         if state.problem is not None:
             state.closed_at = now + self.cooldown
         return 0.0
+
+    def blocked(self, provider: str) -> str | None:
+        """Why `provider` may not be tried now (None: it may), without taking a held provider's one try."""
+        state = self._states.get(provider)
+        if state is None or state.closed_at <= time.monotonic():
+            return None
+        return f"{CONFIG_ERROR}{state.problem}" if state.problem is not None else state.why
 
     def problem(self, provider: str) -> str | None:
         """The configuration error holding `provider`, if any."""
@@ -75,7 +89,7 @@ class CircuitBreaker:
         self._release(state)  # a different answer than the configuration error: count it as usual
         state.failures += 1
         if state.failures >= self.threshold:
-            state.closed_at = time.monotonic() + self.cooldown
+            state.closed_at, state.why = time.monotonic() + self.cooldown, CIRCUIT_OPEN
             state.failures = self.threshold - 1  # after the cool-down, one more failure re-opens it
             self.opened += 1
 
@@ -83,7 +97,9 @@ class CircuitBreaker:
         """The provider throttled us: skip it for `seconds` (never shortening a longer hold)."""
         state = self._state(provider)
         self._release(state)
-        state.closed_at = max(state.closed_at, time.monotonic() + seconds)
+        until = time.monotonic() + seconds
+        if until > state.closed_at:
+            state.closed_at, state.why = until, THROTTLED
 
     def misconfigured(self, provider: str, problem: str) -> bool:
         """A send met a configuration error: hold the provider for a cool-down. True when this is news

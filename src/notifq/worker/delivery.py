@@ -8,6 +8,12 @@ statement per chunk. Failed attempts move to a new batch enqueued with the 1 s /
 `job_slice_seconds`, then hands what is left to a fresh batch, which keeps arq's
 in-progress claim short (a killed worker's job is picked up again quickly) and lets
 other workers share a large batch.
+
+Before its provider call a message goes through failover (worker/failover.py: which of the
+channel's providers) and, for a fleet-limited provider, takes a token of the fleet's rate
+(worker/fleet_limit.py), waiting a bounded time; one that gets none is deferred like a
+breaker hold, its attempt given back. The chunk's provider timer starts once every message
+has its token: waiting for the fleet is not the provider being slow.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import math
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from notifq.db import messages_repo
@@ -25,12 +32,13 @@ from notifq.db.engine import retry_deadlocks
 from notifq.db.messages_repo import ClaimedMessage, Outcome, RecordResult
 from notifq.errors import PermanentError, ProviderConfigError, RecipientRejected, ThrottledError
 from notifq.feedback import Report
-from notifq.providers.base import OutgoingMessage
+from notifq.providers.base import OutgoingMessage, Provider
 from notifq.queue import BatchJob, enqueue_batches
 from notifq.templates import render
 from notifq.unsubscribe_links import link_for
 from notifq.vocabulary import Channel, Event, FeedbackKind, Lane, MessageStatus
 from notifq.worker.audience import screen
+from notifq.worker.breaker import CONFIG_ERROR
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.metrics import outcome_of
 from notifq.worker.recording import Retry, record
@@ -39,7 +47,9 @@ log = logging.getLogger("notifq.worker")
 
 
 DEFAULT_THROTTLE_SECONDS = 1.0
-CONFIG_ERROR = "configuration error: "  # how the audit trail and lastError of a held message begin
+# A message whose provider is held or throttled while its channel has another provider: back at once
+# (no attempt used), and failover sends it through the next one instead of waiting out the hold.
+FAILOVER_RETRY_SECONDS = 0.1
 
 
 def _error_text(exc: BaseException) -> str:
@@ -47,15 +57,45 @@ def _error_text(exc: BaseException) -> str:
     return text_[:1000]
 
 
-async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body: str) -> Outcome | Retry:
-    provider = deps.providers.for_message(message.channel, message.recipient)
-    wait = deps.breaker.wait_for(provider.name)
-    if wait > 0:  # circuit open, throttled or held: wait without using up an attempt
-        problem = deps.breaker.problem(provider.name)
-        why = (f"{CONFIG_ERROR}{problem}; provider {provider.name} held, not attempted" if problem
-               else f"provider {provider.name} paused; not attempted")  # fmt: skip
-        # Rounded up so the messages skipped together share one retry batch.
-        return deferred(message, why, math.ceil(wait * 10) / 10, Event.DEFERRED)
+class TokenPhase:
+    """Counts a chunk's messages past their fleet token (taken, given up, or not needed)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.over = asyncio.Event()
+
+    def passed(self) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            self.over.set()
+
+
+def _rounded(seconds: float) -> float:
+    """Rounded up to 0.1 s, so the messages deferred together share one retry batch."""
+    return math.ceil(seconds * 10) / 10
+
+
+async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body: str,
+                   phase: TokenPhase | None = None) -> Outcome | Retry:  # fmt: skip
+    try:
+        first = deps.providers.for_message(message.channel, message.recipient)
+        chosen = deps.failover.choose(message.channel, message.recipient, first)
+        if chosen is None:  # one provider, or none of the channel's may be tried: wait on the first
+            provider, switched = first, None
+            wait = deps.breaker.wait_for(provider.name)
+            if wait > 0:  # circuit open, throttled or held: wait without using up an attempt
+                problem = deps.breaker.problem(provider.name)
+                why = (f"{CONFIG_ERROR}{problem}; provider {provider.name} held, not attempted" if problem
+                       else f"provider {provider.name} paused; not attempted")  # fmt: skip
+                return deferred(message, why, _rounded(wait), Event.DEFERRED)
+        else:
+            provider, switched = chosen
+        if deps.fleet.limited(provider.name) and (wait := await deps.fleet.take(provider.name)) > 0:
+            why = f"fleet rate limit of {provider.name}: no token within {deps.fleet.wait_bound:g} s; not attempted"
+            return deferred(message, why, _rounded(wait), Event.THROTTLED, provider.name)
+    finally:
+        if phase is not None:
+            phase.passed()
     bulk_mail = (message.priority == Lane.BULK and deps.unsubscribe_key
                  and getattr(provider, "takes_unsubscribe_url", False))  # fmt: skip
     unsubscribe = link_for(deps.settings, deps.unsubscribe_key, message.id) if bulk_mail else None
@@ -79,11 +119,16 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
             return Outcome(message.id, message.attempts, MessageStatus.FAILED, _error_text(exc), provider=provider.name,
                            recipient=sent_to)  # fmt: skip
         except ProviderConfigError as exc:
-            return misconfigured(deps, message, provider.name, _error_text(exc))
+            retry = misconfigured(deps, message, provider.name, _error_text(exc))
+            return replace(retry, delay=FAILOVER_RETRY_SECONDS) if _fails_over(deps, message, first) else retry
         except ThrottledError as exc:
             hold = exc.retry_after if exc.retry_after and exc.retry_after > 0 else DEFAULT_THROTTLE_SECONDS
-            deps.breaker.hold(provider.name, hold)
-            return deferred(message, _error_text(exc), hold, Event.THROTTLED, provider.name)
+            if deps.fleet.limited(provider.name):  # the whole fleet backs off (and holds for a Retry-After)
+                deps.fleet.throttled(provider.name, exc.retry_after)
+            else:
+                deps.breaker.hold(provider.name, hold)
+            delay = FAILOVER_RETRY_SECONDS if _fails_over(deps, message, first) else hold
+            return deferred(message, _error_text(exc), delay, Event.THROTTLED, provider.name)
         except Exception as exc:  # transient, or a provider bug: retryable
             deps.breaker.failure(provider.name)
             return failed_attempt(deps, message, _error_text(exc), provider.name)
@@ -93,8 +138,13 @@ async def send_one(deps: WorkerDeps, message: ClaimedMessage, subject: str, body
     if (problem := deps.breaker.success(provider.name)) is not None:
         log.info("provider %s works again (it was held by: %s)", provider.name, problem,
                  extra={"provider": provider.name})  # fmt: skip
-    return Outcome(message.id, message.attempts, MessageStatus.SENT, provider=result.provider,
+    # `switched`: the sent event's detail says the failover (the message's lastError is kept as it was).
+    return Outcome(message.id, message.attempts, MessageStatus.SENT, switched, provider=result.provider,
                    provider_message_id=result.provider_message_id, recipient=sent_to)  # fmt: skip
+
+
+def _fails_over(deps: WorkerDeps, message: ClaimedMessage, first: Provider) -> bool:
+    return bool(deps.providers.backups(message.channel, message.recipient, first))
 
 
 def misconfigured(deps: WorkerDeps, message: ClaimedMessage, provider: str, problem: str) -> Retry:
@@ -135,10 +185,17 @@ async def content(deps: WorkerDeps, message: ClaimedMessage) -> tuple[str, str]:
 
 
 async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[list[Outcome], list[Retry]]:
-    """Send a chunk concurrently; one timer for the chunk (not one per message) bounds slow providers."""
+    """Send a chunk concurrently; one timer for the chunk (not one per message) bounds slow providers.
+
+    With fleet limits the timer starts once every message is past its token (each waits at most
+    `fleet.wait_bound`): the lease covers both (FleetLimits sizes the bound from it)."""
     if not claimed:
         return [], []
-    tasks = [asyncio.ensure_future(send_one(deps, m, *await content(deps, m))) for m in claimed]
+    phase = TokenPhase(len(claimed)) if deps.fleet.gates else None
+    tasks = [asyncio.ensure_future(send_one(deps, m, *await content(deps, m), phase)) for m in claimed]
+    if phase is not None:
+        with contextlib.suppress(TimeoutError):  # a bound of its own, in case a message never says it passed
+            await asyncio.wait_for(phase.over.wait(), deps.fleet.wait_bound + 1)
     done, pending = await asyncio.wait(tasks, timeout=deps.settings.provider_timeout)
     for task in pending:
         task.cancel()

@@ -15,6 +15,8 @@ from notifq.keys import RedisKeys
 from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings
 from notifq.worker.breaker import CircuitBreaker
+from notifq.worker.failover import Failover
+from notifq.worker.fleet_limit import FleetLimits
 from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.priority import PriorityGate
 from notifq.worker.rate_limit import RateLimiter
@@ -32,6 +34,8 @@ class WorkerDeps:
     limiter: RateLimiter
     in_flight: asyncio.Semaphore
     breaker: CircuitBreaker
+    fleet: FleetLimits  # fleet-wide provider limits (NOTIFQ_PROVIDER_RATES)
+    failover: Failover  # which of a channel's providers a message goes to
     gate: PriorityGate = field(default_factory=PriorityGate)
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     # Set once the drain is over, before the background loops are cancelled: a loop that checks it ends
@@ -58,13 +62,16 @@ class WorkerDeps:
     def chunk_size(self) -> int:
         """Messages claimed per round trip: the whole batch when unlimited, ~¼ s of budget otherwise.
 
-        Claiming only what the rate limit lets us send soon keeps leases short and lets
-        other workers take the rest of a batch.
+        Claiming only what the rate limits let us send soon keeps leases short and lets
+        other workers take the rest of a batch: the per-worker limit's burst, and while a
+        fleet-limited provider is in use about a second of this worker's share of its rate,
+        spread over the jobs (claims ahead of it would wait for tokens, then be deferred).
         """
         batch = self.settings.job_batch_size
-        if self.limiter.unlimited:
-            return batch
-        return max(1, min(batch, int(self.limiter.capacity)))
+        if not self.limiter.unlimited:
+            batch = max(1, min(batch, int(self.limiter.capacity)))
+        cap = self.fleet.claim_cap(self.settings.worker_jobs)
+        return batch if cap is None else min(batch, cap)
 
     async def campaign_content(self, campaign_id: uuid.UUID) -> tuple[str, str]:
         """Subject and body, read once per campaign per worker (they never change after creation)."""

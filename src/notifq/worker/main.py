@@ -38,11 +38,15 @@ from notifq.worker.breaker import CircuitBreaker
 from notifq.worker.delivery import deliver_batch
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.express import run_express
+from notifq.worker.failover import Failover
+from notifq.worker.fleet_limit import FleetLimits
 from notifq.worker.heartbeat import run_heartbeat, say_goodbye
+from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.opt_outs import run_opt_out_sync
 from notifq.worker.rate_limit import RateLimiter
 from notifq.worker.reconciler import run_reconciler
 from notifq.worker.scheduler import run_scheduler
+from notifq.worker.webhooks import WebhookDispatcher
 
 log = logging.getLogger("notifq.worker")
 TRANSACTIONAL_JOBS = 16
@@ -53,6 +57,7 @@ TRANSACTIONAL_DB_SLOTS = 8
 # The transactional arq queue only holds batches that wait (retries after their backoff of 1 s or more,
 # throttle holds): its due ones go to the express lane. Polled like bulk, not every 10 ms: 100 polls a
 # second per worker cost ~3 % of a core for nothing.
+WEBHOOK_DB_SLOTS = 4  # the outbox round, and the endpoints being worked (a page holds one only to read or record)
 POLL_DELAY = {Lane.TRANSACTIONAL: 0.05, Lane.BULK: 0.05}
 
 
@@ -67,22 +72,29 @@ class WorkerRuntime:
         self._express: asyncio.Task[None] | None = None
         self.deps: WorkerDeps | None = None
         self._feedback_engine: AsyncEngine | None = None
+        self._webhook_engine: AsyncEngine | None = None
 
     async def start(self) -> None:
         s = self.settings
         assert s.database_url and s.redis_url
+        redis, keys, providers = redis_client(s.redis_url), RedisKeys.from_settings(s), self.providers(s)
+        breaker, metrics = CircuitBreaker(s.breaker_failures, s.breaker_cooldown), WorkerMetrics()
+        fleet = FleetLimits(s, redis, keys)
         self.deps = deps = WorkerDeps(
             settings=s,
             # Autocommit: each hot-path statement is its own transaction (see db/transitions.py).
             engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_DB_SLOTS + 3,
                                  pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker", autocommit=True,
                                  pre_ping=True),
-            redis=redis_client(s.redis_url),
-            keys=RedisKeys.from_settings(s),
-            providers=self.providers(s),
+            redis=redis,
+            keys=keys,
+            providers=providers,
             limiter=RateLimiter(s.rate_limit),
             in_flight=asyncio.Semaphore(s.worker_max_in_flight),
-            breaker=CircuitBreaker(s.breaker_failures, s.breaker_cooldown),
+            breaker=breaker,
+            fleet=fleet,
+            failover=Failover(providers, breaker, fleet, redis, keys, metrics.id),
+            metrics=metrics,
         )  # fmt: skip
         # Rare, multi-statement work (provider refusals, the guard's pause) needs real transactions.
         self._feedback_engine = create_engine(s.database_url, pool_size=2, pool_timeout=COMMAND_TIMEOUT_SECONDS + 30,
@@ -115,11 +127,19 @@ class WorkerRuntime:
                                                    name="notifq-priority"))  # fmt: skip
         self._tasks.append(asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat"))
         self._tasks.append(asyncio.create_task(run_opt_out_sync(deps), name="notifq-opt-outs"))
+        # Outbound webhooks (worker/webhooks.py): its own small transactional pool, so a slow receiver's
+        # pages never hold a connection the hot path needs.
+        self._webhook_engine = create_engine(s.database_url, pool_size=WEBHOOK_DB_SLOTS,
+                                             pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker-webhooks",
+                                             pre_ping=True)  # fmt: skip
+        dispatcher = WebhookDispatcher(self._webhook_engine, s, deps.metrics.id, deps.draining)
+        self._tasks.append(asyncio.create_task(dispatcher.run(), name="notifq-webhooks"))
         self._tasks.append(asyncio.create_task(check_providers(deps.providers, s.provider_timeout),
                                                name="notifq-provider-check"))  # fmt: skip
-        log.info("worker %s started: lanes %s, rate limit %s msg/s, %d bulk jobs at once",
+        log.info("worker %s started: lanes %s, rate limit %s msg/s, %d bulk jobs at once%s",
                  deps.metrics.id, ", ".join(self.workers), s.rate_limit or "unlimited", s.worker_jobs,
-                 extra={"worker_id": deps.metrics.id})  # fmt: skip
+                 "; fleet-wide limits " + ", ".join(f"{n} {r:g}/s" for n, r, _ in s.provider_rates)
+                 if s.provider_rates else "", extra={"worker_id": deps.metrics.id})  # fmt: skip
 
     async def stop(self, drain_seconds: float | None = None) -> None:
         """Stop taking jobs, let running ones finish their chunk (up to the drain time), then close."""
@@ -150,11 +170,15 @@ class WorkerRuntime:
             w.tasks.clear()
             await w.close()
         await say_goodbye(deps)
+        await deps.fleet.aclose()
+        await deps.failover.aclose()
         await deps.providers.aclose()
         await deps.redis.aclose()
         await deps.engine.dispose()
         if self._feedback_engine is not None:
             await self._feedback_engine.dispose()
+        if self._webhook_engine is not None:
+            await self._webhook_engine.dispose()
         log.info("worker %s stopped: %s, %d stale outcomes", deps.metrics.id, dict(deps.metrics.totals),
                  deps.metrics.stale, extra={"worker_id": deps.metrics.id})  # fmt: skip
         self.deps = None
@@ -203,13 +227,14 @@ def lanes_served(settings: Settings) -> tuple[Lane, ...]:
 async def check_providers(providers: ProviderFactory, within: float) -> None:
     """At start, in the background: say what is wrong with each configured provider (a warning, not a
     crash: the mock and the other providers are served, and that provider's messages wait for the fix)."""
-    for channel, problem in (await providers.check(within)).items():
-        name = providers.provider_name(channel)
+    for (channel, name), problem in (await providers.check_all(within)).items():
         if problem is None:
             log.info("provider %s (%s): configuration checked", name, channel, extra={"provider": name})
         else:
-            log.warning("provider %s (%s) is not usable: %s; %s messages to real recipients will wait (not fail) "
-                        "until this is fixed", name, channel, problem, channel, extra={"provider": name})  # fmt: skip
+            then = ("go to the channel's other providers (or wait, not fail)" if len(providers.lists[channel]) > 1
+                    else "wait (not fail)")  # fmt: skip
+            log.warning("provider %s (%s) is not usable: %s; %s messages to real recipients will %s until this is "
+                        "fixed", name, channel, problem, channel, then, extra={"provider": name})  # fmt: skip
 
 
 def run_worker(settings: Settings) -> None:

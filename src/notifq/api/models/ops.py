@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 
 from notifq.api.models.base import ApiModel, Limit, Text
 from notifq.auth import BCRYPT_MAX_BYTES
-from notifq.telemetry import WorkerBeat
+from notifq.telemetry import FleetLimit, WorkerBeat
 from notifq.vocabulary import Channel, MessageStatus
 
 
@@ -58,10 +58,50 @@ class WorkerQueue(ApiModel):
     scheduled_messages: int = Field(ge=0, description="Messages `pending` (held until their sendAt or a resume).")
 
 
+def _at(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(round(seconds, 3), UTC)
+
+
+class ProviderLimit(ApiModel):
+    model_config = ConfigDict(strict=False)
+    provider: str = Field(description="A provider NOTIFQ_PROVIDER_RATES limits fleet-wide.")
+    limit_per_second: float = Field(gt=0, description="The configured fleet-wide rate.")
+    burst: float = Field(ge=0, description="Sends the fleet may make at once after a quiet spell.")
+    effective_per_second: float = Field(ge=0, description="The rate enforced now: the limit, or less after a "
+                                        "throttling answer (halved, then climbing back over "
+                                        "NOTIFQ_PROVIDER_RECOVERY_SECONDS).")  # fmt: skip
+    current_per_second: float = Field(ge=0, description="Sends per second the workers took over the last 5 s.")
+    held_until: datetime | None = Field(description="While a Retry-After holds the provider for every worker.")
+    throttled_at: datetime | None = Field(description="The last back-off; null if none.")
+    throttle_reports: int = Field(ge=0, description="Throttling answers the workers reported (at most 4 a second "
+                                  "each) since the state began.")  # fmt: skip
+
+    @classmethod
+    def of(cls, state: FleetLimit) -> ProviderLimit:
+        return cls(provider=state.provider, limit_per_second=state.limit, burst=round(state.burst, 3),
+                   effective_per_second=round(state.effective, 2), current_per_second=round(state.current, 1),
+                   held_until=_at(state.held_until), throttled_at=_at(state.throttled_at),
+                   throttle_reports=state.throttles)  # fmt: skip
+
+
+class ProviderRoute(ApiModel):
+    channel: Channel
+    providers: list[str] = Field(description="In order of preference (NOTIFQ_EMAIL_PROVIDERS, …): messages go "
+                                 "to the first one that may be tried.")  # fmt: skip
+    active: str = Field(description="Where most live workers send the channel's messages now: the first "
+                        "provider, unless they fail over.")  # fmt: skip
+    failing_over: dict[str, str] = Field(description="Live workers failing over now: worker id -> the provider "
+                                         "they send through.")  # fmt: skip
+
+
 class Workers(ApiModel):
     workers: list[Worker]
     queue: WorkerQueue
     in_flight: int = Field(ge=0, description="Provider calls in progress on every live worker.")
+    provider_limits: list[ProviderLimit] = Field(description="Fleet-wide provider limits (NOTIFQ_PROVIDER_RATES), "
+                                                 "from the state the workers share in Redis.")  # fmt: skip
+    provider_routes: list[ProviderRoute] = Field(description="Per channel, its providers in order and where live "
+                                                 "workers send now (failover).")  # fmt: skip
 
 
 class ProviderLatency(ApiModel):

@@ -4,6 +4,9 @@
 // workers that have stopped included, so a worker that died or slowed down a while ago is still seen.
 // Rows are keyed by worker id and updated in place: rebuilding the table every 1.5 s would
 // lose a text selection, keyboard focus and the table's scroll position each time.
+// Below the totals, from the same answer: the fleet-wide provider limits (NOTIFQ_PROVIDER_RATES:
+// configured, enforced after back-off, measured, held) and, when a channel lists several
+// providers, where its messages go now (failover). Both cards stay hidden when there is nothing to show.
 
 import { api, request } from './api.js';
 import { LineChart } from './linechart.js';
@@ -33,12 +36,32 @@ export function renderWorkers(container, { signal }) {
     cards: true, // rows become cards on phones: ten columns do not fit 390 px
   });
   const empty = h('p', { className: 'empty muted', hidden: true, id: 'workers-empty' }, 'No live workers. Start one with `notifq worker` (or `make scale WORKERS=2`).');
+  const limits = table('Fleet-wide provider limits', ['Provider', 'Limit /s', 'Enforced /s', 'Sending /s', 'State'], {
+    id: 'provider-limits-table',
+    numeric: [1, 2, 3],
+    cards: true,
+  });
+  const limitsCard = h(
+    'section',
+    { className: 'card card--flush', 'aria-labelledby': 'provider-limits-title', id: 'provider-limits', hidden: true },
+    h('div', { className: 'card__header card__header--pad' }, h('h2', { id: 'provider-limits-title' }, 'Provider limits, whole fleet')),
+    limits.wrap,
+  );
+  const routes = table('Providers per channel', ['Channel', 'Providers, in order', 'Sending through'], { id: 'provider-routes-table', cards: true });
+  const routesCard = h(
+    'section',
+    { className: 'card card--flush', 'aria-labelledby': 'provider-routes-title', id: 'provider-routes', hidden: true },
+    h('div', { className: 'card__header card__header--pad' }, h('h2', { id: 'provider-routes-title' }, 'Failover')),
+    routes.wrap,
+  );
   const history = new LineChart({ label: 'Messages per second of each worker, last hour', unit: 'msg/s' });
   const historyNote = h('p', { className: 'muted', id: 'workers-history-note', hidden: true });
   container.replaceChildren(
     h('div', { className: 'page-header' }, pageHeading('Workers'), updated),
     messages.el,
     h('section', { className: 'card', 'aria-label': 'Totals' }, h('dl', { className: 'stats', id: 'workers-stats' }, Object.values(figures).map((s) => s.el))),
+    limitsCard,
+    routesCard,
     h(
       'section',
       { className: 'card', 'aria-labelledby': 'workers-history-title', id: 'workers-history' },
@@ -51,6 +74,8 @@ export function renderWorkers(container, { signal }) {
   signal.addEventListener('abort', () => history.dispose(), { once: true });
 
   const rows = new Map(); // worker id -> {tr, cells}
+  const limitRows = new Map(); // provider -> {tr, cells}
+  const routeRows = new Map(); // channel -> {tr, cells}
 
   /** Make the table's rows the given workers, in the API's order, reusing each worker's row. */
   function renderRows(workers) {
@@ -89,6 +114,13 @@ export function renderWorkers(container, { signal }) {
     setStat(figures.bulkJobs, queue.bulkJobs || 0);
     setStat(figures.transactionalJobs, queue.transactionalJobs || 0);
     renderRows(workers);
+    const providerLimits = data.providerLimits || [];
+    keyedRows(limits.body, limitRows, providerLimits, (l) => l.provider, limitRow, updateLimitRow);
+    limitsCard.hidden = providerLimits.length === 0;
+    // Only channels with a choice: one provider has nothing to fail over to.
+    const choices = (data.providerRoutes || []).filter((r) => (r.providers || []).length > 1);
+    keyedRows(routes.body, routeRows, choices, (r) => r.channel, routeRow, updateRouteRow);
+    routesCard.hidden = choices.length === 0;
     empty.hidden = workers.length > 0;
     list.wrap.hidden = workers.length === 0;
     setText(updated, `Updated ${new Date().toLocaleTimeString()}`);
@@ -147,6 +179,80 @@ export function renderWorkers(container, { signal }) {
   })().catch((error) => {
     if (!isAbort(error)) messages.show('error', error.message);
   });
+}
+
+/** Make `body`'s rows the given items, in order, reusing the row of each key (as renderRows does for workers). */
+function keyedRows(body, rows, items, keyOf, make, update) {
+  const seen = new Set();
+  items.forEach((item, i) => {
+    const key = String(keyOf(item));
+    seen.add(key);
+    let row = rows.get(key);
+    if (!row) {
+      row = make(key);
+      rows.set(key, row);
+    }
+    update(row, item);
+    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
+  });
+  for (const [key, row] of rows) {
+    if (!seen.has(key)) {
+      row.tr.remove();
+      rows.delete(key);
+    }
+  }
+}
+
+/** A fleet-limited provider's row. */
+function limitRow(provider) {
+  const cell = (label, className, role) => h('td', { className, 'data-label': label, dataset: role ? { role } : null });
+  const state = h('span', { className: 'badge' });
+  const cells = {
+    provider: h('th', { scope: 'row', className: 'mono cell-full' }, provider),
+    limit: cell('Limit /s', 'num', 'limit'),
+    effective: cell('Enforced /s', 'num', 'effective'),
+    current: cell('Sending /s', 'num', 'current'),
+    state: h('td', { 'data-label': 'State', dataset: { role: 'state' } }, state),
+  };
+  return { tr: cardRow({ dataset: { provider } }, Object.values(cells)), cells, state };
+}
+
+/** Held (a Retry-After for the whole fleet), backed off (a throttling answer halved the rate, climbing back), or at its limit. */
+function updateLimitRow({ tr, cells, state }, l) {
+  const limit = Number(l.limitPerSecond) || 0;
+  const effective = Number(l.effectivePerSecond) || 0;
+  const held = l.heldUntil ? Date.parse(l.heldUntil) > Date.now() : false;
+  const kind = held ? 'held' : effective < limit ? 'backed_off' : 'ok';
+  tr.dataset.state = kind;
+  setText(cells.limit, fmtRate(limit));
+  setText(cells.effective, fmtRate(effective));
+  setText(cells.current, fmtRate(l.currentPerSecond));
+  state.className = `badge badge--limit-${kind}`;
+  const text = {
+    held: `Held until ${new Date(l.heldUntil).toLocaleTimeString()}`,
+    backed_off: `Backed off to ${Math.round((100 * effective) / (limit || 1))} %`,
+    ok: 'At its limit',
+  }[kind];
+  setText(state, text);
+  state.title = l.throttledAt ? `Last throttled ${fmtAgo(l.throttledAt)}; ${fmtInt(l.throttleReports)} throttling reports` : 'Never throttled';
+}
+
+/** A channel with several providers: its order and where live workers send now. */
+function routeRow(channel) {
+  const cells = {
+    channel: h('th', { scope: 'row', className: 'cell-full' }, channel),
+    providers: h('td', { className: 'mono', 'data-label': 'Providers, in order' }),
+    active: h('td', { className: 'mono', 'data-label': 'Sending through', dataset: { role: 'active' } }),
+  };
+  return { tr: cardRow({ dataset: { channel } }, Object.values(cells)), cells };
+}
+
+function updateRouteRow({ tr, cells }, r) {
+  const providers = r.providers || [];
+  const away = Object.keys(r.failingOver || {}).length;
+  tr.dataset.failingOver = away ? 'yes' : 'no';
+  setText(cells.providers, providers.join(' → '));
+  setText(cells.active, r.active === providers[0] ? r.active : `${r.active} (failover: ${providers[0]} unavailable; ${fmtInt(away)} worker${away === 1 ? '' : 's'})`);
 }
 
 /** A worker's row, empty: `updateWorkerRow` fills it. data-label names each value when a phone shows it as a card. */
