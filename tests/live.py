@@ -6,6 +6,7 @@ database and Redis, which the autouse `clean` fixture empties before every test.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -46,15 +47,15 @@ def wait_until_serving(url: str, alive: Callable[[], bool], within: float = 60) 
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def live_api(base_settings: Settings) -> Iterator[LiveApi]:
-    """The app served on 127.0.0.1 by uvicorn in its own thread and event loop."""
+@contextlib.contextmanager
+def serving(settings: Settings, name: str = "live-api") -> Iterator[LiveApi]:
+    """The app built from `settings` served on a free 127.0.0.1 port by uvicorn in its own thread and loop."""
     port = _free_port()
-    settings = base_settings.with_(host="127.0.0.1", port=port)
+    settings = settings.with_(host="127.0.0.1", port=port)
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None,
                             access_log=False, lifespan="on", timeout_graceful_shutdown=2)  # fmt: skip
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="live-api", daemon=True)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     wait_until_serving(f"{url}/health", thread.is_alive, within=30)
@@ -63,3 +64,10 @@ def live_api(base_settings: Settings) -> Iterator[LiveApi]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def live_api(base_settings: Settings) -> Iterator[LiveApi]:
+    """The app served on 127.0.0.1 for the session."""
+    with serving(base_settings) as api:
+        yield api

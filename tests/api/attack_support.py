@@ -95,12 +95,12 @@ def _hs(claims: dict[str, Any], secret: str, algorithm: str) -> str:
 
 
 def concrete_path(template: str) -> str:
-    """A route template with its placeholders filled: a UUID for campaign ids, 1 for anything else."""
+    """A route template with its placeholders filled: a UUID for campaign and webhook ids, 1 for anything else."""
     out = template
     while "{" in out:
         start, end = out.index("{"), out.index("}")
         name = out[start + 1 : end].split(":")[0]
-        value = str(uuid.UUID(int=1)) if "campaign" in name else "1"
+        value = str(uuid.UUID(int=1)) if "campaign" in name or "webhook" in name else "1"
         out = out[:start] + value + out[end + 1 :]
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -53,6 +53,7 @@ SMS: dict[str, Any] = {"channel": "sms", "to": "+15550000001", "body": "b"}
 EMAIL: dict[str, Any] = {"channel": "email", "to": "ada@example.com", "subject": "s", "body": "b"}
 REDRIVE: dict[str, Any] = {"ids": ["1"]}
 LOGIN: dict[str, Any] = {"email": ADMIN_EMAIL, "password": "not the password"}
+WEBHOOK: dict[str, Any] = {"url": "https://93.184.215.14/hook", "events": ["message.sent"]}  # a global address
 PUBLIC_PATHS = {
     "/health",
     "/ready",
@@ -129,6 +130,14 @@ def _login_bodies(bad: str) -> dict[str, Any]:
         "email": {**LOGIN, "email": ADMIN_EMAIL + bad},
         "password": {**LOGIN, "password": "pw" + bad},
         "top-level-key": {bad: "x", **LOGIN},
+    }
+
+
+def _webhook_bodies(bad: str) -> dict[str, Any]:
+    return {
+        "url": {**WEBHOOK, "url": WEBHOOK["url"] + bad},
+        "events[0]": {**WEBHOOK, "events": ["message.sent" + bad]},
+        "description": {**WEBHOOK, "description": "d" + bad},
     }
 
 
@@ -219,6 +228,17 @@ class TestUnstorableText:
         assert r.status_code in {401, 422}, r.text
         assert_error(r, r.status_code)
         await assert_nothing_kept(engine, redis, settings)
+
+    @pytest.mark.parametrize(("body", "headers", "extra"), _cases(_webhook_bodies, extra=False, keyed=False))
+    async def test_webhook_body(
+        self, client: httpx.AsyncClient, fast_auth: dict[str, str], engine: AsyncEngine, redis: Redis,
+        settings: Settings, body: Any, headers: dict[str, str], extra: bool,
+    ) -> None:  # fmt: skip
+        r = await _post_raw(client, "/webhooks", body, fast_auth)
+        assert_error(r, 422, "validation_error")
+        await assert_nothing_kept(engine, redis, settings)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM webhook_endpoints"))).scalar_one() == 0
 
     @pytest.mark.parametrize("kind", BAD_URL_TEXT)
     @pytest.mark.parametrize(
@@ -344,6 +364,7 @@ NESTING_TARGETS = [
     pytest.param("/notifications", EMAIL, "note", True, id="notification-note(extra)"),
     pytest.param("/dead-letters/redrive", REDRIVE, "ids", False, id="redrive-ids"),
     pytest.param("/auth/login", LOGIN, "email", False, id="login-email"),
+    pytest.param("/webhooks", WEBHOOK, "description", False, id="webhook-description"),
 ]
 
 
@@ -419,7 +440,8 @@ class TestHugeBodies:
     """A body over the cap is a 413 in the envelope, whether it declares its length or not."""
 
     @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-    @pytest.mark.parametrize("path", ["/campaigns", "/notifications", "/dead-letters/redrive", "/auth/login"])
+    @pytest.mark.parametrize("path", ["/campaigns", "/notifications", "/dead-letters/redrive", "/auth/login",
+                                      "/webhooks"])  # fmt: skip
     async def test_over_the_cap_is_413(
         self, capped_client: httpx.AsyncClient, fast_auth: dict[str, str], engine: AsyncEngine, redis: Redis,
         settings: Settings, path: str, framing: str,
@@ -525,13 +547,27 @@ class TestBadTokens:
             assert r.status_code != 401, f"{method} {template}: {r.text}"
 
 
+async def _real_ids(client: httpx.AsyncClient, auth: dict[str, str]) -> Callable[[str], str]:
+    """A campaign and a webhook endpoint that exist, and a function filling a path template with their ids."""
+    campaign = await create_campaign(client, auth, **CAMPAIGN)
+    r = await client.post("/webhooks", json=WEBHOOK, headers=auth)
+    assert r.status_code == 201, r.text
+    webhook = r.json()
+
+    def fill(template: str) -> str:
+        real = webhook["id"] if template.startswith("/webhooks/") else campaign["id"]
+        return concrete_path(template).replace(str(uuid.UUID(int=1)), real)
+
+    return fill
+
+
 class TestSpecStrictness:
     """/openapi.json carries the constraints the API enforces, so what it calls valid is accepted."""
 
     async def test_limit_bounds_are_what_the_api_accepts(
         self, client: httpx.AsyncClient, fast_auth: dict[str, str]
     ) -> None:
-        campaign = await create_campaign(client, fast_auth, **CAMPAIGN)
+        real = await _real_ids(client, fast_auth)
         assert (await client.put("/subscribers/reader", json={}, headers=fast_auth)).status_code == 201
         minted = await client.post("/subscribers/reader/token", headers=fast_auth)
         reader = {"Authorization": f"Bearer {minted.json()['token']}"}  # the inbox takes a subscriber's token
@@ -544,7 +580,7 @@ class TestSpecStrictness:
             if low is None or high is None:
                 wrong.append(f"{method} {path}: `limit` has no minimum/maximum: {schema}")
                 continue
-            url = concrete_path(path).replace(str(uuid.UUID(int=1)), campaign["id"])
+            url = real(path)
             for value, ok in ((low, True), (high, True), (low - 1, False), (high + 1, False)):
                 headers = reader if path == "/inbox" or path.startswith(INBOX_PREFIX) else fast_auth
                 r = await client.request(method, url, params={"limit": value}, headers=headers)
@@ -554,13 +590,13 @@ class TestSpecStrictness:
 
     async def test_cursor_refuses_arbitrary_strings(self, client: httpx.AsyncClient, fast_auth: dict[str, str]) -> None:
         """Cursors are opaque, but not any string: the API refuses a malformed one, so the spec must."""
-        campaign = await create_campaign(client, fast_auth, **CAMPAIGN)
+        real = await _real_ids(client, fast_auth)
         params = parameters(await fetch_spec(client), "cursor", "query")
         assert params
         wrong: list[str] = []
         for method, path, p in params:
             for junk in ("not a cursor!", "\u00e9\u00e9", "~~", "9" * 19, "MJAK8"):  # 9…9 is past 2**63 - 1
-                url = concrete_path(path).replace(str(uuid.UUID(int=1)), campaign["id"])
+                url = real(path)
                 r = await client.request(method, url, params={"cursor": junk}, headers=fast_auth)
                 if r.status_code == 422 and is_valid(p["schema"], junk):
                     wrong.append(f"{method} {path}?cursor={junk!r}: API {r.status_code}, spec valid {p['schema']}")
@@ -612,6 +648,7 @@ class TestSpecStrictness:
             *((path, position, body) for path, builder in (
                 ("/campaigns", _campaign_bodies), ("/notifications", _notification_bodies),
                 ("/dead-letters/redrive", _redrive_bodies), ("/auth/login", _login_bodies),
+                ("/webhooks", _webhook_bodies),
             ) for position, body in builder("\x00").items()),
             ("/campaigns", "subject-line-break", {**CAMPAIGN, "subject": "a\nb"}),
             ("/notifications", "subject-line-break", {**EMAIL, "subject": "a\r\nBcc: x@example.com"}),

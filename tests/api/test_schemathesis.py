@@ -22,6 +22,9 @@ Scope, not leniency:
   schemathesis' artifact, not the API's.
 - The `filter_too_much` health check is off: the body schemas tie addresses to `channel` with
   `if`/`then`, and hypothesis gives up on POST /notifications otherwise (nothing is fuzzed).
+- Webhook URLs that match the documented pattern are pointed at 127.0.0.1 before they are sent
+  (`webhook_urls_resolve`): whether a host resolves is DNS's answer at request time, which no
+  schema can state; the server allows private addresses (NOTIFQ_WEBHOOKS_ALLOW_PRIVATE=1).
 - The server caps campaigns at 1,000 recipients (NOTIFQ_MAX_CAMPAIGN_SIZE) so that a
   generated campaign takes milliseconds; the document is expected to state the running
   server's limits.
@@ -51,6 +54,7 @@ from typing import Any
 import httpx
 import pytest
 
+from notifq.api.models.webhooks import URL_PATTERN
 from notifq.settings import Settings
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.harness import worker_env
@@ -103,14 +107,37 @@ def within_a_year(context: Any, body: Any) -> bool:
     return True
 
 
+WEBHOOK_URL_PATTERN = URL_PATTERN  # what the document says a webhook URL looks like
+RESOLVABLE_WEBHOOK_URL = "http://127.0.0.1:9/st-webhook"  # nothing listens: a test POST fails fast, answered 200
+
+
+def webhook_urls_resolve(context: Any, case: Any, kwargs: Any) -> None:
+    """A schemathesis `before_call` hook: a well-formed webhook `url` in a generated body becomes one that resolves.
+
+    Whether a host resolves (and to which addresses) is a fact of DNS at request time, which no schema can
+    state (the document says it in words, and the API answers 422): a generated `https://x.yz/` would read
+    as a valid request refused. A URL matching the documented pattern is replaced by another that matches
+    it (127.0.0.1, which the server under test allows: NOTIFQ_WEBHOOKS_ALLOW_PRIVATE=1), so a valid body
+    stays valid and an invalid one invalid. It may use only `re` and the two constants written beside it.
+    """
+    body = case.body
+    if not case.operation.path.startswith("/webhooks") or not isinstance(body, dict):
+        return
+    url = body.get("url")
+    if isinstance(url, str) and len(url) <= 2048 and re.match(WEBHOOK_URL_PATTERN, url):
+        body["url"] = RESOLVABLE_WEBHOOK_URL
+
+
 def _hooks_file(directory: Path) -> Path:
     path = directory / "st_hooks.py"
-    sources = "\n\n".join(inspect.getsource(f) for f in (unique_idempotency_keys, within_a_year))
+    sources = "\n\n".join(inspect.getsource(f) for f in (unique_idempotency_keys, within_a_year, webhook_urls_resolve))
     register = ('schemathesis.hook("before_call")(unique_idempotency_keys)\n'
-                'schemathesis.hook("filter_body")(within_a_year)')  # fmt: skip
+                'schemathesis.hook("filter_body")(within_a_year)\n'
+                'schemathesis.hook("before_call")(webhook_urls_resolve)')  # fmt: skip
+    constants = f"WEBHOOK_URL_PATTERN = {WEBHOOK_URL_PATTERN!r}\nRESOLVABLE_WEBHOOK_URL = {RESOLVABLE_WEBHOOK_URL!r}\n"
     path.write_text(
-        "from __future__ import annotations\n\nimport datetime\nimport uuid\n\nimport schemathesis\n\n\n"
-        f"{sources}\n\n{register}\n"
+        "from __future__ import annotations\n\nimport datetime\nimport re\nimport uuid\n\nimport schemathesis\n\n"
+        f"{constants}\n\n{sources}\n\n{register}\n"
     )
     return path
 
@@ -125,7 +152,9 @@ def _free_port() -> int:
 def api_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """`notifq api` in its own process (uvloop, httptools: as deployed), stopped with SIGTERM."""
     port = _free_port()
-    served = settings.with_(host="127.0.0.1", port=port, max_campaign_size=MAX_CAMPAIGN_SIZE)
+    # Private webhook URLs allowed: generated bodies name 127.0.0.1 (`webhook_urls_resolve`).
+    served = settings.with_(host="127.0.0.1", port=port, max_campaign_size=MAX_CAMPAIGN_SIZE,
+                            webhooks_allow_private=True, webhook_timeout=2.0)  # fmt: skip
     env = worker_env(served)
     env.update(NOTIFQ_HOST="127.0.0.1", NOTIFQ_PORT=str(port), NOTIFQ_MAX_CAMPAIGN_SIZE=str(MAX_CAMPAIGN_SIZE))
     log = (tmp_path / "api.log").open("wb")

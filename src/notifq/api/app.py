@@ -39,6 +39,8 @@ from notifq.sns_verify import MAX_MESSAGE_AGE, SnsVerifier
 from notifq.subscribers import SubscriberService
 from notifq.suppressions import SuppressionService
 from notifq.unsubscribe_links import link_key
+from notifq.webhook_http import WebhookClient
+from notifq.webhooks import WebhookService
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -63,6 +65,10 @@ def create_app(settings: Settings) -> Starlette:
         app.state.redis = redis
         app.state.campaigns = campaigns = CampaignService(engine, redis, settings, reads=reads)
         app.state.suppressions = SuppressionService(engine, reads)
+        # Test POSTs to webhook endpoints (the worker delivers the events, with a client of its own).
+        webhook_client = WebhookClient(allow_private=settings.webhooks_allow_private, timeout=settings.webhook_timeout,
+                                       connections=10)  # fmt: skip
+        app.state.webhooks = WebhookService(engine, reads, settings, webhook_client)
         app.state.feedback = FeedbackService(engine, campaigns, settings)
         verifier = SnsVerifier(cert_url_regex=settings.sns_cert_url_regex, topics=settings.sns_topics,
                                max_age=MAX_MESSAGE_AGE)  # fmt: skip
@@ -85,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
             await hub.stop()
             await inbox.receipts.stop()
             await verifier.aclose()
+            await webhook_client.aclose()
             await redis.aclose()
             await engine.dispose()
             await sends.dispose()

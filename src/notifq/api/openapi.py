@@ -35,6 +35,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
                 "schema": {"type": "string", "enum": ["email", "sms", "push"]}},
     "address": {"description": "The address as written (it is normalised like on POST /suppressions).",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 4096}},
+    # Matched by the route's `uuid` convertor (Starlette's own pattern): anything else is no route, a 404.
+    "webhook_id": {"description": "The webhook endpoint's id (a UUID); anything else is a 404.",
+                   "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+                              "[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"}},
     "token": {"description": "The token of an unsubscribe link (32 URL-safe base64 characters); a forged or "
               "altered one is a 404.", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_=-]{1,64}$"}},
 }  # fmt: skip
@@ -60,6 +64,7 @@ ERRORS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     "NotificationNotFound": (404, "No message with that id (`not_found`).", ()),
     "SubscriberNotFound": (404, "No subscriber with that id (`not_found`).", ()),
     "SuppressionNotFound": (404, "The address is not on that channel's suppression list (`not_found`).", ()),
+    "WebhookNotFound": (404, "No webhook endpoint with that id (`not_found`).", ()),
     "LinkNotFound": (404, "Not an unsubscribe link notifq made: forged, altered or cut short (`not_found`).", ()),
     "Forbidden": (403, "The SNS message is not one (`malformed`), is unsigned, its signature or certificate does "
                   "not verify, it is older than 7 days, or its topic is not in NOTIFQ_SNS_TOPICS (`forbidden`, "

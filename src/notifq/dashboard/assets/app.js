@@ -1,7 +1,7 @@
 // The dashboard's entry point: session gate, hash router, top bar.
 //
 // Navigation is hash-based (#/overview, #/campaigns, #/campaigns/<id>, #/notifications?status=failed,
-// #/notifications/<id>, #/dead-letters, #/suppressions, #/new, #/load-test, #/inbox, #/workers), so the back button works and no server
+// #/notifications/<id>, #/dead-letters, #/suppressions, #/webhooks, #/webhooks/<id>, #/new, #/load-test, #/inbox, #/workers), so the back button works and no server
 // routes are needed. What follows a "?" is the view's `query` (its filters), not part of the route. Each view gets an AbortSignal
 // that fires when the reader navigates away: it cancels the view's requests, event streams
 // and timers, so nothing keeps running for a page no longer shown.
@@ -20,6 +20,8 @@ import { renderLoadTest } from './view-loadtest.js';
 import { renderLogin } from './view-login.js';
 import { renderNew } from './view-new.js';
 import { renderSuppressions } from './view-suppressions.js';
+import { renderWebhook } from './view-webhook.js';
+import { renderWebhooks } from './view-webhooks.js';
 import { renderWorkers } from './view-workers.js';
 
 const DEFAULT_ROUTE = '#/campaigns';
@@ -33,6 +35,8 @@ const ROUTES = [
   [/^#\/notifications\/([0-9]{1,19})$/, renderNotification, 'Notification', '#/notifications'],
   [/^#\/dead-letters$/, renderDeadLetters, 'Dead letters', '#/dead-letters'],
   [/^#\/suppressions$/, renderSuppressions, 'Suppressions', '#/suppressions'],
+  [/^#\/webhooks\/?$/, renderWebhooks, 'Webhooks', '#/webhooks'],
+  [/^#\/webhooks\/([0-9a-fA-F-]{36})$/, renderWebhook, 'Webhook', '#/webhooks'],
   [/^#\/new$/, renderNew, 'New campaign', '#/new'],
   [/^#\/load-test$/, renderLoadTest, 'Load test', '#/load-test'],
   [/^#\/inbox$/, renderInbox, 'Inbox', '#/inbox'],
