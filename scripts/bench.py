@@ -1217,8 +1217,10 @@ async def run(stack: Stack, sizes: Sizes, args: argparse.Namespace) -> dict[str,
     try:
         # single-sustained: the API with NOTIFQ_API_PROCESSES (the other scenarios keep the API's default).
         api_env = {"NOTIFQ_API_PROCESSES": str(args.api_processes)} if args.only == "single-sustained" else None
+        if args.only == "webhooks":  # the receiver is on 127.0.0.1
+            api_env = {"NOTIFQ_WEBHOOKS_ALLOW_PRIVATE": "1"}
         await bench.open(
-            naive=args.only not in ("inapp", "single-sustained"),
+            naive=args.only not in ("inapp", "single-sustained", "webhooks", "fleet"),
             profile=args.profile_api.resolve() if args.profile_api else None,
             api_env=api_env,
         )
@@ -1234,6 +1236,15 @@ async def run(stack: Stack, sizes: Sizes, args: argparse.Namespace) -> dict[str,
             inapp = InAppBench(bench, JWT_SECRET, Settings().jwt_issuer, n, args.reps or (2 if args.quick else 5),
                                args.inapp_workers, args.client_procs)  # fmt: skip
             results = {"inapp": await inapp.run()}
+        elif args.only == "fleet":
+            from bench_fleet import measure_fleet
+
+            results = {"fleet": await measure_fleet(bench)}
+        elif args.only == "webhooks":
+            from bench_webhooks import WebhookBench
+
+            size = args.webhook_size or (20_000 if args.quick else 100_000)
+            results = {"webhooks": await WebhookBench(bench, size).run()}
         elif args.only == "single-sustained":
             from bench_single import QUICK_SECONDS, QUICK_WARMUP_S, RATES, SECONDS, WARMUP_S, SingleBench
 
@@ -1278,11 +1289,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="wait up to SECONDS for no pytest and a load average < 1 before starting")  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="copy the processes' logs to bench-results/")
-    parser.add_argument("--only", choices=["priority", "single", "inapp", "single-sustained"],
+    parser.add_argument("--only", choices=["priority", "single", "inapp", "single-sustained", "webhooks", "fleet"],
                         help="run one scenario (priority: transactional sends during a big campaign; single: the "
                         "API's cost per send; inapp: WebSockets, an in-app campaign and single in-app sends, "
                         "scripts/bench_inapp.py; single-sustained: single sends at fixed offered rates, delivered "
-                        "by 2 workers, beside a bare Starlette floor, scripts/bench_single.py)")  # fmt: skip
+                        "by 2 workers, beside a bare Starlette floor, scripts/bench_single.py; webhooks: outbound "
+                        "webhooks for a campaign, batched and not, beside a bare client, "
+                        "scripts/bench_webhooks.py; fleet: 3 workers under one fleet-wide provider limit of 500/s, "
+                        "beside the per-worker limit, scripts/bench_fleet.py)")  # fmt: skip
+    parser.add_argument("--webhook-size", type=int, metavar="N", help="webhooks: campaign size (default 100,000)")
     parser.add_argument("--connections", type=int, metavar="N", help=f"inapp: WebSockets and campaign size "
                         f"(default {INAPP_CONNECTIONS:,}; 1,000 with --quick)")  # fmt: skip
     parser.add_argument("--reps", type=int, metavar="N", help="inapp: campaigns measured, without and with the "
@@ -1385,6 +1400,14 @@ def main(argv: list[str] | None = None) -> int:
             from bench_inapp import print_table as print_inapp
 
             print_inapp(partial)
+        elif args.only == "webhooks":
+            from bench_webhooks import print_table as print_webhooks
+
+            print_webhooks(partial)
+        elif args.only == "fleet":
+            from bench_fleet import print_table as print_fleet
+
+            print_fleet(partial["results"]["fleet"])
         elif args.only == "single-sustained":
             from bench_single import print_table as print_single
 
