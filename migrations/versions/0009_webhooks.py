@@ -96,6 +96,8 @@ CREATE TABLE webhook_queue (
     attempts integer NOT NULL DEFAULT 0,
     PRIMARY KEY (endpoint_id, event_id)
 );
+-- An endpoint's next page: least tried first, then oldest (read straight off the index, no sort of the queue).
+CREATE INDEX webhook_queue_next ON webhook_queue (endpoint_id, attempts, event_id);
 CREATE TABLE webhook_deliveries (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     endpoint_id uuid NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
