@@ -24,7 +24,7 @@ from notifq.worker.fleet_limit import FleetLimits, FleetScript, Limit
 from tests.conftest import wait_for
 from tests.fcm_server import FakeFcmServer
 from tests.harness import get_json, running_worker, spawn_worker, stop_process
-from tests.smtp_server import free_port
+from tests.smtp_server import SmtpTestServer, free_port
 
 LIMIT = Limit("ses", 100.0, 10.0)
 RECOVERY = 30.0
@@ -318,3 +318,40 @@ async def test_a_429_with_retry_after_holds_and_halves_the_fleet_rate_which_then
 
         await wait_for(all_sent, within=20)
     assert len(fcm_server.sent) == 40
+
+
+async def test_a_454_maximum_sending_rate_exceeded_backs_the_fleet_off(
+    client: httpx.AsyncClient, auth: dict[str, str], settings: Settings, engine: AsyncEngine, redis: Redis,
+    keys: RedisKeys, smtp_server: SmtpTestServer,
+) -> None:  # fmt: skip
+    """SES's SMTP interface answers `454 Throttling failure: Maximum sending rate exceeded` past the account's
+    rate: the fleet's rate for the provider halves once for the burst of such answers, the messages wait with
+    their attempt given back, and every one is sent once the rate has recovered."""
+    smtp_server.reply_next("RCPT", "454 4.7.0 Throttling failure: Maximum sending rate exceeded.", times=6)
+    mail = settings.with_(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=smtp_server.port,
+                          smtp_security="none", provider_rates=(("smtp", 100.0, 0.0),),
+                          provider_recovery_seconds=4.0)  # fmt: skip
+    async with running_worker(mail):
+        r = await client.post("/notifications", headers=auth,
+                              json=[{"to": f"user{i}@bank.test", "body": "hi"} for i in range(30)])  # fmt: skip
+        assert r.status_code == 202, r.text
+
+        async def throttled() -> FleetLimit | None:
+            state = await _limits(redis, keys, "smtp")
+            return state if state.throttles else None
+
+        state = await wait_for(throttled, within=10, interval=0.02)
+        assert 50 <= state.effective <= 65, state  # halved once, not six times
+
+        async def all_sent() -> bool:
+            async with engine.connect() as conn:
+                query = text("SELECT status, attempts, count(*) FROM messages GROUP BY 1, 2")
+                rows = (await conn.execute(query)).all()
+            return {(status, attempts) for status, attempts, _ in rows} == {("sent", 1)}
+
+        await wait_for(all_sent, within=30)
+    assert len(smtp_server.received) == 30
+    async with engine.connect() as conn:
+        query = text("SELECT count(*) FROM message_events WHERE event = 'throttled'")
+        throttled_events = (await conn.execute(query)).scalar_one()
+    assert throttled_events == 6
