@@ -361,3 +361,30 @@ async def test_a_cursor_from_another_cluster_starts_afresh(settings: Settings, e
             "SELECT o.system_id = s.system_identifier AS same, o.tx < pg_current_xact_id()::text::bigint AS sane "
             "FROM webhook_outbox o, pg_control_system() s"))).one()  # fmt: skip
     assert row.same and row.sane
+
+
+async def test_metrics_show_the_backlog_and_what_holds_the_outbox(
+    settings: Settings, engine: AsyncEngine, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """While a transaction that wrote an event stays open, /metrics says how long it has held the outbox back;
+    an endpoint whose receiver is down shows its waiting events and their age."""
+    endpoint_id, receiver.secret = await add_endpoint(engine, receiver.url, ["message.delivered"])
+    receiver.status = 500
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO message_events (message_id, event) SELECT g, 'delivered' "
+                                "FROM generate_series(1, 5) g"))  # fmt: skip
+    async with dispatching(settings):
+        await wait_for(lambda: _has_outcome(engine, endpoint_id, "failed"), within=15)
+        slow = await engine.connect()
+        trans = await slow.begin()
+        await slow.execute(text("INSERT INTO message_events (message_id, event) VALUES (9, 'delivered')"))
+        await asyncio.sleep(1.2)
+        metrics = (await client.get("/metrics")).text
+        await trans.rollback()
+        await slow.close()
+    pending = f'notifq_webhook_pending{{endpoint_id="{endpoint_id}",status="failing"}} 5.0'
+    assert pending in metrics, [line for line in metrics.splitlines() if "webhook" in line]
+    held = next(line for line in metrics.splitlines() if line.startswith("notifq_webhook_horizon_held_seconds "))
+    assert float(held.split()[1]) >= 1.0
+    oldest = next(line for line in metrics.splitlines() if line.startswith("notifq_webhook_oldest_pending_seconds{"))
+    assert float(oldest.split()[1]) > 0

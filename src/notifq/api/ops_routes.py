@@ -39,7 +39,7 @@ from notifq.api.models.ops import (
     WorkerSeries,
 )
 from notifq.api.requests import require_admin
-from notifq.db import feedback_repo, notifications_repo, suppressions_repo
+from notifq.db import feedback_repo, notifications_repo, suppressions_repo, webhook_outbox_repo
 from notifq.keys import RedisKeys
 from notifq.queue import queue_depth
 from notifq.settings import PROVIDER_NAMES, Settings
@@ -253,7 +253,21 @@ async def metrics(request: Request) -> Response:
     for f in await _provider_limits(request):
         for name, value in (("limit", f.limit), ("effective", f.effective), ("current", f.current)):
             fleet[name].add_metric([f.provider], value)
+    webhooks = {
+        name: GaugeMetricFamily(f"notifq_webhook_{name}", doc, labels=["endpoint_id", "status"])
+        for name, doc in (("pending", "Events waiting for a webhook endpoint"),
+                          ("oldest_pending_seconds", "Age of the oldest event waiting for a webhook endpoint"))
+    }  # fmt: skip
+    async with request.app.state.read_engine.connect() as conn:
+        backlogs, held = await webhook_outbox_repo.backlogs(conn)
+    for b in backlogs:
+        status = "disabled" if not b.enabled else "failing" if b.failing else "active"
+        webhooks["pending"].add_metric([str(b.endpoint_id), status], b.pending)
+        webhooks["oldest_pending_seconds"].add_metric([str(b.endpoint_id), status], b.oldest_seconds)
     families: list[Metric] = [
+        *webhooks.values(),
+        _gauge("notifq_webhook_horizon_held_seconds", "How long the oldest PostgreSQL transaction holding webhook "
+               "events back has been running (0: none)", held),
         *fleet.values(),
         suppression_family,
         *per_campaign.values(),

@@ -304,3 +304,32 @@ async def prune_log(conn: AsyncConnection, keep_days: float) -> int:
         text("DELETE FROM webhook_deliveries WHERE at < now() - make_interval(secs => :s)"), {"s": keep_days * 86400}
     )
     return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """One endpoint's waiting events, for /metrics."""
+
+    endpoint_id: uuid.UUID
+    enabled: bool
+    failing: bool
+    pending: int
+    oldest_seconds: float
+
+
+async def backlogs(conn: AsyncConnection) -> tuple[list[Backlog], float]:
+    """Every endpoint's queue (count, age of its oldest event), and how long the oldest transaction that holds
+    the outbox's horizon back has been running (0: none). That transaction may be a session left idle in a
+    transaction or a prepared transaction; without pg_read_all_stats other roles' sessions are not seen."""
+    rows = await conn.execute(text(
+        "SELECT e.id, e.enabled, e.failing_since IS NOT NULL AS failing, count(q.event_id) AS pending, "
+        "COALESCE(EXTRACT(EPOCH FROM now() - min(q.at)), 0) AS oldest "
+        "FROM webhook_endpoints e LEFT JOIN webhook_queue q ON q.endpoint_id = e.id GROUP BY e.id ORDER BY e.id"
+    ))  # fmt: skip
+    held = (await conn.execute(text(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - LEAST("
+        "(SELECT min(xact_start) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()), "
+        "(SELECT min(prepared) FROM pg_prepared_xacts))), 0)"))).scalar_one()  # fmt: skip
+    return [Backlog(r.id, r.enabled, r.failing, int(r.pending), max(0.0, float(r.oldest))) for r in rows], max(
+        0.0, float(held)
+    )
