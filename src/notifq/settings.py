@@ -341,7 +341,7 @@ class Settings(BaseModel):
     webhook_backoff_max_seconds: float = setting("NOTIFQ_WEBHOOK_BACKOFF_MAX_SECONDS", 3600.0, ge=0.1,
         description="longest wait between two tries of a failing webhook endpoint (the waits double from 1 s)")
     webhook_give_up_seconds: float = setting("NOTIFQ_WEBHOOK_GIVE_UP_SECONDS", 86400.0, ge=1, shown="`86400` (24 h)",
-        description="an event not delivered this long after it happened is given up (and logged as such)")
+        description="an event tried and not delivered this long after it happened is given up (logged as `abandoned`)")
     webhook_disable_after_seconds: float = setting("NOTIFQ_WEBHOOK_DISABLE_AFTER_SECONDS", 259200.0, ge=1,
         shown="`259200` (3 days)", description="an endpoint failing without a success this long is disabled")
     state_dir: Path = setting("NOTIFQ_STATE_DIR", Path(".notifq"),
