@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notifq.providers.factory import ProviderFactory
 from notifq.settings import Settings, child_env
 from notifq.worker.main import WorkerRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -39,6 +44,43 @@ async def running_worker(
         # Bounded: a stop that hangs fails here, naming itself, instead of as a test timeout that
         # leaves the worker heartbeating into every later test.
         await asyncio.wait_for(runtime.stop(drain_seconds=10), timeout=45)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def api_process(settings: Settings, log: Path) -> Iterator[str]:
+    """`notifq api` with one process on a free port; its URL once /health answers. Stopped with SIGTERM."""
+    port = free_port()
+    env = worker_env(settings.with_(host="127.0.0.1", port=port, api_processes=1))
+    env.update(NOTIFQ_HOST="127.0.0.1", NOTIFQ_PORT=str(port), NOTIFQ_API_PROCESSES="1")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "notifq", "api"], env=env, cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, log.read_text(errors="replace")
+                assert time.monotonic() < deadline, "notifq api did not start within 60 s"
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def spawn_worker(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:

@@ -24,13 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq import idempotency
+from notifq.api_keys import KEY_PREFIX
 from notifq.client import commands
-from notifq.client.api import ApiError, Unreachable, UsageError, check_idempotency_key
+from notifq.client.api import API_KEY_PREFIX, ApiError, Unreachable, UsageError, check_idempotency_key
 from notifq.client.commands import terminal_safe_json
 from notifq.client.progress import OUTAGE_TOLERANCE_SECONDS, ProgressView, RateMeter, Snapshot, describe, watch
 from notifq.client.recipients import parse_csv
@@ -357,6 +359,45 @@ async def test_a_wrong_token_exits_3(live_api: LiveApi) -> None:
     done = await notifq("campaign", "list", env=_env(live_api.url, "not.a.token"))
     assert done.returncode == 3
     assert "401 unauthorized" in done.stderr and "not.a.token" not in done.stderr + done.stdout
+
+
+async def test_an_api_key_from_the_environment_or_the_option_works_within_its_scopes(
+    live_api: LiveApi, fast_auth: dict[str, str]
+) -> None:
+    async def key(*scopes: str) -> str:
+        async with httpx.AsyncClient(base_url=live_api.url) as http:
+            r = await http.post("/api-keys", headers=fast_auth, json={"name": "cli", "scopes": list(scopes)})
+        assert r.status_code == 201, r.text
+        return str(r.json()["secret"])
+
+    writer, reader = await key("campaigns:write"), await key("read")
+    created = await notifq("campaign", "create", "--name", "By key", "--count", "1",
+                           env=_env(live_api.url, NOTIFQ_API_KEY=writer))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    campaign_id = created.stdout.strip()
+    assert UUID.match(campaign_id)
+    # The key is preferred to a login token in the environment; --token on the command line wins over both.
+    shown = await notifq("campaign", "show", campaign_id, env=_env(live_api.url, "not.a.token", NOTIFQ_API_KEY=reader))
+    assert shown.returncode == 0 and "By key" in shown.stdout, shown.stderr
+    listed = await notifq("campaign", "list", "--api-key", reader, env=_env(live_api.url))
+    assert listed.returncode == 0 and campaign_id in listed.stdout, listed.stderr
+    refused = await notifq("campaign", "list", env=_env(live_api.url, NOTIFQ_API_KEY=writer))
+    assert refused.returncode == 3 and "403 forbidden" in refused.stderr and "read" in refused.stderr
+    assert writer not in refused.stderr + refused.stdout
+    overridden = await notifq(
+        "campaign", "list", "--token", "not.a.token", env=_env(live_api.url, NOTIFQ_API_KEY=reader)
+    )
+    assert overridden.returncode == 3 and "401 unauthorized" in overridden.stderr
+    not_a_key = await notifq("campaign", "list", env=_env(live_api.url, NOTIFQ_API_KEY="eyJ.x.y"))
+    assert not_a_key.returncode == 2 and "not an API key" in not_a_key.stderr
+    both = await notifq("campaign", "list", "--api-key", reader, "--token", "x", env=_env(live_api.url))
+    assert both.returncode == 2 and "not both" in both.stderr
+    helped = await notifq("campaign", "list", "--help", env=_env(live_api.url))
+    assert "NOTIFQ_API_KEY" in helped.stdout and "--api-key" in helped.stdout
+
+
+def test_the_clients_key_prefix_is_the_servers() -> None:
+    assert API_KEY_PREFIX == KEY_PREFIX
 
 
 async def test_an_unreachable_api_exits_4(cli_env: dict[str, str]) -> None:

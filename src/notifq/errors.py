@@ -37,7 +37,8 @@ class Unauthorized(NotifqError):
 
 
 class Forbidden(NotifqError):
-    """The request proves who sent it and the proof fails (a webhook's signature, its topic)."""
+    """The request proves who sent it and the proof fails (a webhook's signature, its topic), or the caller is
+    known but not allowed (an API key without the operation's scope)."""
 
     code = "forbidden"
 

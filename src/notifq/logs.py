@@ -1,9 +1,11 @@
 """Structured logs: one JSON object per line, with the ids that tie a line to a campaign or message.
 
 Call sites pass ids through `extra={"campaign_id": ..., "message_id": ...}`; the formatter
-copies the known keys (CONTEXT_KEYS) into the object. Every line, exception text included,
-goes through `redact()`, so a password, token or credentialed URL that slips into a message
-(a driver's error quoting its DSN, say) is masked before it leaves the process.
+copies the known keys (CONTEXT_KEYS) into the object. The API key a request authenticated with
+(`API_KEY_ID`, set by the API for each request) goes on every line logged while serving it.
+Every line, exception text included, goes through `redact()`, so a password, token or
+credentialed URL that slips into a message (a driver's error quoting its DSN, say) is masked
+before it leaves the process.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import json
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-CONTEXT_KEYS = ("campaign_id", "message_id", "worker_id", "admin_id", "provider", "attempt", "count")
+CONTEXT_KEYS = ("campaign_id", "message_id", "worker_id", "admin_id", "api_key_id", "provider", "attempt", "count")
+API_KEY_ID: ContextVar[str | None] = ContextVar("notifq_api_key_id", default=None)
 MASK = "***"
 _SECRET_NAMES = r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|authorization"
 # The name may end a longer one (SMTP_PASSWORD, access_token, client_secret: `_` is a word
@@ -28,6 +32,7 @@ _PATTERNS = [
     (re.compile(r"""(?i)(?P<keep>\bauthorization["']?\s*[:=]\s*["']?)[^"'\r\n,;}]+"""), rf"\g<keep>{MASK}"),
     (re.compile(r"(?i)(?P<keep>\bbearer\s+)[\w.~+/-]+=*"), rf"\g<keep>{MASK}"),
     (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]+"), MASK),
+    (re.compile(r"\bnq_[\w-]{43}"), MASK),  # an API key's secret (api_keys.new_secret)
     # password=..., "secret": "...", token: ..., api_key=...
     (re.compile(_SECRET_ASSIGNMENT), rf"\g<keep>{MASK}"),
 ]
@@ -37,6 +42,15 @@ def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class RequestContext(logging.Filter):
+    """Adds the request's API key id (when it has one) to each record, in the context that logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "api_key_id", None) is None:
+            record.api_key_id = API_KEY_ID.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,6 +88,7 @@ def setup_logging(log_format: str = "json", level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(RedactingTextFormatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"))
+    handler.addFilter(RequestContext())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

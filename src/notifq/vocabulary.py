@@ -240,3 +240,27 @@ class WebhookOutcome(StrEnum):
     FAILED = "failed"  # another answer, or none; the events are tried again
     REFUSED = "refused"  # not sent: the URL resolved to an address that is not allowed
     ABANDONED = "abandoned"  # events older than NOTIFQ_WEBHOOK_GIVE_UP_SECONDS, given up after a failure
+
+
+class Scope(StrEnum):
+    """What an API key may do (`api_keys.scopes`); each operation declares the one it needs (api/contract.py).
+
+    An admin's login token holds every scope; `admin` implies the others.
+    """
+
+    NOTIFICATIONS_SEND = "notifications:send"
+    CAMPAIGNS_WRITE = "campaigns:write"
+    READ = "read"
+    ADMIN = "admin"
+
+
+SCOPE_DESCRIPTIONS: dict[Scope, str] = {
+    Scope.NOTIFICATIONS_SEND: "send notifications (POST /notifications, one or a batch); reads nothing, not even "
+    "what it sent",
+    Scope.CAMPAIGNS_WRITE: "create, retry, pause, resume and cancel campaigns, cancel a notification, redrive dead "
+    "letters",
+    Scope.READ: "read delivery data and figures: campaigns and their messages, notifications with their audit "
+    "trail, dead letters, stats, workers, providers, live progress; issue a subscriber's inbox token",
+    Scope.ADMIN: "everything, including what only admins do: subscriber profiles and preferences (read or write), "
+    "suppressions, outbound webhooks, API keys",
+}

@@ -36,7 +36,7 @@ BAD_URL_TEXT: dict[str, str] = {"surrogate": "%ED%A0%80", "nul": "%00"}
 IDEMPOTENCY_MODES: dict[str, dict[str, str]] = {"no-key": {}, "with-key": {"Idempotency-Key": "k1"}}
 JSON_HEADERS = {"Content-Type": "application/json"}
 TOKEN_KINDS = ("missing", "malformed", "not-bearer", "wrong-signature", "alg-none", "alg-hs512", "expired",
-               "wrong-issuer")  # fmt: skip
+               "wrong-issuer", "api-key-unknown", "api-key-malformed")  # fmt: skip
 
 
 def raw_json(value: Any) -> bytes:
@@ -84,6 +84,10 @@ def forged_authorization(kind: str, settings: Settings, valid: dict[str, str]) -
                                                  settings.jwt_secret, "HS256")}  # fmt: skip
     if kind == "wrong-issuer":
         return {"Authorization": "Bearer " + _hs({**claims, "iss": "someone-else"}, settings.jwt_secret, "HS256")}
+    if kind == "api-key-unknown":  # an API key's shape (`nq_` and 43 URL-safe characters), no such key
+        return {"Authorization": "Bearer nq_" + hashlib.sha256(token.encode()).hexdigest()[:43]}
+    if kind == "api-key-malformed":  # the prefix of an API key, then a JWT
+        return {"Authorization": "Bearer nq_" + token}
     raise ValueError(kind)
 
 
@@ -95,12 +99,13 @@ def _hs(claims: dict[str, Any], secret: str, algorithm: str) -> str:
 
 
 def concrete_path(template: str) -> str:
-    """A route template with its placeholders filled: a UUID for campaign and webhook ids, 1 for anything else."""
+    """A route template with its placeholders filled: a UUID for campaign, webhook and API key ids, 1 for anything
+    else."""
     out = template
     while "{" in out:
         start, end = out.index("{"), out.index("}")
         name = out[start + 1 : end].split(":")[0]
-        value = str(uuid.UUID(int=1)) if "campaign" in name or "webhook" in name else "1"
+        value = str(uuid.UUID(int=1)) if any(kind in name for kind in ("campaign", "webhook", "api_key")) else "1"
         out = out[:start] + value + out[end + 1 :]
     return out
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.admins import set_admin
 from notifq.api.openapi import documented_path
-from notifq.api.routes import ROUTES
+from notifq.api.routes import OPERATIONS, ROUTES
 from notifq.campaigns import CampaignService
 from notifq.settings import Settings
 from notifq.validation import CampaignRequest
@@ -406,7 +406,8 @@ SUBSCRIBER_PATHS = {"/inbox", "/inbox/{notification_id}/read", "/inbox/read-all"
 
 
 async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient) -> None:
-    """The published contract must cover every route the app serves, with bearer security on all but the public ones."""
+    """The published contract must cover every route the app serves, with bearer security on all but the public ones,
+    naming the scope an API key needs."""
     r = await client.get("/openapi.json")
     assert r.status_code == 200
     spec = r.json()
@@ -422,6 +423,7 @@ async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient
         if method in {"get", "post", "put", "patch", "delete"}
     }
     assert served == documented
+    scopes = {(documented_path(op.path), op.method.lower()): str(op.scope) for op in OPERATIONS if op.scope}
     for path, method in served:
         security = paths[path][method].get("security")
         expected = (
@@ -429,7 +431,7 @@ async def test_openapi_is_public_and_lists_every_route(client: httpx.AsyncClient
             if path in PUBLIC_PATHS
             else [{"subscriberAuth": []}]
             if path in SUBSCRIBER_PATHS
-            else [{"bearerAuth": []}]
+            else [{"bearerAuth": [scopes[(path, method)]]}]
         )
         assert security == expected, (path, method)
     assert "bearerAuth" in spec["components"]["securitySchemes"]

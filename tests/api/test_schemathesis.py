@@ -40,8 +40,6 @@ import inspect
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -57,9 +55,8 @@ import pytest
 from notifq.api.models.webhooks import URL_PATTERN
 from notifq.settings import Settings
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.harness import worker_env
+from tests.harness import api_process
 
-ROOT = Path(__file__).resolve().parents[2]
 ST = Path(sys.executable).with_name("st")
 MAX_CAMPAIGN_SIZE = 100_000
 RUN_TIMEOUT_SECONDS = 240
@@ -87,23 +84,28 @@ def unique_idempotency_keys(context: Any, case: Any, kwargs: Any) -> None:
 
 
 def within_a_year(context: Any, body: Any) -> bool:
-    """A schemathesis `filter_body` hook: no `sendAt` more than a year ahead in generated bodies.
+    """A schemathesis `filter_body` hook: no `sendAt` more than a year ahead, no `expiresAt` in the past.
 
-    "At most a year ahead" depends on today, so no static schema can state it (the document
-    says it in words, and the API answers such a schedule 422): without this filter a fuzzed
-    date in 6971 reads as a valid request refused. Everything else about `sendAt` is still
-    generated: past dates, zones, the year limit itself. It may use only `datetime`.
+    "At most a year ahead" and "in the future" depend on today, so no static schema can state
+    them (the document says them in words, and the API answers 422): without this filter a
+    fuzzed date in 6971 (or an API key expiring in 1970) reads as a valid request refused.
+    Everything else about these fields is still generated: past schedules, zones, the year
+    limit itself, far-future expiries. It may use only `datetime`.
     """
     items = body if isinstance(body, list) else [body]
-    limit = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=360)
+    now = datetime.datetime.now(datetime.UTC)
+    limit = now + datetime.timedelta(days=360)
     for item in items:
         when = item.get("sendAt") if isinstance(item, dict) else None
-        if isinstance(when, str):
-            try:
-                if datetime.datetime.fromisoformat(when) > limit:
-                    return False
-            except (ValueError, TypeError, OverflowError):
-                pass
+        expires = item.get("expiresAt") if isinstance(item, dict) else None
+        try:
+            if isinstance(when, str) and datetime.datetime.fromisoformat(when) > limit:
+                return False
+            if isinstance(expires, str) and datetime.datetime.fromisoformat(expires) <= now + datetime.timedelta(
+                    seconds=60):  # fmt: skip
+                return False
+        except (ValueError, TypeError, OverflowError):
+            pass
     return True
 
 
@@ -142,45 +144,13 @@ def _hooks_file(directory: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def api_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """`notifq api` in its own process (uvloop, httptools: as deployed), stopped with SIGTERM."""
-    port = _free_port()
     # Private webhook URLs allowed: generated bodies name 127.0.0.1 (`webhook_urls_resolve`).
-    served = settings.with_(host="127.0.0.1", port=port, max_campaign_size=MAX_CAMPAIGN_SIZE,
-                            webhooks_allow_private=True, webhook_timeout=2.0)  # fmt: skip
-    env = worker_env(served)
-    env.update(NOTIFQ_HOST="127.0.0.1", NOTIFQ_PORT=str(port), NOTIFQ_MAX_CAMPAIGN_SIZE=str(MAX_CAMPAIGN_SIZE))
-    log = (tmp_path / "api.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "notifq", "api"], env=env, cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (tmp_path / "api.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "notifq api did not start within 60 s"
-            time.sleep(0.1)
+    served = settings.with_(max_campaign_size=MAX_CAMPAIGN_SIZE, webhooks_allow_private=True, webhook_timeout=2.0)
+    with api_process(served, tmp_path / "api.log") as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _bearer_schemes(spec: dict[str, Any]) -> list[str]:

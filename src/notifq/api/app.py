@@ -23,6 +23,7 @@ from notifq.api.errors import EXCEPTION_HANDLERS
 from notifq.api.openapi import build as build_openapi
 from notifq.api.routes import OPERATIONS, ROUTES
 from notifq.api.security_headers import SecurityHeaders
+from notifq.api_keys import ApiKeys
 from notifq.auth import AdminSessions, LoginThrottle, dummy_hash
 from notifq.campaigns import CampaignService
 from notifq.db.engine import READ_POOL_SIZE, SEND_POOL_SIZE, create_engine
@@ -78,18 +79,21 @@ def create_app(settings: Settings) -> Starlette:
                                                  RedisKeys.from_settings(settings))  # fmt: skip
         # Revocation is checked on the send's own pool: a dashboard's slow read never delays it.
         app.state.sessions = AdminSessions(sends)
+        app.state.api_keys = api_keys = ApiKeys(engine, reads, sends)
         app.state.subscribers = SubscriberService(engine, reads, redis, settings)
         # Receipts (ACK/READ) are written on the send pool too: autocommit, one statement per batch.
         app.state.inbox = inbox = InboxService(sends, reads, redis, settings)
         app.state.hub = hub = Hub(redis_url, RedisKeys.from_settings(settings))
         await hub.start()
         inbox.receipts.start()
+        api_keys.start()
         await asyncio.to_thread(dummy_hash)  # once per process: the first unknown email costs no more
         try:
             yield
         finally:
             await hub.stop()
             await inbox.receipts.stop()
+            await api_keys.stop()
             await verifier.aclose()
             await webhook_client.aclose()
             await redis.aclose()

@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from notifq.api.contract import json_reply
 from notifq.api.models.ops import LoginResponse
-from notifq.api.requests import bearer_claims, client_address, read_json
+from notifq.api.requests import authenticate, bearer_claims, bearer_token, client_address, read_json
+from notifq.api_keys import ApiKeys, is_api_key
 from notifq.auth import AdminSessions, LoginThrottle, check_password_length, issue_token, verify_password
 from notifq.db import admins_repo
 from notifq.errors import Unauthorized, ValidationError
@@ -54,7 +55,17 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    """Revokes the presented token (only that one): 204, then 401 wherever it is shown."""
+    """Revokes the presented token (only that one): 204, then 401 wherever it is shown.
+
+    An API key (with the `admin` scope the operation needs) revokes itself, as DELETE /api-keys/{id} would.
+    """
+    if is_api_key(bearer_token(request)):
+        principal = await authenticate(request)
+        assert principal.key is not None
+        keys: ApiKeys = request.app.state.api_keys
+        await keys.revoke(principal.key.id)
+        log.info("API key %s revoked itself", principal.key.id, extra={"admin_id": principal.admin_id})
+        return Response(status_code=204)
     claims = bearer_claims(request)
     sessions: AdminSessions = request.app.state.sessions
     await sessions.check(claims)

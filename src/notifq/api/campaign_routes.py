@@ -23,6 +23,7 @@ from notifq.api.models.campaigns import (
 from notifq.api.requests import require_admin
 from notifq.campaigns import CampaignService, parse_id
 from notifq.idempotency import Replay, Ticket
+from notifq.vocabulary import Scope
 
 log = logging.getLogger("notifq.api")
 CREATE = TypeAdapter(CampaignCreate)
@@ -114,7 +115,8 @@ _CONFLICT = Reply('The campaign\'s status does not allow it (`conflict`, details
 def _act(verb: str, summary: str, description: str) -> Operation:
     return Operation("POST", f"/campaigns/{{campaign_id}}/{verb}", _action(verb),  # type: ignore[arg-type]
                      f"{verb}Campaign", summary, "campaigns", {202: _CAMPAIGN, 409: _CONFLICT},
-                     description=description + " No request body.", errors=BY_ID)  # fmt: skip
+                     description=description + " No request body.", errors=BY_ID,
+                     scope=Scope.CAMPAIGNS_WRITE)  # fmt: skip
 
 
 OPERATIONS = [
@@ -131,23 +133,23 @@ OPERATIONS = [
         "`sendAt` the campaign is `scheduled` and its messages `pending` until then. Redis is checked first, so a "
         "503 means nothing was written. The body is limited to `NOTIFQ_MAX_BODY_BYTES`.\n\n" + IDEMPOTENCY_NOTE,
         body=CampaignCreate, headers=("Idempotency-Key",),
-        errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge", "IdempotencyInProgress"),
+        errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge", "IdempotencyInProgress"), scope=Scope.CAMPAIGNS_WRITE,
     ),
     Operation("GET", "/campaigns", list_campaigns, "listCampaigns", "List campaigns, newest first", "campaigns",
               {200: Reply("One page of campaigns.", CampaignPage)}, query=CampaignQuery,
               description="Keyset-paginated on (createdAt, id): follow `nextCursor` until it is null.",
-              errors=(*ERRORS, "ValidationFailed")),
+              errors=(*ERRORS, "ValidationFailed"), scope=Scope.READ),
     Operation("GET", "/campaigns/{campaign_id}", get_campaign, "getCampaign", "Get a campaign and its progress",
-              "campaigns", {200: Reply("The campaign.", Campaign)}, errors=BY_ID),
+              "campaigns", {200: Reply("The campaign.", Campaign)}, errors=BY_ID, scope=Scope.READ),
     Operation("GET", "/campaigns/{campaign_id}/messages", list_messages, "listCampaignMessages",
               "List a campaign's messages in creation order", "campaigns",
               {200: Reply("One page of messages.", MessagePage)}, query=MessageQuery, errors=BY_ID,
               description="Paginated by message id: follow `nextCursor` until it is null. A message's full history "
-              "is at GET /notifications/{id}."),
+              "is at GET /notifications/{id}.", scope=Scope.READ),
     Operation("POST", "/campaigns/{campaign_id}/retry", retry_campaign, "retryCampaign",
               "Requeue the campaign's failed messages", "campaigns",
               {202: Reply("The failed messages are queued again with fresh attempts.", RetryResult), 409: _CONFLICT},
-              description="No request body.", errors=BY_ID),
+              description="No request body.", errors=BY_ID, scope=Scope.CAMPAIGNS_WRITE),
     _act("cancel", "Cancel a campaign", "Messages not yet sent are cancelled; the campaign becomes `cancelled`."),
     _act("pause", "Pause a campaign", "Queued messages are held (`pending`) until POST …/resume."),
     _act("resume", "Resume a paused campaign", "Held messages are queued again."),

@@ -10,6 +10,7 @@ input is never echoed back (it may not even be encodable: lone surrogates, NUL).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,9 +22,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from notifq.errors import PayloadTooLarge, ValidationError
+from notifq.vocabulary import Scope
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
+# Where the route puts its operation's scope in the ASGI scope, for `requests.authenticate` to enforce.
+REQUIRED_SCOPE = "notifq.required_scope"
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,26 @@ class Operation:
     query: type[pydantic.BaseModel] | None = None
     public: bool = False
     subscriber: bool = False  # authenticated by a subscriber token (the inbox), not an admin's
+    # What an API key needs to call it (an admin's token has every scope). None only on public and subscriber
+    # operations; an undeclared one is enforced as `admin` (and tests/api/test_api_keys.py fails).
+    scope: Scope | None = None
     headers: tuple[str, ...] = ()  # names of components/parameters sent as request headers
     errors: tuple[str, ...] = ()  # names of components/responses this operation may answer
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _scoped(op: Operation) -> Handler:
+    """The handler, told which scope its operation needs (read by `requests.authenticate`)."""
+    if op.public or op.subscriber:
+        return op.handler
+    needed, handler = op.scope or Scope.ADMIN, op.handler
+
+    @functools.wraps(handler)
+    async def scoped(request: Request) -> Response:
+        request.scope[REQUIRED_SCOPE] = needed
+        return await handler(request)
+
+    return scoped
 
 
 def routes(operations: list[Operation]) -> list[Route]:
@@ -61,7 +82,7 @@ def routes(operations: list[Operation]) -> list[Route]:
     (Starlette answers a 405 from the first route whose path matches)."""
     by_path: dict[str, dict[str, Handler]] = {}
     for op in operations:
-        by_path.setdefault(op.path, {})[op.method] = op.handler
+        by_path.setdefault(op.path, {})[op.method] = _scoped(op)
     table = []
     for path, handlers in by_path.items():
         if len(handlers) == 1:

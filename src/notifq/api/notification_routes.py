@@ -29,6 +29,7 @@ from notifq.api.requests import require_admin
 from notifq.db.messages_repo import MessageRow
 from notifq.idempotency import Replay, Ticket
 from notifq.notifications import NotificationService, parse_message_id
+from notifq.vocabulary import Scope
 
 log = logging.getLogger("notifq.api")
 ONE = TypeAdapter(NotificationCreate)
@@ -125,6 +126,7 @@ OPERATIONS = [
         + IDEMPOTENCY_NOTE,
         body=NotificationCreate | NotificationBatch, headers=("Idempotency-Key",),
         errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge", "IdempotencyInProgress"),
+        scope=Scope.NOTIFICATIONS_SEND,
     ),
     Operation("GET", "/notifications", list_notifications, "listNotifications",
               "List single notifications, newest first", "notifications",
@@ -132,24 +134,25 @@ OPERATIONS = [
               description="Campaign messages are listed per campaign. Filters combine. With `since` or `until` "
               "(createdAt in [since, until)) the page is ordered by createdAt, newest first; without, by id. "
               "Pass `nextCursor` as `cursor`, with the same filters, for the next page.",
-              errors=(*ERRORS, "ValidationFailed")),
+              errors=(*ERRORS, "ValidationFailed"), scope=Scope.READ),
     Operation("GET", "/notifications/{notification_id}", get_notification, "getNotification",
               "Get a notification (or any campaign message) with its audit trail", "notifications",
-              {200: Reply("The notification and its events, oldest first.", NotificationWithEvents)}, errors=BY_ID),
+              {200: Reply("The notification and its events, oldest first.", NotificationWithEvents)}, errors=BY_ID,
+              scope=Scope.READ),
     Operation("POST", "/notifications/{notification_id}/cancel", cancel_notification, "cancelNotification",
               "Cancel a notification that has not started", "notifications",
               {202: Reply("Cancelled.", Notification),
                409: Reply("It already started or finished (`conflict`, details `{\"status\": ...}`).", "Error")},
-              description="No request body.", errors=BY_ID),
+              description="No request body.", errors=BY_ID, scope=Scope.CAMPAIGNS_WRITE),
     Operation("GET", "/dead-letters", list_dead_letters, "listDeadLetters",
               "List permanently failed messages, newest first", "dead-letters",
               {200: Reply("One page of dead letters.", NotificationPage)}, query=DeadLetterQuery,
-              errors=(*ERRORS, "ValidationFailed")),
+              errors=(*ERRORS, "ValidationFailed"), scope=Scope.READ),
     Operation("POST", "/dead-letters/redrive", redrive, "redriveDeadLetters",
               "Send dead letters again with fresh attempts", "dead-letters",
               {202: Reply("Queued again.", RedriveResult)}, body=RedriveRequest,
               description=f"The body is limited to {REDRIVE_BODY_BYTES} bytes.",
-              errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge")),
+              errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge"), scope=Scope.CAMPAIGNS_WRITE),
     Operation("GET", "/stats", stats, "getStats", "Message counts, send rate and queue depth", "stats",
-              {200: Reply("The figures.", Stats)}, errors=ERRORS),
+              {200: Reply("The figures.", Stats)}, errors=ERRORS, scope=Scope.READ),
 ]  # fmt: skip

@@ -16,10 +16,12 @@ from pydantic import TypeAdapter
 from notifq import __version__
 from notifq.addresses import SUBSCRIBER_ID_RE
 from notifq.api.contract import Operation
+from notifq.api.models.api_keys import SCOPES_DOC
 from notifq.api.models.base import Error
 from notifq.api.models.campaigns import RecipientWithVars
 from notifq.api.models.notifications import RedriveFilter
 from notifq.settings import Settings
+from notifq.vocabulary import Scope
 
 REF = "#/components/schemas/{model}"
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -37,6 +39,9 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
                 "schema": {"type": "string", "minLength": 1, "maxLength": 4096}},
     # Matched by the route's `uuid` convertor (Starlette's own pattern): anything else is no route, a 404.
     "webhook_id": {"description": "The webhook endpoint's id (a UUID); anything else is a 404.",
+                   "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+                              "[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"}},
+    "api_key_id": {"description": "The API key's id (a UUID); anything else is a 404.",
                    "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
                               "[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"}},
     "token": {"description": "The token of an unsubscribe link (32 URL-safe base64 characters); a forged or "
@@ -65,10 +70,13 @@ ERRORS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     "SubscriberNotFound": (404, "No subscriber with that id (`not_found`).", ()),
     "SuppressionNotFound": (404, "The address is not on that channel's suppression list (`not_found`).", ()),
     "WebhookNotFound": (404, "No webhook endpoint with that id (`not_found`).", ()),
+    "ApiKeyNotFound": (404, "No API key with that id, or it was revoked (`not_found`).", ()),
     "LinkNotFound": (404, "Not an unsubscribe link notifq made: forged, altered or cut short (`not_found`).", ()),
     "Forbidden": (403, "The SNS message is not one (`malformed`), is unsigned, its signature or certificate does "
                   "not verify, it is older than 7 days, or its topic is not in NOTIFQ_SNS_TOPICS (`forbidden`, "
                   "`details.reason`); nothing was written.", ()),
+    "MissingScope": (403, "The API key is valid but lacks the operation's scope (`forbidden`, details "
+                     '`{"scope": ...}` naming the scope needed).', ()),
     "ValidationFailed": (422, "The request is invalid (`validation_error`); `details.field` names the offending "
                          "field where there is one.", ()),
     "PayloadTooLarge": (413, 'The request body is larger than allowed (`payload_too_large`, details '
@@ -82,9 +90,19 @@ DESCRIPTION = (
     "Send notifications by email, SMS, push and in-app (a subscriber's inbox, live over `/ws`), one at a time, "
     "in batches or as campaigns, and follow their "
     "delivery.\n\nAuthenticate with `POST /auth/login`, then send `Authorization: Bearer <token>` to every "
-    "operation except the public ones (`security: []`).\n\nEvery error, including 404/405 for unknown routes or "
-    'methods and 500 `internal_error`, uses the `Error` envelope `{"error": {"code", "message", "details"}}`.'
+    "operation except the public ones (`security: []`). Services send an API key instead (`Bearer nq_…`, from "
+    "`POST /api-keys`): each operation names the scope a key needs (its `security` requirement and description; "
+    "`admin` implies every scope, an admin's login token holds them all).\n\nEvery error, including 404/405 for "
+    "unknown routes or methods and 500 `internal_error`, uses the `Error` envelope "
+    '`{"error": {"code", "message", "details"}}`.'
 )
+
+
+SCOPE_NOTE = "**Scope:** `{scope}` (an API key needs it{or_admin}; an admin's login token has every scope)."
+
+
+def _scope_note(scope: Scope | None) -> str:
+    return SCOPE_NOTE.format(scope=scope, or_admin=", or `admin`" if scope != Scope.ADMIN else "") if scope else ""
 
 
 def documented_path(path: str) -> str:
@@ -150,14 +168,17 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
             if reply.headers:
                 answer["headers"] = {h: {"$ref": f"#/components/headers/{h}"} for h in reply.headers}
             responses[str(status)] = answer
-        for name in op.errors:
+        scope = None if op.public or op.subscriber else op.scope or Scope.ADMIN
+        for name in (*op.errors, *(("MissingScope",) if scope else ())):
             responses.setdefault(str(ERRORS[name][0]), {"$ref": f"#/components/responses/{name}"})
         operation: dict[str, Any] = {
             "operationId": op.operation_id, "tags": [op.tag], "summary": op.summary,
-            "security": [] if op.public else SUBSCRIBER_AUTH if op.subscriber else BEARER, "responses": responses,
+            "security": [] if op.public else SUBSCRIBER_AUTH if op.subscriber else [{"bearerAuth": [str(scope)]}],
+            "responses": responses,
         }  # fmt: skip
-        if op.description:
-            operation["description"] = op.description
+        description = "\n\n".join(p for p in (op.description, _scope_note(scope)) if p)
+        if description:
+            operation["description"] = description
         if params:
             operation["parameters"] = params
         if op.body is not None:
@@ -178,8 +199,11 @@ def build(operations: list[Operation], settings: Settings) -> dict[str, Any]:
                           for name, (_, text, hs) in ERRORS.items()},
             "parameters": REQUEST_HEADERS,
             "headers": HEADERS,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                               "description": "The `token` returned by POST /auth/login."},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "The `token` returned by POST /auth/login (an admin: "
+                                               "every scope), or an API key (`nq_…`, POST /api-keys) holding the "
+                                               "scope the operation's security requirement names. Scopes: "
+                                               + SCOPES_DOC + "."},
                                 "subscriberAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                                    "description": "A subscriber's token, from POST "
                                                    "/subscribers/{subscriber_id}/token (its inbox only)."}},

@@ -59,7 +59,7 @@ from notifq.telemetry import (
     provider_summaries,
     worker_history,
 )
-from notifq.vocabulary import ADDRESSED_CHANNELS, Channel, Lane, MessageStatus
+from notifq.vocabulary import ADDRESSED_CHANNELS, Channel, Lane, MessageStatus, Scope
 
 CHANNELS = frozenset(Channel)
 
@@ -295,26 +295,26 @@ OPERATIONS = [
               "gracefully stopped one leaves at once). `providerLimits`: each provider limited fleet-wide, with "
               "its configured and effective rate, its measured rate and any hold, from the state the workers "
               "share in Redis. `providerRoutes`: each channel's providers in order and where live workers send "
-              "now (failover)."),
+              "now (failover).", scope=Scope.READ),
     Operation("GET", "/workers/history", workers_history, "getWorkersHistory",
               "Each worker's rate over the last hour", "operations",
               {200: Reply("The rates.", WorkerHistory)}, query=HistoryQuery,
               errors=("Unauthorized", "ServiceUnavailable", "ValidationFailed"),
               description="Every heartbeat stores the worker's rate (messages finished per second over the last few "
               "seconds) in Redis for an hour, also after the worker stopped; the samples are averaged per bucket (1 s "
-              "for up to 6 minutes, 10 s for an hour: at most 360 points per worker)."),
+              "for up to 6 minutes, 10 s for an hour: at most 360 points per worker).", scope=Scope.READ),
     Operation("GET", "/providers", providers, "listProviders", "Outcomes, error rate and latency per provider",
               "operations", {200: Reply("The providers.", Providers)}, errors=("Unauthorized", "ServiceUnavailable"),
               description="From the cluster-wide counters the workers publish (the same as /metrics), since Redis "
               "last lost them. `errorRate` is (failed + retried) / (sent + failed + retried); latency quantiles are "
-              "interpolated within the histogram's buckets, so they are estimates."),
+              "interpolated within the histogram's buckets, so they are estimates.", scope=Scope.READ),
     Operation("GET", "/overview", overview, "getOverview", "Message totals and outcomes over time", "operations",
               {200: Reply("The overview.", Overview)}, query=OverviewQuery,
               errors=("Unauthorized", "ServiceUnavailable", "ValidationFailed"),
               description="`totals`: messages by channel and status now (PostgreSQL, as /stats). `points`: messages "
               "sent, failed and retried cluster-wide per bucket over the last `minutes` (10 s buckets up to an hour, "
               "wider beyond: at most 360 points), from a series the workers write with their metrics and Redis "
-              "keeps for a day."),
+              "keeps for a day.", scope=Scope.READ),
     Operation("GET", "/metrics", metrics, "getMetrics", "Prometheus metrics for the whole cluster", "operations",
               {200: Reply("The metrics.", str, media_type="text/plain")}, public=True, errors=("ServiceUnavailable",),
               description="Prometheus text format. Counters `notifq_messages_{sent,failed,retried,throttled,deferred,"

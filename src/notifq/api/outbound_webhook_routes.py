@@ -28,6 +28,7 @@ from notifq.api.models.webhooks import (
     WebhookUpdate,
 )
 from notifq.api.requests import require_admin
+from notifq.vocabulary import Scope
 from notifq.webhooks import MAX_ENDPOINTS, WebhookService
 
 log = logging.getLogger("notifq.api")
@@ -112,30 +113,32 @@ OPERATIONS = [
               "event id. The URL's host is resolved now and refused on a loopback, private, link-local or metadata "
               "address (unless NOTIFQ_WEBHOOKS_ALLOW_PRIVATE=1). The body is limited to "
               f"{MAX_WEBHOOK_BODY} bytes. See docs/webhooks.md.",
-              errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge")),
+              errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge"), scope=Scope.ADMIN),
     Operation("GET", "/webhooks", list_webhooks, "listWebhooks", "List the webhook endpoints", "webhooks",
-              {200: Reply("Every endpoint (never its secret), newest first.", WebhookList)}, errors=ERRORS),
+              {200: Reply("Every endpoint (never its secret), newest first.", WebhookList)}, errors=ERRORS,
+              scope=Scope.ADMIN),
     Operation("GET", PATH, get_webhook, "getWebhook", "Get a webhook endpoint and how it is doing", "webhooks",
-              {200: Reply("The endpoint (never its secret).", Webhook)}, errors=BY_ID),
+              {200: Reply("The endpoint (never its secret).", Webhook)}, errors=BY_ID, scope=Scope.ADMIN),
     Operation("PATCH", PATH, update_webhook, "updateWebhook", "Change, disable or re-enable a webhook endpoint",
               "webhooks", {200: Reply("The endpoint as it is now.", Webhook)}, body=WebhookUpdate,
               description="Only the fields sent change. A new `url` is checked as on POST. `enabled: false` stops "
               "its deliveries (`status` `disabled`; `disabledReason` names who); `enabled: true` on a disabled "
               "endpoint delivers again from now on, its failures forgotten. The secret does not change. "
               f"The body is limited to {MAX_WEBHOOK_BODY} bytes.",
-              errors=(*BY_ID, "ValidationFailed", "PayloadTooLarge")),
+              errors=(*BY_ID, "ValidationFailed", "PayloadTooLarge"), scope=Scope.ADMIN),
     Operation("DELETE", PATH, delete_webhook, "deleteWebhook", "Delete a webhook endpoint", "webhooks",
-              {204: Reply("Deleted, with its queued events and its delivery log.")}, errors=BY_ID),
+              {204: Reply("Deleted, with its queued events and its delivery log.")}, errors=BY_ID, scope=Scope.ADMIN),
     Operation("GET", f"{PATH}/deliveries", list_deliveries, "listWebhookDeliveries",
               "List an endpoint's delivery attempts, newest first", "webhooks",
               {200: Reply("One page of the log.", WebhookDeliveryPage)}, query=WebhookDeliveryQuery,
               description="One entry per POST (a batch is one POST), per test, and per batch of events given up. "
-              "Kept 30 days. Follow `nextCursor` until it is null.", errors=(*BY_ID, "ValidationFailed")),
+              "Kept 30 days. Follow `nextCursor` until it is null.", errors=(*BY_ID, "ValidationFailed"),
+              scope=Scope.ADMIN),
     Operation("POST", f"{PATH}/test", send_test_webhook, "testWebhook", "Send a test event to a webhook endpoint now",
               "webhooks", {200: Reply("What the endpoint answered (also logged in its deliveries).",
                                       WebhookTestResult)},
               description="POSTs a `webhook.test` event (`data`: `endpointId`, `message`), signed like any other, "
               "and waits for the answer (at most NOTIFQ_WEBHOOK_TIMEOUT). Works on a disabled endpoint too, to "
               "check a fix before enabling it; the endpoint's status is left as it is. No request body.",
-              errors=BY_ID),
+              errors=BY_ID, scope=Scope.ADMIN),
 ]  # fmt: skip

@@ -1,15 +1,20 @@
-"""Reading request bodies with a size cap (Starlette has none) and the bearer token."""
+"""Reading request bodies with a size cap (Starlette has none) and the bearer token (an admin's or an API key)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
+from notifq.api.contract import REQUIRED_SCOPE
+from notifq.api_keys import ActiveKey, ApiKeys, is_api_key
 from notifq.auth import AdminSessions, TokenClaims, verify_subscriber_token, verify_token
-from notifq.errors import PayloadTooLarge, Unauthorized, ValidationError
+from notifq.errors import Forbidden, PayloadTooLarge, Unauthorized, ValidationError
+from notifq.logs import API_KEY_ID
+from notifq.vocabulary import Scope
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -32,7 +37,7 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 def bearer_token(request: Request) -> str:
-    """The token of `Authorization: Bearer <jwt>`; no such header is a 401."""
+    """The token of `Authorization: Bearer <jwt or API key>`; no such header is a 401."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer token")
@@ -45,16 +50,42 @@ def bearer_claims(request: Request) -> TokenClaims:
     return verify_token(settings.jwt_secret, settings.jwt_issuer, bearer_token(request))
 
 
-async def require_admin(request: Request) -> uuid.UUID:
-    """The admin id of a valid, unrevoked bearer token; anything else is a 401.
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an admin (its login token: every scope), or an API key acting for its admin."""
 
-    Revocation (logout, a new password, a deleted admin) is checked against this process's
-    copy (`AdminSessions`), so a request costs no PostgreSQL round trip.
+    admin_id: uuid.UUID  # for an API key, the admin who created it (what `created_by` columns record)
+    key: ActiveKey | None = None
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller of a valid, unrevoked bearer token allowed the operation's scope; else a 401 or 403.
+
+    A token starting with `nq_` is an API key (`ApiKeys.check`), anything else an admin's JWT.
+    The scope is the one the route's `Operation` declares (`contract.REQUIRED_SCOPE`; `admin`
+    when none is known). Revocation of either kind is checked against this process's copy
+    (`AdminSessions`, `ApiKeys`), so a request costs no PostgreSQL round trip. The key's id goes
+    on every log line of the request (`logs.API_KEY_ID`).
     """
-    claims = bearer_claims(request)
-    sessions: AdminSessions = request.app.state.sessions
-    await sessions.check(claims)
-    return claims.admin_id
+    token = bearer_token(request)
+    if not is_api_key(token):
+        claims = verify_token(request.app.state.settings.jwt_secret, request.app.state.settings.jwt_issuer, token)
+        sessions: AdminSessions = request.app.state.sessions
+        await sessions.check(claims)
+        API_KEY_ID.set(None)
+        return Principal(claims.admin_id)
+    keys: ApiKeys = request.app.state.api_keys
+    key = await keys.check(token)
+    API_KEY_ID.set(str(key.id))
+    needed: Scope = request.scope.get(REQUIRED_SCOPE, Scope.ADMIN)
+    if not key.allows(needed):
+        raise Forbidden(f"this API key lacks the scope `{needed}`, which this operation needs", {"scope": str(needed)})
+    return Principal(key.created_by, key)
+
+
+async def require_admin(request: Request) -> uuid.UUID:
+    """The admin a request acts for, once `authenticate` let it through (an API key's: its creator)."""
+    return (await authenticate(request)).admin_id
 
 
 def client_address(request: Request) -> str:

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from notifq.api import (
+    api_key_routes,
     auth_routes,
     campaign_routes,
     dashboard_routes,
@@ -26,6 +27,7 @@ from notifq.api import (
 )
 from notifq.api.contract import Operation, Reply, json_reply, routes
 from notifq.api.models.ops import Health, LoginRequest, LoginResponse, Readiness
+from notifq.vocabulary import Scope
 
 
 async def health(request: Request) -> Response:
@@ -65,8 +67,10 @@ AUTH = [
               f"The body is limited to {auth_routes.MAX_LOGIN_BODY} bytes.",
               body=LoginRequest, public=True, errors=("ValidationFailed", "PayloadTooLarge", "ServiceUnavailable")),
     Operation("POST", "/auth/logout", auth_routes.logout, "logout", "Revoke the presented token", "auth",
-              {204: Reply("Revoked: the token gets a 401 from now on.")}, description="No request body.",
-              errors=("Unauthorized", "ServiceUnavailable")),
+              {204: Reply("Revoked: the token gets a 401 from now on.")},
+              description="No request body. An API key (with the `admin` scope) revokes itself, as DELETE "
+              "/api-keys/{api_key_id} would.",
+              errors=("Unauthorized", "ServiceUnavailable"), scope=Scope.ADMIN),
 ]  # fmt: skip
 OPS = [
     Operation("GET", "/health", health, "health", "Liveness: the process answers", "operations",
@@ -87,6 +91,7 @@ OPERATIONS: list[Operation] = [
     *suppression_routes.OPERATIONS,
     *webhook_routes.OPERATIONS,
     *outbound_webhook_routes.OPERATIONS,
+    *api_key_routes.OPERATIONS,
     *unsubscribe_routes.OPERATIONS,
     *inbox_routes.OPERATIONS,
     *stream_routes.OPERATIONS,

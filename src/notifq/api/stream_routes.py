@@ -25,6 +25,7 @@ from notifq.api.models.campaigns import Campaign, Timeline, TimelinePoint
 from notifq.api.requests import require_admin
 from notifq.campaigns import parse_id
 from notifq.errors import NotFound, Unauthorized
+from notifq.vocabulary import Scope
 
 LIST_INTERVAL_SECONDS = 1.0
 DETAIL_INTERVAL_SECONDS = 0.5
@@ -102,17 +103,17 @@ OPERATIONS = [
               {200: Reply(f'`event: campaigns` with `{{"items": [Campaign, …]}}` (the newest {LIST_SIZE}) whenever it '
                           f"changes, checked every {LIST_INTERVAL_SECONDS:g} s; a comment every "
                           f"{KEEPALIVE_SECONDS:g} s keeps the connection open.", str, media_type=SSE)},
-              errors=("Unauthorized", "ServiceUnavailable")),
+              errors=("Unauthorized", "ServiceUnavailable"), scope=Scope.READ),
     Operation("GET", "/events/campaigns/{campaign_id}", campaign_stream, "streamCampaign",
               "Live progress of one campaign (server-sent events)", "campaigns",
               {200: Reply("`event: campaign` with the Campaign (as GET /campaigns/{id}) whenever it changes, checked "
                           f"every {DETAIL_INTERVAL_SECONDS:g} s.", str, media_type=SSE)},
-              errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed")),
+              errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed"), scope=Scope.READ),
     Operation("GET", "/campaigns/{campaign_id}/timeline", campaign_timeline, "getCampaignTimeline",
               "Messages finished, attempts started and retries per second (or wider buckets), for the progress chart",
               "campaigns", {200: Reply("The timeline.", Timeline)},
               description="At most about 300 buckets, wider for long campaigns. `sent` and `failed` count messages by "
               "their final status, so they add up to the campaign's counts; `attempts` and `retried` come from the "
               "audit trail (events pruned by NOTIFQ_EVENT_RETENTION_DAYS are not counted).",
-              errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed")),
+              errors=("Unauthorized", "ServiceUnavailable", "NotFound", "ValidationFailed"), scope=Scope.READ),
 ]  # fmt: skip

@@ -21,6 +21,7 @@ from notifq.api.models.subscribers import (
 )
 from notifq.api.requests import require_admin
 from notifq.subscribers import SubscriberService
+from notifq.vocabulary import Scope
 
 log = logging.getLogger("notifq.api")
 PUT = TypeAdapter(SubscriberPut)
@@ -93,28 +94,28 @@ OPERATIONS = [
               "replaces the whole profile (a field left out is cleared); preferences are kept. The address a message "
               "uses is read from the profile when a worker takes the message. The body is limited to "
               f"{MAX_SUBSCRIBER_BODY} bytes.",
-              body=SubscriberPut, errors=(*BY_ID, "PayloadTooLarge")),
+              body=SubscriberPut, errors=(*BY_ID, "PayloadTooLarge"), scope=Scope.ADMIN),
     Operation("GET", ONE, get_subscriber, "getSubscriber", "Get a subscriber", "subscribers",
-              {200: Reply("The profile.", Subscriber)}, errors=BY_ID),
+              {200: Reply("The profile.", Subscriber)}, errors=BY_ID, scope=Scope.ADMIN),
     Operation("DELETE", ONE, delete_subscriber, "deleteSubscriber", "Erase a subscriber (GDPR)", "subscribers",
               {204: Reply("Erased.")},
               description="Deletes the profile and preferences, and redacts the personal data of the subscriber's "
               "messages and their audit trail (addresses, texts, data, the subscriber id become `[erased]` or "
               "null). Messages not yet sent end `skipped` (`erased`); statuses and counts stay. Open inbox sockets "
-              "are closed (code 4403) and its tokens stop working.", errors=BY_ID),
+              "are closed (code 4403) and its tokens stop working.", errors=BY_ID, scope=Scope.ADMIN),
     Operation("GET", "/subscribers", list_subscribers, "listSubscribers", "List subscribers, in id order",
               "subscribers", {200: Reply("One page.", SubscriberPage)}, query=SubscriberQuery,
-              errors=(*ERRORS, "ValidationFailed")),
+              errors=(*ERRORS, "ValidationFailed"), scope=Scope.ADMIN),
     Operation("GET", f"{ONE}/preferences", get_preferences, "getPreferences", "Get a subscriber's preferences",
-              "subscribers", {200: Reply("The preferences.", Preferences)}, errors=BY_ID),
+              "subscribers", {200: Reply("The preferences.", Preferences)}, errors=BY_ID, scope=Scope.ADMIN),
     Operation("PUT", f"{ONE}/preferences", put_preferences, "putPreferences", "Replace a subscriber's preferences",
               "subscribers", {200: Reply("Stored.", Preferences)}, body=Preferences,
               description="Honoured when a worker takes each message (so a change applies to messages already "
               "queued): an opted-out message ends `skipped` (`opted_out`). Transactional messages ignore category "
-              "opt-outs, not channel ones.", errors=(*BY_ID, "PayloadTooLarge")),
+              "opt-outs, not channel ones.", errors=(*BY_ID, "PayloadTooLarge"), scope=Scope.ADMIN),
     Operation("POST", f"{ONE}/token", issue_token, "issueSubscriberToken", "Issue an inbox token for a subscriber",
               "subscribers", {201: Reply("The token, for `/ws` and `/inbox`.", SubscriberToken)},
               description="Your backend calls this and hands the token to its user's browser or app. It opens only "
               "this subscriber's inbox; it lasts NOTIFQ_SUBSCRIBER_TOKEN_TTL_SECONDS. No request body.",
-              errors=BY_ID),
+              errors=BY_ID, scope=Scope.READ),
 ]  # fmt: skip

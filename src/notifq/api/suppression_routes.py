@@ -13,7 +13,7 @@ from notifq.api.contract import Operation, Reply, json_reply, parse_json, parse_
 from notifq.api.models.deliverability import Suppression, SuppressionCreate, SuppressionPage, SuppressionQuery
 from notifq.api.requests import require_admin
 from notifq.suppressions import SuppressionService
-from notifq.vocabulary import Channel, SuppressionReason
+from notifq.vocabulary import Channel, Scope, SuppressionReason
 
 log = logging.getLogger("notifq.api")
 CREATE = TypeAdapter(SuppressionCreate)
@@ -56,14 +56,14 @@ OPERATIONS = [
               "deliverability", {200: Reply("One page.", SuppressionPage)}, query=SuppressionQuery,
               description="Every address no message goes to, and why. Workers check the list when they take each "
               "message: a suppressed one ends `skipped` with skipReason `suppressed`, and no provider is called.",
-              errors=(*ERRORS, "ValidationFailed")),
+              errors=(*ERRORS, "ValidationFailed"), scope=Scope.ADMIN),
     Operation("POST", "/suppressions", add_suppression, "addSuppression", "Suppress an address by hand",
               "deliverability", {201: Reply("Added.", Suppression),
                                  200: Reply("Already suppressed: the existing entry (an unsubscribe becomes `manual`, "
                                             "which stops every message).", Suppression)},
               body=SuppressionCreate, description="The address is normalised (email domains in lower case, phones "
               f"to E.164). The body is limited to {MAX_SUPPRESSION_BODY} bytes.",
-              errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge")),
+              errors=(*ERRORS, "ValidationFailed", "PayloadTooLarge"), scope=Scope.ADMIN),
     # `:path`: an email address may hold a `/` (sent as %2F, which the server decodes before routing).
     Operation("DELETE", "/suppressions/{channel}/{address:path}", delete_suppression, "deleteSuppression",
               "Take an address off the suppression list", "deliverability",
@@ -71,5 +71,5 @@ OPERATIONS = [
               description="The address in the path is normalised as on POST (`Ann@Example.COM` finds "
               "`Ann@example.com`); one that is not an address of the channel is a 404 (it cannot be on the list). "
               "Messages already skipped stay skipped; new ones are sent.",
-              errors=(*ERRORS, "SuppressionNotFound", "ValidationFailed")),
+              errors=(*ERRORS, "SuppressionNotFound", "ValidationFailed"), scope=Scope.ADMIN),
 ]  # fmt: skip

@@ -70,11 +70,16 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+# notifq.api_keys.KEY_PREFIX, spelled out: the client imports none of the server's services.
+API_KEY_PREFIX = "nq_"
+
+
 def check_token(token: str) -> str:
     """A token pasted with a stray newline or quote would otherwise fail deep inside httpx."""
     token = token.strip()
     if not token or not token.isascii() or not token.isprintable() or " " in token:
-        raise UsageError("the API token is malformed (expected the `token` returned by POST /auth/login)")
+        raise UsageError("the API token is malformed (expected the `token` returned by POST /auth/login, or an API "
+                         "key, nq_…)")  # fmt: skip
     return token
 
 

@@ -16,7 +16,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from notifq.client.api import ApiClient, ApiError, ClientError, Unreachable, UsageError, check_idempotency_key
+from notifq.client.api import (
+    API_KEY_PREFIX,
+    ApiClient,
+    ApiError,
+    ClientError,
+    Unreachable,
+    UsageError,
+    check_idempotency_key,
+)
 from notifq.client.progress import WATCH_REQUEST_SECONDS, ProgressView, Snapshot, exit_code, watch
 from notifq.client.recipients import Recipients, read_recipients, read_stdin
 from notifq.client.report import failure_hints, summary
@@ -37,17 +45,36 @@ def _api_url(args: argparse.Namespace) -> str:
     return str(args.api_url or os.environ.get("NOTIFQ_API_URL") or DEFAULT_API_URL)
 
 
+def _api_key(value: str | None, where: str) -> str | None:
+    if value and not value.strip().startswith(API_KEY_PREFIX):
+        raise UsageError(f"{where} is not an API key (they start with {API_KEY_PREFIX}); a login token goes in --token")
+    return value
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--api-key or --token, else NOTIFQ_API_KEY, else NOTIFQ_TOKEN (the command line wins over the environment)."""
+    key = _api_key(getattr(args, "api_key", None), "--api-key")
+    if key and args.token:
+        raise UsageError("pass --api-key or --token, not both")
+    return (
+        key
+        or args.token
+        or _api_key(os.environ.get("NOTIFQ_API_KEY"), "NOTIFQ_API_KEY")
+        or os.environ.get("NOTIFQ_TOKEN")
+    )
+
+
 def _connect(args: argparse.Namespace) -> ApiClient:
-    """A client carrying a token: given, from the environment, or by logging in with the admin's credentials."""
+    """A client carrying a token or an API key: given, from the environment, or by logging in as the admin."""
     client = ApiClient(_api_url(args))
     try:
-        token = args.token or os.environ.get("NOTIFQ_TOKEN")
+        token = _token(args)
         if not token:
             email, password = os.environ.get("NOTIFQ_ADMIN_EMAIL"), os.environ.get("NOTIFQ_ADMIN_PASSWORD")
             if not (email and password):
                 raise UsageError(
-                    "no API token: pass --token or set NOTIFQ_TOKEN (`notifq login` prints one), "
-                    "or set NOTIFQ_ADMIN_EMAIL and NOTIFQ_ADMIN_PASSWORD"
+                    "no API token: pass --token or set NOTIFQ_TOKEN (`notifq login` prints one), pass --api-key "
+                    "or set NOTIFQ_API_KEY (an API key, nq_…), or set NOTIFQ_ADMIN_EMAIL and NOTIFQ_ADMIN_PASSWORD"
                 )
             token = client.login(email, password)
         client.use_token(token)

@@ -38,9 +38,13 @@ exit codes:
 CONNECTION = """\
 connection:
   --api-url, else NOTIFQ_API_URL, else http://127.0.0.1:8000
-  --token, else NOTIFQ_TOKEN, else a login with NOTIFQ_ADMIN_EMAIL and NOTIFQ_ADMIN_PASSWORD
+  --api-key or --token, else NOTIFQ_API_KEY, else NOTIFQ_TOKEN, else a login with NOTIFQ_ADMIN_EMAIL
+  and NOTIFQ_ADMIN_PASSWORD
   e.g. export NOTIFQ_TOKEN=$(notifq login --email admin@notifq.dev)
-  (prefer NOTIFQ_TOKEN to --token: command lines are visible to other users in `ps`)"""
+  or   export NOTIFQ_API_KEY=nq_…   (an API key: POST /api-keys, or the dashboard's API keys page)
+  an API key needs the scopes of the commands it runs: `campaign create` and `campaign retry`
+  campaigns:write (with --watch, read too); `campaign show/list/messages` and `workers` read
+  (prefer the environment to --api-key/--token: command lines are visible to other users in `ps`)"""
 
 WATCH_HELP = (
     "follow the campaign to its end (polling about every 0.5 s): a live progress bar on a terminal, "
@@ -64,6 +68,7 @@ def _common(api_only: bool = False) -> argparse.ArgumentParser:
     if not api_only:
         # No environment default here: argparse would print the token in --help.
         parent.add_argument("--token", metavar="TOKEN", help="bearer token (env NOTIFQ_TOKEN; see below)")
+        parent.add_argument("--api-key", metavar="KEY", help="API key, nq_… (env NOTIFQ_API_KEY; see below)")
         parent.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
     return parent
 

@@ -63,7 +63,7 @@ class Page(ApiModel, Generic[T]):
 class ErrorBody(BaseModel):
     code: str = Field(
         description="Stable machine-readable code.",
-        examples=["validation_error", "unauthorized", "not_found", "conflict", "too_many_attempts",
+        examples=["validation_error", "unauthorized", "forbidden", "not_found", "conflict", "too_many_attempts",
                   "payload_too_large", "service_unavailable", "method_not_allowed", "internal_error"],
     )  # fmt: skip
     message: str = Field(description="Human-readable explanation.")

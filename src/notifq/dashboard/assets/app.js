@@ -1,12 +1,13 @@
 // The dashboard's entry point: session gate, hash router, top bar.
 //
 // Navigation is hash-based (#/overview, #/campaigns, #/campaigns/<id>, #/notifications?status=failed,
-// #/notifications/<id>, #/dead-letters, #/suppressions, #/webhooks, #/webhooks/<id>, #/new, #/load-test, #/inbox, #/workers), so the back button works and no server
+// #/notifications/<id>, #/dead-letters, #/suppressions, #/webhooks, #/webhooks/<id>, #/api-keys, #/new, #/load-test, #/inbox, #/workers), so the back button works and no server
 // routes are needed. What follows a "?" is the view's `query` (its filters), not part of the route. Each view gets an AbortSignal
 // that fires when the reader navigates away: it cancels the view's requests, event streams
 // and timers, so nothing keeps running for a page no longer shown.
 
 import { clearSession, getSession, logout as revokeSession, setUnauthorizedHandler } from './api.js';
+import { renderApiKeys } from './view-api-keys.js';
 import { pageHeading } from './components.js';
 import { h } from './dom.js';
 import { renderCampaign } from './view-campaign.js';
@@ -37,6 +38,7 @@ const ROUTES = [
   [/^#\/suppressions$/, renderSuppressions, 'Suppressions', '#/suppressions'],
   [/^#\/webhooks\/?$/, renderWebhooks, 'Webhooks', '#/webhooks'],
   [/^#\/webhooks\/([0-9a-fA-F-]{36})$/, renderWebhook, 'Webhook', '#/webhooks'],
+  [/^#\/api-keys\/?$/, renderApiKeys, 'API keys', '#/api-keys'],
   [/^#\/new$/, renderNew, 'New campaign', '#/new'],
   [/^#\/load-test$/, renderLoadTest, 'Load test', '#/load-test'],
   [/^#\/inbox$/, renderInbox, 'Inbox', '#/inbox'],

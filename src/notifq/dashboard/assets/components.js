@@ -281,3 +281,41 @@ export const CHANNEL_OPTIONS = [
   ['push', 'Push'],
   ['inapp', 'In-app'],
 ];
+
+/**
+ * A secret the API shows only once (a webhook's signing secret, an API key): a read-only field with a Copy
+ * button, until the reader says it is saved. `id` names the panel; its parts are `<id>-value`, `-copy`,
+ * `-copied`, `-done`, `-title` and `-hint`. `title` and `hint` may hold elements; `onDone` runs after the
+ * panel (and the secret with it) has left `slot`.
+ */
+export function showSecretOnce(slot, { id, title, hint, label, secret, onDone }) {
+  const value = h('input', { type: 'text', id: `${id}-value`, className: 'wh-secret__value', readonly: true, spellcheck: 'false', autocomplete: 'off', 'aria-describedby': `${id}-hint`, value: secret });
+  const copy = h('button', { type: 'button', className: 'btn btn--primary', id: `${id}-copy` }, 'Copy');
+  const copied = h('span', { className: 'muted', id: `${id}-copied`, role: 'status' });
+  const done = h('button', { type: 'button', className: 'btn', id: `${id}-done` }, 'I have saved it');
+  const panel = h(
+    'section',
+    { className: 'card wh-secret', id, 'aria-labelledby': `${id}-title` },
+    h('h2', { id: `${id}-title` }, ...[title].flat()),
+    h('p', { className: 'alert alert--warning', id: `${id}-hint` }, h('strong', {}, 'Copy it now: it is shown only this once. '), hint),
+    h('div', { className: 'wh-secret__row' }, h('label', { className: 'sr-only', for: `${id}-value` }, label), value, copy),
+    h('div', { className: 'btn-row wh-secret__done' }, done, copied),
+  );
+  copy.addEventListener('click', async () => {
+    value.focus();
+    value.select();
+    try {
+      await navigator.clipboard.writeText(secret);
+      setText(copied, 'Copied to the clipboard.');
+    } catch {
+      setText(copied, 'Selected: press Ctrl+C (⌘C on a Mac) to copy it.');
+    }
+  });
+  value.addEventListener('focus', () => value.select());
+  done.addEventListener('click', () => {
+    slot.replaceChildren(); // the secret leaves the page
+    onDone();
+  });
+  slot.replaceChildren(panel);
+  value.focus();
+}

@@ -4,7 +4,7 @@
 // Each endpoint's page (#/webhooks/<id>, view-webhook.js) has its deliveries, a test, enable/disable and delete.
 
 import { ApiError, api } from './api.js';
-import { MessageArea, cardRow, field, pageHeading, setFieldError, table } from './components.js';
+import { MessageArea, cardRow, field, pageHeading, setFieldError, showSecretOnce, table } from './components.js';
 import { fmtAgo, fmtDuration, fmtInt, h, isAbort, replace, setText } from './dom.js';
 
 /** The event types an endpoint can subscribe to (POST /webhooks `events`; a test keeps this list in step). */
@@ -214,42 +214,16 @@ export function renderWebhooks(container, { signal }) {
     }
   });
 
-  /** The new endpoint's secret, once: a read-only field to copy from; gone when the reader says it is saved. */
+  /** The new endpoint's secret, once (components.showSecretOnce). */
   function showSecret(created) {
-    const value = h('input', { type: 'text', id: 'webhook-secret-value', className: 'wh-secret__value', readonly: true, spellcheck: 'false', autocomplete: 'off', 'aria-describedby': 'wh-secret-hint', value: created.secret });
-    const copy = h('button', { type: 'button', className: 'btn btn--primary', id: 'webhook-secret-copy' }, 'Copy');
-    const copied = h('span', { className: 'muted', id: 'webhook-secret-copied', role: 'status' });
-    const done = h('button', { type: 'button', className: 'btn', id: 'webhook-secret-done' }, 'I have saved it');
-    const panel = h(
-      'section',
-      { className: 'card wh-secret', id: 'webhook-secret', 'aria-labelledby': 'wh-secret-title' },
-      h('h2', { id: 'wh-secret-title' }, 'Signing secret for ', h('a', { href: `#/webhooks/${encodeURIComponent(created.id)}` }, webhookName(created))),
-      h(
-        'p',
-        { className: 'alert alert--warning', id: 'wh-secret-hint' },
-        h('strong', {}, 'Copy it now: it is shown only this once. '),
-        'Your receiver checks each POST’s Notifq-Signature header with it (docs/webhooks.md). Lost it? Delete the endpoint and add it again.',
-      ),
-      h('div', { className: 'wh-secret__row' }, h('label', { className: 'sr-only', for: 'webhook-secret-value' }, 'Signing secret'), value, copy),
-      h('div', { className: 'btn-row wh-secret__done' }, done, copied),
-    );
-    copy.addEventListener('click', async () => {
-      value.focus();
-      value.select();
-      try {
-        await navigator.clipboard.writeText(created.secret);
-        setText(copied, 'Copied to the clipboard.');
-      } catch {
-        setText(copied, 'Selected: press Ctrl+C (⌘C on a Mac) to copy it.');
-      }
+    showSecretOnce(secretSlot, {
+      id: 'webhook-secret',
+      title: ['Signing secret for ', h('a', { href: `#/webhooks/${encodeURIComponent(created.id)}` }, webhookName(created))],
+      hint: 'Your receiver checks each POST’s Notifq-Signature header with it (docs/webhooks.md). Lost it? Delete the endpoint and add it again.',
+      label: 'Signing secret',
+      secret: created.secret,
+      onDone: () => f.url.control.focus(),
     });
-    value.addEventListener('focus', () => value.select());
-    done.addEventListener('click', () => {
-      secretSlot.replaceChildren(); // the secret leaves the page
-      f.url.control.focus();
-    });
-    secretSlot.replaceChildren(panel);
-    value.focus();
   }
 
   load();
