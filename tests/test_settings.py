@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from notifq.errors import ConfigError
-from notifq.settings import ENV_VARS, Settings, child_env, load_settings, parse_latency, settings_table
+from notifq.settings import (
+    ENV_VARS,
+    FILE_VARS,
+    Settings,
+    child_env,
+    load_settings,
+    parse_latency,
+    settings_table,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -153,7 +161,8 @@ def test_settings_are_immutable_and_with_validates() -> None:
 
 def _every_field_changed() -> Settings:
     return Settings(
-        database_url="postgresql://u:p@db:5432/n", redis_url="redis://r:6379/1", redis_prefix="tenant-a",
+        database_url="postgresql://u:p@db:5432/n", database_read_url="postgresql://u:p@replica:5432/n",
+        redis_url="redis://r:6379/1", redis_prefix="tenant-a",
         jwt_secret="k" * 40, jwt_issuer="issuer", jwt_ttl_seconds=60, admin_password="pw", host="0.0.0.0",
         port=9000, rate_limit=2.5, mock_latency_ms=(3, 9), mock_failure_rate=0.125, mock_seed=7,
         mock_domains=("a.test", "b.test"), mock_phone_prefixes=(), mock_push_prefix="fake-",
@@ -225,3 +234,55 @@ def test_providers_for_a_channel() -> None:
     assert s.providers_for("email") == ("ses", "smtp") and s.providers_for("sms") == ("sns",)
     assert s.provider_rates == (("ses", 14.0, 28.0), ("mock", 500.0, 0.0))
     assert s.to_env()["NOTIFQ_PROVIDER_RATES"] == "ses=14:28,mock=500"
+
+
+def test_secrets_and_urls_are_read_from_files(tmp_path: Path) -> None:
+    """`X_FILE` names a file holding X (Docker and Kubernetes secrets); the final line break is not part of it."""
+    files = {"NOTIFQ_JWT_SECRET": "j" * 40 + "\n", "DATABASE_URL": "postgresql://u:p@db/n\r\n",
+             "REDIS_URL": "redis+sentinel://s1,s2:26380/mymaster/1", "NOTIFQ_SMTP_PASSWORD": " spaced pw \n",
+             "NOTIFQ_ADMIN_PASSWORD": "admin", "NOTIFQ_UNSUBSCRIBE_SECRET": "u" * 32,
+             "DATABASE_READ_URL": "postgresql://u:p@replica/n"}  # fmt: skip
+    env = {}
+    for variable, content in files.items():
+        (tmp_path / variable).write_text(content)
+        env[f"{variable}_FILE"] = str(tmp_path / variable)
+    s = load_settings(env, dotenv=None)
+    assert (s.jwt_secret, s.database_url, s.redis_url) == ("j" * 40, "postgresql://u:p@db/n", files["REDIS_URL"])
+    assert (s.smtp_password, s.admin_password, s.unsubscribe_secret) == (" spaced pw ", "admin", "u" * 32)
+    assert s.database_read_url == "postgresql://u:p@replica/n"
+    assert set(FILE_VARS.values()) == set(env)  # every secret takes a file, and the three URLs
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(None, "NOTIFQ_JWT_SECRET_FILE names"), ("", "is empty"), ("\n", "is empty"),
+     ("short-secret\n", "NOTIFQ_JWT_SECRET (read from NOTIFQ_JWT_SECRET_FILE) must be at least 32 bytes")],
+)  # fmt: skip
+def test_a_bad_secret_file_is_refused_by_name(tmp_path: Path, content: str | None, words: str) -> None:
+    """Missing, empty or invalid: the message names the variable and the file, never the secret."""
+    path = tmp_path / "jwt"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as error:
+        load_settings({"NOTIFQ_JWT_SECRET_FILE": str(path)}, dotenv=None)
+    assert words in error.value.message and "short-secret" not in error.value.message
+
+
+def test_a_variable_and_its_file_together_are_refused(tmp_path: Path) -> None:
+    """Which one would win is a guess an operator should not have to make; an empty one counts as unset."""
+    (tmp_path / "jwt").write_text("f" * 32)
+    with pytest.raises(ConfigError, match="NOTIFQ_JWT_SECRET and NOTIFQ_JWT_SECRET_FILE are both set"):
+        load_settings({"NOTIFQ_JWT_SECRET": "e" * 32, "NOTIFQ_JWT_SECRET_FILE": str(tmp_path / "jwt")}, dotenv=None)
+    assert load_settings({"NOTIFQ_JWT_SECRET": "e" * 32, "NOTIFQ_JWT_SECRET_FILE": ""}, dotenv=None).jwt_secret
+    assert load_settings({"NOTIFQ_JWT_SECRET": "", "NOTIFQ_JWT_SECRET_FILE": str(tmp_path / "jwt")},
+                         dotenv=None).jwt_secret == "f" * 32  # fmt: skip
+
+
+def test_a_child_of_a_process_configured_by_files_gets_the_values(tmp_path: Path) -> None:
+    """`notifq api` hands its processes every setting: a `_FILE` it inherited must not clash with the value."""
+    (tmp_path / "jwt").write_text("f" * 32 + "\n")
+    parent_env = {"NOTIFQ_JWT_SECRET_FILE": str(tmp_path / "jwt"), "PATH": "/bin"}
+    parent = load_settings(parent_env, dotenv=None)
+    child = child_env(parent, parent_env)
+    assert child["NOTIFQ_JWT_SECRET_FILE"] == "" and child["NOTIFQ_JWT_SECRET"] == "f" * 32
+    assert load_settings(child, dotenv=None) == parent

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from notifq.addresses import synthetic
 from notifq.db import admins_repo, campaigns_repo, lifecycle, messages_repo
 from notifq.db.campaigns_repo import CampaignRow
-from notifq.db.engine import retry_deadlocks
+from notifq.db.engine import read_fresh, retry_deadlocks
 from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import MessageRow
 from notifq.errors import Conflict, NotFound, Unauthorized, ValidationError
@@ -80,10 +80,13 @@ def decode_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
 
 
 class CampaignService:
-    def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings, reads: AsyncEngine | None = None) -> None:
-        """`reads`: an autocommit engine for single SELECTs (no BEGIN/ROLLBACK around a poll)."""
+    def __init__(self, engine: AsyncEngine, redis: Redis, settings: Settings, reads: AsyncEngine | None = None,
+                 replica: AsyncEngine | None = None) -> None:  # fmt: skip
+        """`reads`: an autocommit engine for single SELECTs (no BEGIN/ROLLBACK around a poll); `replica`: the
+        same on DATABASE_READ_URL, for what may lag (progress, listings), else `reads`."""
         self.engine = engine
         self.reads = reads or engine
+        self.replica = replica or self.reads
         self.redis = redis
         self.keys = RedisKeys.from_settings(settings)
         self.settings = settings
@@ -140,8 +143,7 @@ class CampaignService:
         return True
 
     async def get(self, campaign_id: uuid.UUID) -> CampaignRow:
-        async with self.reads.connect() as conn:
-            row = await campaigns_repo.get(conn, campaign_id)
+        row = await read_fresh(self.replica, self.reads, lambda conn: campaigns_repo.get(conn, campaign_id))
         if row is None:
             raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
         return row
@@ -154,7 +156,7 @@ class CampaignService:
         key = (campaign_id, campaign.updated_at)
         if key in self._timelines:
             return self._timelines[key]
-        async with self.reads.connect() as conn:
+        async with self.replica.connect() as conn:
             timeline = await campaigns_repo.timeline(conn, campaign, points)
         if campaign.status in FINISHED_CAMPAIGN_STATUSES:
             if len(self._timelines) >= TIMELINE_CACHE_SIZE:
@@ -166,7 +168,7 @@ class CampaignService:
         self, *, limit: int, status: str | None, cursor: str | None
     ) -> tuple[list[CampaignRow], str | None]:
         before = decode_cursor(cursor) if cursor else None
-        async with self.reads.connect() as conn:
+        async with self.replica.connect() as conn:
             rows = await campaigns_repo.list_page(conn, limit=limit + 1, status=status, before=before)
         next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return rows[:limit], next_cursor
@@ -180,7 +182,7 @@ class CampaignService:
                 raise ValidationError("malformed cursor", {"field": "cursor"})
             after = min(int(cursor), messages_repo.MAX_ID)  # no id follows the largest
         await self.get(campaign_id)
-        async with self.reads.connect() as conn:
+        async with self.replica.connect() as conn:
             rows = await messages_repo.list_page(conn, campaign_id, status=status, after_id=after, limit=limit + 1)
         next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
         return rows[:limit], next_cursor

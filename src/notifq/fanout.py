@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
 from notifq.keys import RedisKeys
+from notifq.redis_connect import redis_from_url
 
 log = logging.getLogger("notifq.inbox")
 RECONNECT_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -54,7 +55,7 @@ class Socket(Protocol):
 
 class Hub:
     def __init__(self, redis_url: str, keys: RedisKeys) -> None:
-        self.redis: Redis = Redis.from_url(redis_url, socket_connect_timeout=3)
+        self.redis: Redis = redis_from_url(redis_url, socket_connect_timeout=3)
         self.keys = keys
         self._prefix = keys.inbox_live("").encode()
         self.sockets: dict[str, set[Socket]] = {}

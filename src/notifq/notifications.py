@@ -19,12 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifq import telemetry
 from notifq.coalesce import Coalescer
 from notifq.db import idempotency_repo, lifecycle, messages_repo, notifications_repo
-from notifq.db.engine import retry_deadlocks
+from notifq.db.engine import read_fresh, retry_deadlocks
 from notifq.db.idempotency_repo import KeyCompletion
 from notifq.db.lifecycle import Released
 from notifq.db.messages_repo import EventRow, MessageRow
@@ -73,12 +73,15 @@ class NotificationView:
 
 class NotificationService:
     def __init__(
-        self, engine: AsyncEngine, redis: Redis, settings: Settings, *, sends: AsyncEngine, reads: AsyncEngine
-    ) -> None:
-        """`sends`, `reads`: autocommit engines (db/engine.py) for a send without a key, and for reads."""
+        self, engine: AsyncEngine, redis: Redis, settings: Settings, *, sends: AsyncEngine, reads: AsyncEngine,
+        replica: AsyncEngine | None = None,
+    ) -> None:  # fmt: skip
+        """`sends`, `reads`: autocommit engines (db/engine.py) for a send without a key, and for reads; `replica`:
+        the same on DATABASE_READ_URL, for what may lag (listings, stats), else `reads`."""
         self.engine = engine
         self.sends = sends
         self.reads = reads
+        self.replica = replica or reads
         self.redis = redis
         self.keys = RedisKeys.from_settings(settings)
         self.settings = settings
@@ -159,12 +162,14 @@ class NotificationService:
         return inserted
 
     async def get(self, message_id: int) -> NotificationView:
-        async with self.reads.connect() as conn:
+        async def read(conn: AsyncConnection) -> NotificationView | None:
             row = await messages_repo.get(conn, message_id)
-            if row is None:
-                raise NotFound(f"notification {message_id} not found", {"id": str(message_id)})
-            events = await messages_repo.events(conn, message_id)
-        return NotificationView(row, events)
+            return None if row is None else NotificationView(row, await messages_repo.events(conn, message_id))
+
+        view = await read_fresh(self.replica, self.reads, read)
+        if view is None:
+            raise NotFound(f"notification {message_id} not found", {"id": str(message_id)})
+        return view
 
     async def rows(self, ids: list[int]) -> list[MessageRow]:
         async with self.reads.connect() as conn:
@@ -183,7 +188,7 @@ class NotificationService:
                 clauses.append(f"{column} = :{column}")
                 params[column] = value
         before = parse_id_cursor(cursor)
-        async with self.reads.connect() as conn:
+        async with self.replica.connect() as conn:
             rows = await messages_repo.list_filtered(conn, clauses, params, before_id=before, limit=limit + 1,
                                                      since=since, until=until)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
@@ -207,7 +212,7 @@ class NotificationService:
         self, *, channel: str | None, campaign_id: uuid.UUID | None, cursor: str | None, limit: int
     ) -> tuple[list[MessageRow], str | None]:
         clauses, params = _dead_letter_filter(channel, campaign_id)
-        async with self.reads.connect() as conn:
+        async with self.replica.connect() as conn:
             rows = await messages_repo.list_filtered(conn, clauses, params, before_id=parse_id_cursor(cursor),
                                                      limit=limit + 1)  # fmt: skip
         return rows[:limit], (str(rows[limit - 1].id) if len(rows) > limit else None)
@@ -247,7 +252,7 @@ class NotificationService:
         return count
 
     async def stats(self) -> dict[str, Any]:
-        async with self.reads.connect() as conn:
+        async with self.replica.connect() as conn:
             counts = await notifications_repo.counts(conn)
         by_status: dict[str, int] = defaultdict(int)
         by_channel: dict[str, dict[str, int]] = defaultdict(dict)

@@ -20,6 +20,7 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from notifq.keys import RedisKeys
+from notifq.redis_connect import redis_from_url
 from notifq.vocabulary import Lane
 
 DELIVER_FUNCTION = "deliver_batch"
@@ -31,7 +32,7 @@ TRANSACTIONAL_ACTIVE_MS = 1000  # the flag outlives the last transactional send 
 
 def redis_client(url: str) -> Redis:
     """The API's and the workers' client: bounded connect and command times, idle connections checked."""
-    client: Redis = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
+    client: Redis = redis_from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30)
     return client
 
 

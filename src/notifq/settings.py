@@ -19,7 +19,7 @@ receive it explicitly, which keeps tests free to build their own.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -169,15 +169,18 @@ SmsProviders = Annotated[CommaList, _providers_for("sms")]
 PushProviders = Annotated[CommaList, _providers_for("push")]
 
 
-def setting(env: str, default: _T, *, description: str, shown: str | None = None, **bounds: Any) -> _T:
-    """A field read from variable `env`; `description` and `shown` (the default as README words it) feed the table."""
-    extra: dict[str, Any] = {"env": env, "shown_default": shown}
+def setting(env: str, default: _T, *, description: str, shown: str | None = None, from_file: bool = False,
+            **bounds: Any) -> _T:  # fmt: skip
+    """A field read from variable `env`; `description` and `shown` (the default as README words it) feed the table.
+
+    `from_file`: `<env>_FILE` may name a file that holds the value instead (Docker and Kubernetes secrets)."""
+    extra: dict[str, Any] = {"env": env, "shown_default": shown, "from_file": from_file}
     return Field(default, description=description, json_schema_extra=extra, **bounds)  # type: ignore[no-any-return]
 
 
 def secret(env: str, default: _T, *, description: str, shown: str | None = None) -> _T:
-    """A setting kept out of `repr()` (and so out of logs and error messages)."""
-    return setting(env, default, description=description, shown=shown, repr=False)
+    """A setting kept out of `repr()` (and so out of logs and error messages), also read from `<env>_FILE`."""
+    return setting(env, default, description=description, shown=shown, from_file=True, repr=False)
 
 
 class Settings(BaseModel):
@@ -185,10 +188,14 @@ class Settings(BaseModel):
 
     # fmt: off
     # One setting per line or two, so that the declaration reads like the table it generates.
-    database_url: str | None = setting("DATABASE_URL", None, shown="embedded server",
+    database_url: str | None = setting("DATABASE_URL", None, shown="embedded server", from_file=True,
         description="PostgreSQL, e.g. `postgresql://user:pass@host:5432/notifq`")
-    redis_url: str | None = setting("REDIS_URL", None, shown="embedded server",
-        description="Redis or Valkey, e.g. `redis://host:6379/0`")
+    database_read_url: str | None = setting("DATABASE_READ_URL", None, shown="`DATABASE_URL`", from_file=True,
+        description="a PostgreSQL read replica for the API's listings and reports (campaigns, notifications, dead "
+        "letters, stats, metrics); a single campaign or notification not yet on the replica is read from the primary")
+    redis_url: str | None = setting("REDIS_URL", None, shown="embedded server", from_file=True,
+        description="Redis or Valkey, e.g. `redis://host:6379/0`, or a master found through Sentinel: "
+        "`redis+sentinel://host1:26379,host2:26379/mymaster/0` ([deployment](docs/deployment.md))")
     redis_prefix: str = setting("NOTIFQ_REDIS_PREFIX", "notifq", min_length=1,
         description="prefix of every Redis key notifq writes, so several deployments can share one Redis")
     jwt_secret: str = secret("NOTIFQ_JWT_SECRET", "", shown="generated in dev", description="HS256 secret, at "
@@ -383,6 +390,9 @@ def _extra(field: FieldInfo) -> dict[str, Any]:
 
 
 ENV_VARS: dict[str, str] = {name: _extra(field)["env"] for name, field in Settings.model_fields.items()}
+# `<variable>_FILE` names a file holding the value, for the settings that take one (secrets, and URLs with passwords).
+FILE_VARS: dict[str, str] = {name: f"{ENV_VARS[name]}_FILE" for name, field in Settings.model_fields.items()
+                             if _extra(field).get("from_file")}  # fmt: skip
 
 
 def _text(field: FieldInfo, value: object) -> str:
@@ -403,12 +413,13 @@ def child_env(settings: Settings, base: Mapping[str, str] | None = None, *, isol
     """The environment for a notifq child process: `base` (default os.environ) with every setting written over it.
 
     `isolated` also drops the parent's other NOTIFQ_ variables (tests and the bench: a developer's
-    NOTIFQ_API_URL or NOTIFQ_TOKEN must not reach the processes they start).
+    NOTIFQ_API_URL or NOTIFQ_TOKEN must not reach the processes they start). The `<variable>_FILE`
+    ones are emptied (unset): the child gets the values themselves, and both set would be refused.
     """
     env = dict(os.environ if base is None else base)
     if isolated:
         env = {k: v for k, v in env.items() if not k.startswith("NOTIFQ_")}
-    return env | settings.to_env()
+    return env | settings.to_env() | dict.fromkeys(FILE_VARS.values(), "")
 
 
 def load_dotenv(path: Path) -> dict[str, str]:
@@ -429,18 +440,37 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
     """Build and validate Settings; a bad value raises ConfigError naming the variable.
 
     An empty variable counts as unset (the default), except for a list, where it is the empty list.
+    A setting in FILE_VARS may come from the file its `<variable>_FILE` names instead (not both).
     """
     merged: dict[str, str] = dict(load_dotenv(dotenv)) if dotenv else {}
     merged.update(os.environ if env is None else env)
     values: dict[str, object] = {}
+    from_files: set[str] = set()
     for name, field in Settings.model_fields.items():
         raw = merged.get(ENV_VARS[name])
+        if name in FILE_VARS and merged.get(FILE_VARS[name]):
+            if raw:
+                raise ConfigError(f"{ENV_VARS[name]} and {FILE_VARS[name]} are both set: set one of them")
+            raw = _read_setting_file(FILE_VARS[name], merged[FILE_VARS[name]])
+            from_files.add(name)
         if raw is not None and (raw != "" or isinstance(field.default, tuple)):
             values[name] = raw
-    return check_consistency(_build(values))
+    return check_consistency(_build(values, from_files))
 
 
-def _build(values: Mapping[str, object]) -> Settings:
+def _read_setting_file(variable: str, path: str) -> str:
+    """The value a `<variable>_FILE` holds, without the line break `echo` or an editor leaves at its end."""
+    try:
+        value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{variable} names {path!r}, which cannot be read: {why}") from None
+    if not value:
+        raise ConfigError(f"{variable} names {path!r}, which is empty")
+    return value
+
+
+def _build(values: Mapping[str, object], from_files: Set[str] = frozenset()) -> Settings:
     try:
         return Settings.model_validate(values)
     except PydanticValidationError as exc:
@@ -449,7 +479,8 @@ def _build(values: Mapping[str, object]) -> Settings:
         if error["type"] == "extra_forbidden":  # a keyword with_() does not know: a bug, not a bad setting
             raise TypeError(f"Settings has no field {name!r}") from None
         shown = "" if not Settings.model_fields[name].repr else f", got {values.get(name)!r}"
-        raise ConfigError(f"{ENV_VARS[name]} {_reason(error)}{shown}") from None
+        where = f" (read from {FILE_VARS[name]})" if name in from_files else ""
+        raise ConfigError(f"{ENV_VARS[name]}{where} {_reason(error)}{shown}") from None
 
 
 def _reason(error: Any) -> str:
@@ -483,7 +514,8 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         text = _text(field, field.default)
         default = _extra(field).get("shown_default") or (f"`{text}`" if text else "—")
-        rows.append(f"| `{ENV_VARS[name]}` | {default} | {field.description} |")
+        also = f"; or `{FILE_VARS[name]}`, a file that holds it" if name in FILE_VARS else ""
+        rows.append(f"| `{ENV_VARS[name]}` | {default} | {field.description}{also} |")
     return "\n".join(rows) + "\n"
 
 

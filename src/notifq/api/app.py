@@ -57,14 +57,19 @@ def create_app(settings: Settings) -> Starlette:
         # an OTP never waits for a connection behind dashboards' reads (a timeline scan, say).
         sends = create_engine(database_url, pool_size=SEND_POOL_SIZE, role="api-send", autocommit=True)
         reads = create_engine(database_url, pool_size=READ_POOL_SIZE, role="api-read", autocommit=True)
+        # DATABASE_READ_URL: listings and reports go to a replica; what must see its own writes (auth, keys, profiles,
+        # the inbox, webhooks' settings) stays on `reads`, the primary.
+        replica = (create_engine(settings.database_read_url, pool_size=READ_POOL_SIZE, role="api-replica",
+                                 autocommit=True) if settings.database_read_url else reads)  # fmt: skip
         # /ready gets its own connection: a busy API (every pooled connection in use) is not a dead database.
         probe_engine = create_engine(database_url, pool_size=1, pool_timeout=2, role="probe")
         redis = redis_client(redis_url)
         app.state.engine = engine
         app.state.read_engine = reads
+        app.state.replica_engine = replica
         app.state.probe_engine = probe_engine
         app.state.redis = redis
-        app.state.campaigns = campaigns = CampaignService(engine, redis, settings, reads=reads)
+        app.state.campaigns = campaigns = CampaignService(engine, redis, settings, reads=reads, replica=replica)
         app.state.suppressions = SuppressionService(engine, reads)
         # Test POSTs to webhook endpoints (the worker delivers the events, with a client of its own).
         webhook_client = WebhookClient(allow_private=settings.webhooks_allow_private, timeout=settings.webhook_timeout,
@@ -74,7 +79,9 @@ def create_app(settings: Settings) -> Starlette:
         verifier = SnsVerifier(cert_url_regex=settings.sns_cert_url_regex, topics=settings.sns_topics,
                                max_age=MAX_MESSAGE_AGE)  # fmt: skip
         app.state.sns_verifier = verifier
-        app.state.notifications = NotificationService(engine, redis, settings, sends=sends, reads=reads)
+        app.state.notifications = NotificationService(
+            engine, redis, settings, sends=sends, reads=reads, replica=replica
+        )
         app.state.login_throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds,
                                                  RedisKeys.from_settings(settings))  # fmt: skip
         # Revocation is checked on the send's own pool: a dashboard's slow read never delays it.
@@ -100,6 +107,8 @@ def create_app(settings: Settings) -> Starlette:
             await engine.dispose()
             await sends.dispose()
             await reads.dispose()
+            if replica is not reads:
+                await replica.dispose()
             await probe_engine.dispose()
 
     app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,

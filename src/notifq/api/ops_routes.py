@@ -65,7 +65,7 @@ CHANNELS = frozenset(Channel)
 
 
 async def _message_counts(request: Request) -> list[tuple[str, str, int]]:
-    async with request.app.state.read_engine.connect() as conn:
+    async with request.app.state.replica_engine.connect() as conn:
         return await notifications_repo.counts(conn)
 
 

@@ -75,6 +75,22 @@ def create_engine(
     return engine
 
 
+T = TypeVar("T")
+
+
+async def read_fresh(
+    replica: AsyncEngine, primary: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[T | None]]
+) -> T | None:
+    """One thing by its id, from the replica, or from the primary when the replica does not have it yet: a client
+    that has just created a campaign or a notification may read it at once, whatever the replication lag."""
+    async with replica.connect() as conn:
+        found = await read(conn)
+    if found is None and replica is not primary:
+        async with primary.connect() as conn:
+            found = await read(conn)
+    return found
+
+
 def _swap_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     """At checkout, a connection the server has closed (a restart, an idle timeout) is replaced.
 
@@ -88,7 +104,6 @@ def _swap_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise DisconnectionError("the server closed this pooled connection")
 
 
-T = TypeVar("T")
 DEADLOCK_RETRIES = 3
 
 

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from notifq.errors import TransientError
 from notifq.keys import RedisKeys
 from notifq.providers.base import OutgoingMessage, SendResult
+from notifq.redis_connect import redis_from_url
 
 NAME = "inapp"
 # ARGV: the buffer's TTL (ms), then per message: buffer key, message id, frame, live channel, and the
@@ -70,7 +71,7 @@ class InAppProvider:
     name = NAME
 
     def __init__(self, redis_url: str, keys: RedisKeys, buffer_ttl_seconds: float) -> None:
-        self.redis: Redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+        self.redis: Redis = redis_from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
         self.keys = keys
         self.ttl_ms = int(buffer_ttl_seconds * 1000)
         self._fan_out = self.redis.register_script(FAN_OUT_LUA)

@@ -21,7 +21,6 @@ import signal
 from collections.abc import Callable
 
 from arq import Worker
-from arq.connections import RedisSettings
 from arq.worker import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +30,7 @@ from notifq.feedback import FeedbackService
 from notifq.keys import RedisKeys
 from notifq.providers.factory import ProviderFactory
 from notifq.queue import DELIVER_FUNCTION, LANES, redis_client
+from notifq.redis_connect import arq_connection
 from notifq.settings import Settings
 from notifq.unsubscribe_links import link_key, link_problem
 from notifq.vocabulary import Lane
@@ -107,7 +107,7 @@ class WorkerRuntime:
             self.workers[lane] = Worker(
                 functions=[func(deliver_batch, name=DELIVER_FUNCTION, max_tries=1000)],
                 queue_name=deps.keys.lane_queue(lane),
-                redis_settings=RedisSettings.from_dsn(s.redis_url),
+                **arq_connection(s.redis_url),
                 ctx={"deps": deps, "lane": lane},
                 max_jobs=TRANSACTIONAL_JOBS if lane == Lane.TRANSACTIONAL else s.worker_jobs,
                 job_timeout=s.job_timeout,
