@@ -91,7 +91,7 @@ async def clean(engine: AsyncEngine, redis: Redis) -> None:
         await conn.execute(
             text(
                 "TRUNCATE messages, campaigns, admins, message_events, message_counts, idempotency_keys, subscribers, "
-                "suppressions, provider_events, campaign_events, webhook_endpoints "
+                "suppressions, provider_events, campaign_events, webhook_endpoints, workers, api_keys "
                 "RESTART IDENTITY CASCADE"
             )
         )

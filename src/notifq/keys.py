@@ -91,6 +91,19 @@ class RedisKeys:
         """Hash: messages sent / failed / retried cluster-wide in the 10 s starting at `bucket` (epoch seconds)."""
         return f"{self.prefix}:series:{bucket}"
 
+    # --- crash recovery (worker/liveness.py) ---
+
+    def worker_jobs(self, worker_id: str) -> str:
+        """Set: the batches a worker's arq jobs are running (added as a job starts, removed as it ends), kept an hour
+        after its last heartbeat: when the worker dies, its jobs' in-progress claims are deleted at once."""
+        return f"{self.prefix}:worker-jobs:{worker_id}"
+
+    @property
+    def epoch(self) -> str:
+        """String: a random value set once per Redis dataset. Gone means Redis lost its data (flushed, or
+        restarted without persistence): the queue is refilled from PostgreSQL at once."""
+        return f"{self.prefix}:epoch"
+
     # --- fleet-wide provider limits and failover (worker/fleet_limit.py, worker/delivery.py) ---
 
     def fleet_limit(self, provider: str) -> str:

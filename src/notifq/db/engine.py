@@ -24,6 +24,12 @@ API_POOL_SIZE = 15  # the API's transactions (campaign creation, actions, keyed 
 SEND_POOL_SIZE = 8  # the API's single sends without a key: never queued behind a dashboard's reads
 READ_POOL_SIZE = 8  # the API's reads (single statements)
 COMMAND_TIMEOUT_SECONDS = 60
+# The server's side of each TCP session: a client host that vanishes (power loss, a network partition) is noticed
+# in ~20 s of silence (10 s idle, then 3 probes 3 s apart) or ~20 s of unacknowledged data, not the kernel's two
+# hours. Until then its session keeps its locks, the reconciler's and the liveness check's advisory locks included.
+# Per session (user-settable GUCs), so no server configuration is needed; ignored on Unix sockets.
+TCP_SERVER_SETTINGS = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "3", "tcp_keepalives_count": "3",
+                       "tcp_user_timeout": "20000"}  # fmt: skip
 
 
 def create_engine(
@@ -68,7 +74,7 @@ def create_engine(
         connect_args={
             "timeout": 5,
             "command_timeout": COMMAND_TIMEOUT_SECONDS,
-            "server_settings": {"application_name": f"notifq-{role}"},
+            "server_settings": {"application_name": f"notifq-{role}", **TCP_SERVER_SETTINGS},
         },
     )
     event.listen(engine.sync_engine.pool, "checkout", _swap_closed)

@@ -224,17 +224,21 @@ _RECORD = text(transitions.RECORD)
 _RECORD_LATE_SENT = text(transitions.RECORD_LATE_SENT)
 
 
-async def claim(conn: AsyncConnection, job_id: int, limit: int, lease_seconds: float) -> list[ClaimedMessage]:
-    """Take up to `limit` queued messages of a batch (see transitions.CLAIM)."""
-    result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds})
+async def claim(
+    conn: AsyncConnection, job_id: int, limit: int, lease_seconds: float, worker: int | None = None
+) -> list[ClaimedMessage]:
+    """Take up to `limit` queued messages of a batch (see transitions.CLAIM) for worker number `worker`
+    (db/workers_repo.py; None: no owner, so only the lease brings them back)."""
+    result = await conn.execute(_CLAIM, {"job_id": job_id, "limit": limit, "lease": lease_seconds, "worker": worker})
     return _claimed(result)
 
 
 async def claim_batches(
-    conn: AsyncConnection, job_ids: Sequence[int], limit: int, lease_seconds: float
+    conn: AsyncConnection, job_ids: Sequence[int], limit: int, lease_seconds: float, worker: int | None = None
 ) -> list[ClaimedMessage]:
     """Take up to `limit` queued messages of several batches, oldest first (transitions.CLAIM_BATCHES)."""
-    result = await conn.execute(_CLAIM_BATCHES, {"job_ids": list(job_ids), "limit": limit, "lease": lease_seconds})
+    result = await conn.execute(_CLAIM_BATCHES, {"job_ids": list(job_ids), "limit": limit, "lease": lease_seconds,
+                                                 "worker": worker})  # fmt: skip
     return _claimed(result)
 
 

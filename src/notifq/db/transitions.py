@@ -98,6 +98,8 @@ _HELD = sql_in((C.CANCELLED, C.PAUSED))
 # The subscriber's profile and preferences come back with each claimed message (NULL for a
 # message to a plain address): the worker decides there whether to send or skip it
 # (worker/audience.py), with the profile as it is now, not as it was when it was accepted.
+# `claimed_by` names the claiming worker (migration 0011): when its heartbeat expires, the liveness
+# check (worker/liveness.py) takes back what it holds without waiting for the lease.
 
 
 def address_of(channel: str) -> str:
@@ -134,6 +136,7 @@ def _claim(candidates: str) -> str:
         attempts = CASE WHEN p.campaign_status IN ({_HELD}) THEN m.attempts ELSE m.attempts + 1 END,
         lease_until = CASE WHEN p.campaign_status IN ({_HELD}) THEN NULL
                       ELSE now() + make_interval(secs => :lease) END,
+        claimed_by = CASE WHEN p.campaign_status IN ({_HELD}) THEN m.claimed_by ELSE CAST(:worker AS integer) END,
         updated_at = now()
     FROM p
     WHERE m.id = p.id AND m.status || '' = '{S.QUEUED}'

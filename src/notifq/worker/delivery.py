@@ -219,7 +219,7 @@ async def send_chunk(deps: WorkerDeps, claimed: list[ClaimedMessage]) -> tuple[l
 async def claim_chunk(deps: WorkerDeps, job_id: int, limit: int) -> list[ClaimedMessage]:
     async def claim() -> list[ClaimedMessage]:
         async with deps.engine.connect() as conn:
-            return await messages_repo.claim(conn, job_id, limit, deps.settings.lease_seconds)
+            return await messages_repo.claim(conn, job_id, limit, deps.settings.lease_seconds, deps.worker_number)
 
     return await retry_deadlocks(claim)
 
@@ -236,7 +236,18 @@ async def hand_over(deps: WorkerDeps, job_id: int, lane: Lane) -> int | None:
 
 async def deliver_batch(ctx: dict[str, Any], job_id: int) -> dict[str, int]:
     deps: WorkerDeps = ctx["deps"]
-    lane: Lane = ctx.get("lane", Lane.BULK)
+    running = deps.keys.worker_jobs(deps.metrics.id)
+    # Listed before anything is claimed, so if this worker dies the liveness check restarts the job at once
+    # (arq's own claim on it would last the job timeout plus 10 s). One round trip per batch, not per message.
+    await deps.redis.sadd(running, job_id)  # type: ignore[misc]  # redis-py's union return type
+    try:
+        return await _deliver_batch(deps, ctx.get("lane", Lane.BULK), job_id)
+    finally:
+        with contextlib.suppress(Exception):  # Redis gone: the entry only costs a needless restart later
+            await deps.redis.srem(running, job_id)  # type: ignore[misc]
+
+
+async def _deliver_batch(deps: WorkerDeps, lane: Lane, job_id: int) -> dict[str, int]:
     settings = deps.settings
     deadline = time.monotonic() + settings.job_slice_seconds
     totals: Counter[str] = Counter()  # this job's share of the worker's counts (the job's result)

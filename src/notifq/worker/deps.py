@@ -46,6 +46,9 @@ class WorkerDeps:
     # small transactional engine (the hot path's engine is autocommit). None: not recorded (some tests).
     feedback: FeedbackService | None = None
     unsubscribe_key: bytes = b""  # signs the one-click unsubscribe links of bulk emails
+    # This worker's number in the registry (db/workers_repo.py), written into the messages it claims; None: not
+    # registered (some tests), so only the lease brings its claims back.
+    worker_number: int | None = None
     _content: dict[uuid.UUID, tuple[str, str]] = field(default_factory=dict)
 
     @property

@@ -118,6 +118,8 @@ async def _deliver(deps: WorkerDeps, claimed: list[ClaimedMessage], granted: int
 async def _claim(deps: WorkerDeps, job_ids: list[int], limit: int) -> list[ClaimedMessage]:
     async def claim() -> list[ClaimedMessage]:
         async with deps.engine.connect() as conn:
-            return await messages_repo.claim_batches(conn, job_ids, limit, deps.settings.lease_seconds)
+            return await messages_repo.claim_batches(
+                conn, job_ids, limit, deps.settings.lease_seconds, deps.worker_number
+            )
 
     return await retry_deadlocks(claim)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 
 from arq import Worker
@@ -25,6 +26,7 @@ from arq.worker import func
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifq.campaigns import CampaignService
+from notifq.db import workers_repo
 from notifq.db.engine import COMMAND_TIMEOUT_SECONDS, create_engine
 from notifq.feedback import FeedbackService
 from notifq.keys import RedisKeys
@@ -41,6 +43,7 @@ from notifq.worker.express import run_express
 from notifq.worker.failover import Failover
 from notifq.worker.fleet_limit import FleetLimits
 from notifq.worker.heartbeat import run_heartbeat, say_goodbye
+from notifq.worker.liveness import register, run_liveness
 from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.opt_outs import run_opt_out_sync
 from notifq.worker.rate_limit import RateLimiter
@@ -52,7 +55,7 @@ log = logging.getLogger("notifq.worker")
 TRANSACTIONAL_JOBS = 16
 # Connections for the transactional lane: its jobs hold one only for a claim or a record, so
 # 8 serve 16 jobs; beyond that a job waits for a pooled connection (never opens a new one).
-# +3: the scheduler, and the reconciler (which records outcomes while holding its lock).
+# +5: the scheduler, the reconciler and the liveness check (the last two record outcomes while holding their locks).
 TRANSACTIONAL_DB_SLOTS = 8
 # The transactional arq queue only holds batches that wait (retries after their backoff of 1 s or more,
 # throttle holds): its due ones go to the express lane. Polled like bulk, not every 10 ms: 100 polls a
@@ -83,7 +86,7 @@ class WorkerRuntime:
         self.deps = deps = WorkerDeps(
             settings=s,
             # Autocommit: each hot-path statement is its own transaction (see db/transitions.py).
-            engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_DB_SLOTS + 3,
+            engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_DB_SLOTS + 5,
                                  pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker", autocommit=True,
                                  pre_ping=True),
             redis=redis,
@@ -96,6 +99,8 @@ class WorkerRuntime:
             failover=Failover(providers, breaker, fleet, redis, keys, metrics.id),
             metrics=metrics,
         )  # fmt: skip
+        # Registered before the first claim: its number marks what it claims (worker/liveness.py).
+        await register(deps)
         # Rare, multi-statement work (provider refusals, the guard's pause) needs real transactions.
         self._feedback_engine = create_engine(s.database_url, pool_size=2, pool_timeout=COMMAND_TIMEOUT_SECONDS + 30,
                                               role="worker-feedback", pre_ping=True)  # fmt: skip
@@ -120,6 +125,7 @@ class WorkerRuntime:
         self._tasks = [asyncio.create_task(w.async_run(), name=f"arq-{lane}") for lane, w in self.workers.items()]
         self._tasks.append(asyncio.create_task(run_reconciler(deps), name="notifq-reconciler"))
         self._tasks.append(asyncio.create_task(run_scheduler(deps), name="notifq-scheduler"))
+        self._tasks.append(asyncio.create_task(run_liveness(deps), name="notifq-liveness"))
         if Lane.TRANSACTIONAL in self.workers:
             self._express = asyncio.create_task(run_express(deps), name="notifq-express")
         if deps.yields_to_express:
@@ -150,11 +156,14 @@ class WorkerRuntime:
         for w in self.workers.values():
             w.allow_pick_jobs = False
         wait = self.settings.worker_drain_seconds if drain_seconds is None else drain_seconds
-        running = [t for w in self.workers.values() for t in w.tasks.values() if not t.done()]
-        if self._express is not None:
-            running.append(self._express)  # it stops popping and finishes its chunks in flight
-        if running:
-            await asyncio.wait(running, timeout=wait)
+        deadline = time.monotonic() + wait
+        # Looked at again after each wait: arq may start a job it had already read from the queue after the drain
+        # began. That job sees `draining` and hands its batch over at once; cancelled midway (after moving its
+        # messages, before enqueueing their new job), the batch would wait for the reconciler's grace period.
+        while running := self._running_jobs():
+            if (left := deadline - time.monotonic()) <= 0:
+                break
+            await asyncio.wait(running, timeout=left)
         background = [*self._tasks, *([self._express] if self._express else [])]
         deps.stopped.set()
         for task in background:
@@ -170,6 +179,7 @@ class WorkerRuntime:
             w.tasks.clear()
             await w.close()
         await say_goodbye(deps)
+        await _deregister(deps)
         await deps.fleet.aclose()
         await deps.failover.aclose()
         await deps.providers.aclose()
@@ -182,6 +192,12 @@ class WorkerRuntime:
         log.info("worker %s stopped: %s, %d stale outcomes", deps.metrics.id, dict(deps.metrics.totals),
                  deps.metrics.stale, extra={"worker_id": deps.metrics.id})  # fmt: skip
         self.deps = None
+
+    def _running_jobs(self) -> list[asyncio.Task[None]]:
+        running: list[asyncio.Task[None]] = [t for w in self.workers.values() for t in w.tasks.values() if not t.done()]
+        if self._express is not None and not self._express.done():
+            running.append(self._express)  # it stops popping and finishes its chunks in flight
+        return running
 
     async def run_until_signal(self) -> None:
         stop = asyncio.Event()
@@ -201,6 +217,17 @@ class WorkerRuntime:
 
 
 CANCEL_WAIT_SECONDS = 10.0
+
+
+async def _deregister(deps: WorkerDeps) -> None:
+    """A graceful stop: the liveness check is not to take it for dead (its claims were handed back by the drain)."""
+    if deps.worker_number is None:
+        return
+    try:
+        async with deps.engine.connect() as conn:
+            await workers_repo.mark_stopped(conn, deps.worker_number)
+    except Exception as exc:  # PostgreSQL down: the liveness check will call it lost, which is harmless now
+        log.warning("could not record the stop of worker %s: %r", deps.metrics.id, exc)
 
 
 async def _settle(tasks: list[asyncio.Task[None]], worker_id: str) -> None:

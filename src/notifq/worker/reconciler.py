@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from notifq.db import campaigns_repo, feedback_repo, idempotency_repo, messages_repo
+from notifq.db import campaigns_repo, feedback_repo, idempotency_repo, messages_repo, workers_repo
 from notifq.db.messages_repo import Outcome
 from notifq.idempotency import KEY_TTL_SECONDS
 from notifq.queue import BatchJob, enqueue_batches, missing_jobs
@@ -60,30 +60,49 @@ async def reconcile_once(deps: WorkerDeps) -> ReconcileReport:
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
 
 
-async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
-    settings = deps.settings
+async def take_back_expired(deps: WorkerDeps, conn: AsyncConnection) -> tuple[int, int]:
+    """Messages whose lease has ended go back to the queue, or fail if that was their last attempt
+    (the outcome is unknown); (taken back, failed). The outcome guard (same attempt, still `sending`)
+    makes a concurrent second call a no-op, and a slow worker's late outcome for that attempt stale
+    (only a late `sent` is still accepted: the provider did take the message)."""
     expired = await messages_repo.expired_leases(conn, SCAN_LIMIT)
-    stale_campaigns = await campaigns_repo.stale_pending(conn, settings.reconcile_grace)
     final: list[Outcome] = []
     retries: list[Retry] = []
     for m in expired:
-        if m.attempts >= settings.max_attempts:
+        if m.attempts >= deps.settings.max_attempts:
             final.append(Outcome(m.id, m.attempts, MessageStatus.FAILED,
                                  "worker lost during the last attempt; outcome unknown", event=Event.LOST))  # fmt: skip
         else:
             lost_attempt = Outcome(m.id, m.attempts, MessageStatus.QUEUED, "worker lost during the attempt",
                                    event=Event.LOST)  # fmt: skip
             retries.append(Retry(lost_attempt, 0.0, m.campaign_id, m.priority))
-    # The outcome guard (same attempt, still `sending`) makes a concurrent second round a no-op.
     await record(deps, final, retries)
-    # Ask Redis about every open batch (cheap, pipelined), then PostgreSQL only about the
-    # missing ones: a batch enqueued a moment ago is not yet "lost" (the grace period).
+    return len(expired), len(final)
+
+
+async def enqueue_lost(deps: WorkerDeps, conn: AsyncConnection, grace_seconds: float) -> list[int]:
+    """Batches with queued messages but no job in Redis, untouched for `grace_seconds`, enqueued again.
+
+    Ask Redis about every open batch (cheap, pipelined), then PostgreSQL only about the missing
+    ones: a batch enqueued a moment ago is not yet "lost" (the grace period); after Redis lost
+    its data (worker/liveness.py) there is none to wait for. Their campaigns are stamped
+    `enqueued` (before workers can complete them).
+    """
     missing = await missing_jobs(deps.redis, deps.keys, await messages_repo.open_jobs(conn, SCAN_LIMIT))
-    lost = await messages_repo.stale_among(conn, missing, settings.reconcile_grace)
+    lost = await messages_repo.stale_among(conn, missing, grace_seconds)
     if lost:
         await enqueue_batches(deps.redis, deps.keys, [BatchJob(j, lane=lane) for j, lane in lost.items()])
-        # Their campaigns are enqueued now (stamped before workers can complete them).
-        stale_campaigns = list({*stale_campaigns, *await messages_repo.campaigns_of(conn, list(lost))})
+        if campaigns := await messages_repo.campaigns_of(conn, list(lost)):
+            await campaigns_repo.mark_enqueued(conn, campaigns)
+    return list(lost)
+
+
+async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
+    settings = deps.settings
+    stale_campaigns = await campaigns_repo.stale_pending(conn, settings.reconcile_grace)
+    expired, failed_unknown = await take_back_expired(deps, conn)
+    lost = await enqueue_lost(deps, conn, settings.reconcile_grace)
+    await workers_repo.forget_old(conn)
     await idempotency_repo.purge_older_than(conn, KEY_TTL_SECONDS)
     await feedback_repo.prune_events(conn, PROVIDER_EVENT_DAYS)
     if deps.feedback is not None:
@@ -94,8 +113,8 @@ async def _repair(deps: WorkerDeps, conn: AsyncConnection) -> ReconcileReport:
         await campaigns_repo.mark_enqueued(conn, stale_campaigns)
     if expired or lost:
         log.warning("reconciled: %d expired leases (%d failed as unknown), %d lost batches re-enqueued",
-                    len(expired), len(final), len(lost))  # fmt: skip
-    return ReconcileReport(expired=len(expired), failed_unknown=len(final), reenqueued_jobs=len(lost),
+                    expired, failed_unknown, len(lost))  # fmt: skip
+    return ReconcileReport(expired=expired, failed_unknown=failed_unknown, reenqueued_jobs=len(lost),
                            pruned_events=pruned)  # fmt: skip
 
 
