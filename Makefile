@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 WORKERS ?= 1
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test scale bench migrate lint format
+.PHONY: install run test scale bench chaos migrate lint format
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ scale: install
 
 bench: install
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# Faults mid-campaign, the invariant checked in SQL after each (docs/chaos.md); CHAOS_ARGS=--short for the CI form.
+chaos: install
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 migrate: install
 	$(BIN)/notifq migrate
