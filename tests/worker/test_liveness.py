@@ -31,7 +31,7 @@ from notifq.worker.breaker import CircuitBreaker
 from notifq.worker.deps import WorkerDeps
 from notifq.worker.failover import Failover
 from notifq.worker.fleet_limit import FleetLimits
-from notifq.worker.liveness import JUDGE_AFTER_SECONDS, Liveness
+from notifq.worker.liveness import JUDGE_AFTER_SECONDS, Liveness, LivenessReport
 from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.rate_limit import RateLimiter
 from tests.conftest import wait_for
@@ -80,14 +80,23 @@ async def _ghost(deps: WorkerDeps, name: str) -> int:
 
 
 async def _steady(deps: WorkerDeps) -> Liveness:
-    """A liveness check that has watched the same epoch, with no gap, for long enough to judge."""
+    """A liveness check that has watched the same epoch and Redis server, with no gap, for long enough to judge;
+    its own worker beating."""
     epoch = await deps.redis.get(deps.keys.epoch)
     if epoch is None:
         await deps.redis.set(deps.keys.epoch, b"test-epoch")
         epoch = b"test-epoch"
-    liveness = Liveness(_epoch=epoch, _steady_since=time.monotonic() - 2 * JUDGE_AFTER_SECONDS,
-                        _last_ok=time.monotonic())  # fmt: skip
-    return liveness
+    await _beat(deps, deps.metrics.id)
+    run_id = str((await deps.redis.info("server"))["run_id"])
+    return Liveness(_epoch=epoch, _run_id=run_id, _steady_since=time.monotonic() - 2 * JUDGE_AFTER_SECONDS,
+                    _last_ok=time.monotonic())  # fmt: skip
+
+
+async def _judged(liveness: Liveness, deps: WorkerDeps) -> LivenessReport:
+    """Two rounds: a worker is given up for dead only when silent in both."""
+    first = await liveness.check(deps)
+    assert first.lost_workers == (), first
+    return await liveness.check(deps)
 
 
 async def _beat(deps: WorkerDeps, name: str) -> None:
@@ -117,7 +126,7 @@ async def test_a_dead_workers_claims_come_back_and_a_slow_workers_late_outcomes_
         claimed = await messages_repo.claim(conn, job, 10, 120.0, a)
     assert len(claimed) == 10
 
-    report = await (await _steady(deps)).check(deps)
+    report = await _judged(await _steady(deps), deps)
 
     assert report.lost_workers == ("ghost-a",)
     assert (report.released, report.taken_back, report.restarted_jobs) == (10, 10, 1)
@@ -157,7 +166,11 @@ async def test_no_verdict_until_the_epoch_has_been_steady_and_a_returning_worker
     assert await deps.redis.get(deps.keys.epoch) is not None  # set by the check
 
     steady = await _steady(deps)
-    assert (await steady.check(deps)).lost_workers == ("ghost-c",)
+    await deps.redis.delete(deps.keys.worker(deps.metrics.id))
+    assert (await steady.check(deps)).lost_workers == ()  # its own heartbeat gone: Redis is what failed
+    assert (await steady.check(deps)).lost_workers == ()
+    steady = await _steady(deps)
+    assert (await _judged(steady, deps)).lost_workers == ("ghost-c",)
     await deps.redis.delete(deps.keys.epoch)  # Redis lost its data again: watch before judging
     assert (await steady.check(deps)).lost_workers == ()
 
@@ -180,6 +193,13 @@ async def test_a_flushed_redis_is_refilled_at_once(
     assert report.refilled == before
     assert await redis.zcard(queue) == before
     assert (await Liveness().check(deps)).refilled == 0  # the epoch is back: nothing more to do
+
+    # Another Redis server with the epoch but without the jobs (restored from an older snapshot, a Sentinel
+    # failover to a replica that had not caught up): the run id changed, so the queue is refilled too.
+    epoch = await redis.get(deps.keys.epoch)
+    await redis.delete(queue, *[k async for k in redis.scan_iter("arq:job:*")])
+    report = await Liveness(_epoch=epoch, _run_id="an-older-server").check(deps)
+    assert report.refilled == before and await redis.zcard(queue) == before
 
 
 async def test_worker_killed_mid_campaign_is_replaced_within_seconds(
@@ -255,3 +275,29 @@ async def _jobs_left(engine: AsyncEngine, campaign_id: str) -> list[tuple[object
             "SELECT job_id, status, claimed_by, count(*) FROM messages WHERE campaign_id = :c "
             "AND status IN ('queued', 'sending') GROUP BY 1, 2, 3 ORDER BY 1"), {"c": campaign_id})  # fmt: skip
         return [tuple(r) for r in rows]
+
+
+async def test_a_late_sent_after_the_last_attempt_was_given_up_ends_sent(
+    client: httpx.AsyncClient, auth: dict[str, str], deps: WorkerDeps, engine: AsyncEngine
+) -> None:
+    """A worker taken for dead during a message's last attempt: the message fails "outcome unknown"; when the
+    worker (only slow) then reports `sent`, the message ends `sent` after all, once, and the counters follow."""
+    campaign_id = await _create(client, auth, 3)
+    job = await _job_of(deps, campaign_id)
+    slow = await _ghost(deps, "ghost-slow")
+    async with deps.engine.connect() as conn:
+        await conn.execute(text("UPDATE messages SET attempts = :n WHERE campaign_id = :c"),
+                           {"n": deps.settings.max_attempts - 1, "c": campaign_id})  # fmt: skip
+        claimed = await messages_repo.claim(conn, job, 3, 120.0, slow)
+    report = await _judged(await _steady(deps), deps)
+    assert report.lost_workers == ("ghost-slow",) and report.taken_back == 3
+    assert await status_counts(engine, campaign_id) == {"failed": 3}
+
+    async with deps.engine.connect() as conn:
+        late = [Outcome(m.id, m.attempts, MessageStatus.SENT, provider="mock") for m in claimed[:2]]
+        assert (await messages_repo.record_outcomes(conn, late)).stale == 0
+        again = await messages_repo.record_outcomes(conn, late)  # a repeat changes nothing
+        assert again.stale == 2
+    counts = await status_counts(engine, campaign_id)
+    assert counts == {"sent": 2, "failed": 1}, counts
+    assert_counters_match(await campaign_row(engine, campaign_id), counts)

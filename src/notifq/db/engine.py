@@ -24,12 +24,13 @@ API_POOL_SIZE = 15  # the API's transactions (campaign creation, actions, keyed 
 SEND_POOL_SIZE = 8  # the API's single sends without a key: never queued behind a dashboard's reads
 READ_POOL_SIZE = 8  # the API's reads (single statements)
 COMMAND_TIMEOUT_SECONDS = 60
-# The server's side of each TCP session: a client host that vanishes (power loss, a network partition) is noticed
-# in ~20 s of silence (10 s idle, then 3 probes 3 s apart) or ~20 s of unacknowledged data, not the kernel's two
-# hours. Until then its session keeps its locks, the reconciler's and the liveness check's advisory locks included.
-# Per session (user-settable GUCs), so no server configuration is needed; ignored on Unix sockets.
-TCP_SERVER_SETTINGS = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "3", "tcp_keepalives_count": "3",
-                       "tcp_user_timeout": "20000"}  # fmt: skip
+# The server's side of a worker's TCP sessions: a worker host that vanishes (power loss, a network partition) is
+# noticed in ~20 s of silence (10 s idle, then 3 probes 3 s apart) or ~20 s of unacknowledged data, not the
+# kernel's two hours; until then its session keeps its locks, the reconciler's and the liveness check's advisory
+# locks included. User-settable GUCs (tcp_user_timeout: PostgreSQL 12+), SET once per new connection rather than
+# sent as startup parameters, which PgBouncer refuses; ignored on Unix sockets.
+TCP_KEEPALIVE_SQL = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 3; SET tcp_keepalives_count = 3; "
+                     "SET tcp_user_timeout = 20000")  # fmt: skip
 
 
 def create_engine(
@@ -40,6 +41,7 @@ def create_engine(
     role: str = "cli",
     autocommit: bool = False,
     pre_ping: bool = False,
+    keepalive: bool = False,
 ) -> AsyncEngine:
     """A pool that never overflows: a burst waits for a pooled connection instead of opening one.
 
@@ -62,6 +64,9 @@ def create_engine(
     fails its first statement; in the API that is a 503 for a request that wrote nothing,
     but a worker's lost `record()` after the provider took a message means a resend once
     the lease expires. On an autocommit engine the ping is one round trip.
+
+    `keepalive`: the server probes the session's TCP connection (TCP_KEEPALIVE_SQL), for the workers,
+    whose sessions hold advisory locks.
     """
     engine = create_async_engine(
         async_url(url),
@@ -74,11 +79,17 @@ def create_engine(
         connect_args={
             "timeout": 5,
             "command_timeout": COMMAND_TIMEOUT_SECONDS,
-            "server_settings": {"application_name": f"notifq-{role}", **TCP_SERVER_SETTINGS},
+            "server_settings": {"application_name": f"notifq-{role}"},
         },
     )
     event.listen(engine.sync_engine.pool, "checkout", _swap_closed)
+    if keepalive:
+        event.listen(engine.sync_engine, "connect", _set_keepalives)
     return engine
+
+
+def _set_keepalives(dbapi_connection: Any, record: Any) -> None:
+    dbapi_connection.run_async(lambda conn: conn.execute(TCP_KEEPALIVE_SQL))
 
 
 T = TypeVar("T")

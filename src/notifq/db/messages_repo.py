@@ -222,6 +222,7 @@ _CLAIM = text(transitions.CLAIM)
 _CLAIM_BATCHES = text(transitions.CLAIM_BATCHES)
 _RECORD = text(transitions.RECORD)
 _RECORD_LATE_SENT = text(transitions.RECORD_LATE_SENT)
+_RECORD_SENT_AFTER_LOSS = text(transitions.RECORD_SENT_AFTER_LOSS)
 
 
 async def claim(
@@ -301,9 +302,12 @@ async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) ->
         recorded[(r.status, r.event, r.channel, r.provider)] += 1
         if r.status == MessageStatus.QUEUED:
             requeued[r.job_id] = Lane(r.priority)
-    late = [o for o in outcomes if o.status == MessageStatus.SENT and o.message_id not in applied]
-    if late:
-        for r in await conn.execute(_RECORD_LATE_SENT, _params(late)):
+    # Rare (a worker that lost its claim to the lease or the liveness check): only for `sent` outcomes that missed.
+    for statement in (_RECORD_LATE_SENT, _RECORD_SENT_AFTER_LOSS):
+        late = [o for o in outcomes if o.status == MessageStatus.SENT and o.message_id not in applied]
+        if not late:
+            break
+        for r in await conn.execute(statement, _params(late)):
             applied.add(r.id)
             recorded[(r.status, r.event, r.channel, r.provider)] += 1
     return RecordResult(requeued, len(outcomes) - len(applied), recorded)

@@ -23,7 +23,11 @@ class RegisteredWorker:
 async def register(conn: AsyncConnection, name: str, host: str, pid: int) -> int:
     """The new worker's number, written into `messages.claimed_by` by its claims."""
     row = await conn.execute(
-        text("INSERT INTO workers (name, host, pid) VALUES (:name, :host, :pid) RETURNING id"),
+        # ON CONFLICT: a retry after an INSERT whose answer was lost gets the same number back.
+        text(
+            "INSERT INTO workers (name, host, pid) VALUES (:name, :host, :pid) "
+            "ON CONFLICT (name) DO UPDATE SET stopped_at = NULL, lost_at = NULL RETURNING id"
+        ),
         {"name": name, "host": host, "pid": pid},
     )
     return int(row.scalar_one())

@@ -41,6 +41,8 @@ class WorkerDeps:
     # Set once the drain is over, before the background loops are cancelled: a loop that checks it ends
     # even if a library swallowed its cancellation (a heartbeat outliving its worker, seen in CI).
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the worker has deregistered (after `stopped`): the heartbeat beats until then.
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     # Provider refusals (hard bounces, dead push tokens) go on the suppression list through it; its own
     # small transactional engine (the hot path's engine is autocommit). None: not recorded (some tests).

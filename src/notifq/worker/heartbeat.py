@@ -18,7 +18,7 @@ JOBS_KEPT_SECONDS = 3600
 async def run_heartbeat(deps: WorkerDeps) -> None:
     """Never raises: a Redis outage only delays metrics (they are kept and sent with the next beat)."""
     warned_at = 0.0
-    while not deps.stopped.is_set():
+    while not deps.gone.is_set():
         try:
             await deps.metrics.publish(deps.redis, deps.keys, deps.limiter)
             await publish_jobs(deps)

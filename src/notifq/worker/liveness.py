@@ -6,21 +6,27 @@ arq until the job timeout plus 10 s, and a batch whose arq job vanished is re-en
 after the grace period (30 s) that protects a batch the API is enqueueing right now. Every
 worker already says it is alive once a second (worker/heartbeat.py; its Redis hash expires
 after `LIVENESS_SECONDS`), and PostgreSQL knows who holds each claim (`messages.claimed_by`,
-migration 0011), so this check, once a second on one worker at a time (an advisory lock):
+migration 0011), so this check (every worker tries it once a second; an advisory lock lets one
+act at a time):
 - finds registered workers whose heartbeat has expired, ends the leases of the messages
   they hold and takes them back at once (the reconciler's expiry path), and deletes arq's
   in-progress claim on the jobs they were running, so any worker picks those up now;
-- notices a Redis without the `epoch` key (flushed, or restarted without persistence) and
-  enqueues every open batch from PostgreSQL at once, without the grace period (a batch the
-  API enqueues at the same moment is written once: job keys are SET NX).
+- notices a Redis without the `epoch` key (flushed, or restarted without persistence), or
+  another Redis server (its `run_id`: a restart from a snapshot, a Sentinel failover), and
+  enqueues every open batch without a job from PostgreSQL at once, without the grace period (a
+  batch the API enqueues at the same moment is written once: job keys are SET NX).
 
 Safe against a worker that was only slow or cut off: its outcomes for the attempt that was
 taken back are stale (the record statement's guard: same attempt, still `sending`), except a
 `sent`, which is still accepted because the provider did take the message. So each message
 still ends in exactly one terminal state; what a wrong verdict costs is a second send of the
-messages that worker had in flight. Heartbeats are judged only after Redis has kept the same
-epoch and answered every round for `JUDGE_AFTER_SECONDS`: after a flush or an outage every
-worker looks dead until its next beat.
+messages that worker had in flight (and a message whose last attempt it was ends `sent`, not
+`failed`: RECORD_SENT_AFTER_LOSS). So a verdict needs, all at once: Redis has kept the same
+epoch and server and answered every round for `JUDGE_AFTER_SECONDS` (after a flush, a restart
+or an outage every worker looks dead until its next beat); the epoch, the checker's own
+heartbeat and everyone's are read in one MULTI (a flush between two reads would look like a
+dead fleet); the checker's own heartbeat is there (if not, Redis is what failed); and the
+worker was silent in two rounds in a row.
 """
 
 from __future__ import annotations
@@ -62,11 +68,14 @@ class LivenessReport:
 
 @dataclass
 class Liveness:
-    """Per process: the epoch this worker last saw, and since when it has seen it without a gap."""
+    """Per process: what this worker last saw of Redis (its epoch and server run id), since when without a gap,
+    and which workers it has already seen without a heartbeat (a verdict needs two rounds in a row)."""
 
     _epoch: bytes | None = None
+    _run_id: str | None = None
     _steady_since: float = field(default_factory=time.monotonic)
     _last_ok: float = -1.0
+    _missing: set[int] = field(default_factory=set)
 
     async def check(self, deps: WorkerDeps) -> LivenessReport:
         async with deps.engine.connect() as conn:
@@ -82,29 +91,43 @@ class Liveness:
 
     async def _check(self, deps: WorkerDeps, conn: AsyncConnection) -> LivenessReport:
         now = time.monotonic()
-        epoch = await deps.redis.get(deps.keys.epoch)
-        refilled = 0
-        if epoch is None:
-            refilled = await refill(deps, conn)
-            await deps.redis.set(deps.keys.epoch, uuid.uuid4().hex, nx=True)
-            epoch = await deps.redis.get(deps.keys.epoch)
-        # A new epoch, or a gap in this process's rounds (Redis or PostgreSQL did not answer, or another worker held
-        # the lock): watch again before judging, since heartbeats may be missing for that reason alone.
-        if epoch != self._epoch or now - self._last_ok > 3 * CHECK_SECONDS:
-            self._epoch, self._steady_since = epoch, now
-        if now - self._steady_since < JUDGE_AFTER_SECONDS:
-            return LivenessReport(refilled=refilled)
-        return await self._judge(deps, conn, refilled)
-
-    async def _judge(self, deps: WorkerDeps, conn: AsyncConnection, refilled: int) -> LivenessReport:
         registered = await workers_repo.running(conn, LIVENESS_SECONDS)
-        if not registered:
-            return LivenessReport(refilled=refilled)
-        pipe = deps.redis.pipeline(transaction=False)
+        # One snapshot (MULTI/EXEC): a flush or a restart between reading the epoch and the heartbeats would
+        # otherwise show a healthy epoch beside a fleet without heartbeats.
+        pipe = deps.redis.pipeline(transaction=True)
+        pipe.get(deps.keys.epoch)
+        pipe.info("server")
+        pipe.exists(deps.keys.worker(deps.metrics.id))
         for w in registered:
             pipe.exists(deps.keys.worker(w.name))
-        alive = [bool(n) for n in await pipe.execute()]
-        dead = [w for w, beats in zip(registered, alive, strict=True) if not beats and not w.lost]
+        epoch, server, own, *beating = await pipe.execute()
+        run_id = str(server.get("run_id", ""))
+        refilled = 0
+        if epoch is None or run_id != self._run_id:
+            # No epoch: Redis lost its data. Another server (a restart from a snapshot, a Sentinel failover): it may
+            # lack what was enqueued after its snapshot or its last replication. Either way, refill at once.
+            if epoch is None or self._run_id is not None:
+                refilled = await refill(deps, conn, "no epoch key" if epoch is None else "a new Redis server")
+            if epoch is None:
+                await deps.redis.set(deps.keys.epoch, uuid.uuid4().hex, nx=True)
+                epoch = await deps.redis.get(deps.keys.epoch)
+        # A new epoch or server, or a gap in this process's rounds (Redis or PostgreSQL did not answer, or another
+        # worker held the lock): watch again before judging, since heartbeats may be missing for that reason alone.
+        if epoch != self._epoch or run_id != self._run_id or now - self._last_ok > 3 * CHECK_SECONDS:
+            self._epoch, self._run_id, self._steady_since = epoch, run_id, now
+            self._missing.clear()
+        # Judged only by a process whose own heartbeat Redis shows: if even that is gone, Redis is what failed.
+        if now - self._steady_since < JUDGE_AFTER_SECONDS or not own:
+            return LivenessReport(refilled=refilled)
+        return await self._judge(deps, conn, registered, [bool(n) for n in beating], refilled)
+
+    async def _judge(self, deps: WorkerDeps, conn: AsyncConnection, registered: list[workers_repo.RegisteredWorker],
+                     alive: list[bool], refilled: int) -> LivenessReport:  # fmt: skip
+        silent = {w.number for w, beats in zip(registered, alive, strict=True) if not beats and not w.lost}
+        # Dead: silent in this round and the one before (a heartbeat that expired between two beats of a busy
+        # worker, or a clock step on the Redis host, is not enough).
+        dead = [w for w in registered if w.number in silent & self._missing]
+        self._missing = silent
         back = [w.number for w, beats in zip(registered, alive, strict=True) if beats and w.lost]
         if back:
             await workers_repo.mark_found(conn, back)
@@ -124,6 +147,7 @@ class Liveness:
         if jobs:
             restarted = int(await deps.redis.delete(*(in_progress_key_prefix + deps.keys.job_id(j) for j in jobs)))
         await workers_repo.mark_lost(conn, numbers)
+        self._missing -= set(numbers)
         taken_back, failed = await take_back_expired(deps, conn)
         names = tuple(w.name for w in dead)
         log.warning("worker(s) %s stopped beating for %g s: %d claimed messages taken back (%d failed as unknown), "
@@ -132,13 +156,13 @@ class Liveness:
         return LivenessReport(names, released.messages, taken_back, restarted, refilled)
 
 
-async def refill(deps: WorkerDeps, conn: AsyncConnection) -> int:
-    """Redis has no epoch: every open batch without a job is enqueued again now (no grace period)."""
+async def refill(deps: WorkerDeps, conn: AsyncConnection, why: str) -> int:
+    """Redis may have lost data: every open batch without a job is enqueued again now (no grace period)."""
     lost = await enqueue_lost(deps, conn, 0.0)
     if lost:
-        log.warning("Redis lost its data (no epoch key): %d batches enqueued again from PostgreSQL", len(lost))
+        log.warning("Redis lost data (%s): %d batches enqueued again from PostgreSQL", why, len(lost))
     else:
-        log.info("Redis has no epoch yet: set (nothing to enqueue again)")
+        log.info("Redis: %s; nothing to enqueue again", why)
     return len(lost)
 
 

@@ -73,6 +73,7 @@ class WorkerRuntime:
         self.workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._express: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self.deps: WorkerDeps | None = None
         self._feedback_engine: AsyncEngine | None = None
         self._webhook_engine: AsyncEngine | None = None
@@ -88,7 +89,7 @@ class WorkerRuntime:
             # Autocommit: each hot-path statement is its own transaction (see db/transitions.py).
             engine=create_engine(s.database_url, pool_size=s.worker_jobs + TRANSACTIONAL_DB_SLOTS + 5,
                                  pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker", autocommit=True,
-                                 pre_ping=True),
+                                 pre_ping=True, keepalive=True),
             redis=redis,
             keys=keys,
             providers=providers,
@@ -103,7 +104,7 @@ class WorkerRuntime:
         await register(deps)
         # Rare, multi-statement work (provider refusals, the guard's pause) needs real transactions.
         self._feedback_engine = create_engine(s.database_url, pool_size=2, pool_timeout=COMMAND_TIMEOUT_SECONDS + 30,
-                                              role="worker-feedback", pre_ping=True)  # fmt: skip
+                                              role="worker-feedback", pre_ping=True, keepalive=True)  # fmt: skip
         deps.feedback = FeedbackService(self._feedback_engine, CampaignService(self._feedback_engine, deps.redis, s), s)
         deps.unsubscribe_key = link_key(s)
         if (problem := link_problem(s)) is not None and s.email_provider in ("ses", "smtp"):
@@ -131,13 +132,15 @@ class WorkerRuntime:
         if deps.yields_to_express:
             self._tasks.append(asyncio.create_task(deps.gate.watch(deps.redis, deps.keys, deps.draining),
                                                    name="notifq-priority"))  # fmt: skip
-        self._tasks.append(asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat"))
+        # Not among self._tasks: it beats until the worker has deregistered (stop()), so the liveness check never
+        # takes a stopping worker's last chunks for a dead worker's.
+        self._heartbeat = asyncio.create_task(run_heartbeat(deps), name="notifq-heartbeat")
         self._tasks.append(asyncio.create_task(run_opt_out_sync(deps), name="notifq-opt-outs"))
         # Outbound webhooks (worker/webhooks.py): its own small transactional pool, so a slow receiver's
         # pages never hold a connection the hot path needs.
         self._webhook_engine = create_engine(s.database_url, pool_size=WEBHOOK_DB_SLOTS,
                                              pool_timeout=COMMAND_TIMEOUT_SECONDS + 30, role="worker-webhooks",
-                                             pre_ping=True)  # fmt: skip
+                                             pre_ping=True, keepalive=True)  # fmt: skip
         dispatcher = WebhookDispatcher(self._webhook_engine, s, deps.metrics.id, deps.draining)
         self._tasks.append(asyncio.create_task(dispatcher.run(), name="notifq-webhooks"))
         self._tasks.append(asyncio.create_task(check_providers(deps.providers, s.provider_timeout),
@@ -178,8 +181,13 @@ class WorkerRuntime:
             await asyncio.gather(*w.tasks.values(), return_exceptions=True)
             w.tasks.clear()
             await w.close()
-        await say_goodbye(deps)
         await _deregister(deps)
+        deps.gone.set()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await _settle([self._heartbeat], deps.metrics.id)
+            self._heartbeat = None
+        await say_goodbye(deps)
         await deps.fleet.aclose()
         await deps.failover.aclose()
         await deps.providers.aclose()
@@ -220,13 +228,19 @@ CANCEL_WAIT_SECONDS = 10.0
 
 
 async def _deregister(deps: WorkerDeps) -> None:
-    """A graceful stop: the liveness check is not to take it for dead (its claims were handed back by the drain)."""
+    """A graceful stop, once every job and chunk has ended: claims still unrecorded (chunks cancelled after the
+    drain time) get their leases ended, for the reconciler to take back in its next round instead of after the
+    lease, and the worker is marked stopped, so the liveness check does not take it for dead."""
     if deps.worker_number is None:
         return
     try:
         async with deps.engine.connect() as conn:
+            released = await workers_repo.release_claims(conn, [deps.worker_number])
             await workers_repo.mark_stopped(conn, deps.worker_number)
-    except Exception as exc:  # PostgreSQL down: the liveness check will call it lost, which is harmless now
+        if released.messages:
+            log.warning("worker %s stopped with %d claimed messages unrecorded (the drain time ran out): the "
+                        "reconciler takes them back", deps.metrics.id, released.messages)  # fmt: skip
+    except Exception as exc:  # PostgreSQL down: the lease (or the liveness check) brings them back later
         log.warning("could not record the stop of worker %s: %r", deps.metrics.id, exc)
 
 
