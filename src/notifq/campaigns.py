@@ -128,7 +128,7 @@ class CampaignService:
         if request.send_at is not None:
             return campaign  # the scheduler releases it at send_at
         if await self._enqueue(campaign.id, job_ids):
-            return await self.get(campaign.id)  # as stored, so an idempotent replay answers the same
+            return await self.get(campaign.id, fresh=True)  # as stored, so an idempotent replay answers the same
         return campaign
 
     async def _enqueue(self, campaign_id: uuid.UUID, job_ids: list[int]) -> bool:
@@ -142,8 +142,10 @@ class CampaignService:
             return False
         return True
 
-    async def get(self, campaign_id: uuid.UUID) -> CampaignRow:
-        row = await read_fresh(self.replica, self.reads, lambda conn: campaigns_repo.get(conn, campaign_id))
+    async def get(self, campaign_id: uuid.UUID, *, fresh: bool = False) -> CampaignRow:
+        """From the replica (the primary if it lacks the campaign yet); `fresh`: from the primary (its own write)."""
+        replica = self.reads if fresh else self.replica
+        row = await read_fresh(replica, self.reads, lambda conn: campaigns_repo.get(conn, campaign_id))
         if row is None:
             raise NotFound(f"campaign {campaign_id} not found", {"id": str(campaign_id)})
         return row
@@ -158,7 +160,8 @@ class CampaignService:
             return self._timelines[key]
         async with self.replica.connect() as conn:
             timeline = await campaigns_repo.timeline(conn, campaign, points)
-        if campaign.status in FINISHED_CAMPAIGN_STATUSES:
+        # Cached only when read from the primary: a lagging replica's timeline of a finished campaign may lack its end.
+        if campaign.status in FINISHED_CAMPAIGN_STATUSES and self.replica is self.reads:
             if len(self._timelines) >= TIMELINE_CACHE_SIZE:
                 self._timelines.pop(next(iter(self._timelines)))
             self._timelines[key] = timeline

@@ -382,10 +382,12 @@ async def test_subscriber_tokens_are_unchanged_and_keys_do_not_open_inboxes(
 ) -> None:
     assert (await client.put("/subscribers/ada", headers=fast_auth, json={})).status_code == 201
     read = bearer((await create_key(client, fast_auth, "read"))["secret"])
-    minted = await client.post("/subscribers/ada/token", headers=read)
+    # An inbox token reads and marks a subscriber's inbox and outlives the key: admin only.
+    assert_error(await client.post("/subscribers/ada/token", headers=read), 403, "forbidden")
+    admin_key = bearer((await create_key(client, fast_auth, "admin"))["secret"])
+    minted = await client.post("/subscribers/ada/token", headers=admin_key)
     assert minted.status_code == 201, minted.text
     inbox = await client.get("/inbox", headers=bearer(minted.json()["token"]))
     assert inbox.status_code == 200, inbox.text
-    admin_key = bearer((await create_key(client, fast_auth, "admin"))["secret"])
     assert_error(await client.get("/inbox", headers=admin_key), 401, "unauthorized")
     assert_error(await client.get("/campaigns", headers=bearer(minted.json()["token"])), 401, "unauthorized")

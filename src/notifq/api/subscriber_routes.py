@@ -117,5 +117,5 @@ OPERATIONS = [
               "subscribers", {201: Reply("The token, for `/ws` and `/inbox`.", SubscriberToken)},
               description="Your backend calls this and hands the token to its user's browser or app. It opens only "
               "this subscriber's inbox; it lasts NOTIFQ_SUBSCRIBER_TOKEN_TTL_SECONDS. No request body.",
-              errors=BY_ID, scope=Scope.READ),
+              errors=BY_ID, scope=Scope.ADMIN),
 ]  # fmt: skip
