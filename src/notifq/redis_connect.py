@@ -81,7 +81,8 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
 
     def bad(why: str) -> ConfigError:
         form = f"{SENTINEL_SCHEME}://[:password@]host1:26379,host2:26379/mymaster/0"
-        return ConfigError(f"REDIS_URL {why} (form: {form})")
+        # No part of the URL is quoted back: a password with an unencoded `/` or `@` splits it in odd places.
+        return ConfigError(f"REDIS_URL {why} (form: {form}; percent-encode `/`, `@` and `:` in a password)")
 
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() != SENTINEL_SCHEME:
@@ -95,10 +96,10 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         user, colon, secret = userinfo.partition(":")
         username, password = unquote(user) or None, (unquote(secret) or None) if colon else None
     sentinels = []
-    for item in hosts.split(","):
+    for n, item in enumerate(hosts.split(","), 1):
         match = _HOST.match(item.strip())
         if not match:
-            raise bad(f"names a sentinel {item.strip()!r} that is not host[:port]")
+            raise bad(f"names a sentinel (the {n}. in its list) that is not host[:port]")
         port = int(match["port"] or SENTINEL_PORT)
         if not 0 < port < 65536:
             raise bad(f"names a sentinel port {port} outside 1-65535")
@@ -107,7 +108,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     if not parts or len(parts) > 2:
         raise bad("must name the master's service, and optionally a database number, after the sentinels")
     if len(parts) == 2 and not parts[1].isdigit():
-        raise bad(f"has a database number {parts[1]!r} that is not a whole number")
+        raise bad("has a database number that is not a whole number")
     options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     if unknown := sorted(set(options) - _OPTIONS):
         raise bad(f"has unknown options {', '.join(unknown)} (known: {', '.join(sorted(_OPTIONS))})")

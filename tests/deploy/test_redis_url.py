@@ -53,9 +53,9 @@ def test_sentinel_urls_are_parsed(url: str, parsed: SentinelUrl) -> None:
     [
         ("redis+sentinel://s1:26379", "must name the master's service"),
         ("redis+sentinel://s1/m/0/extra", "must name the master's service"),
-        ("redis+sentinel://s1/m/zero", "database number 'zero'"),
-        ("redis+sentinel://s1:port/m", "sentinel 's1:port'"),
-        ("redis+sentinel://s1,,s2/m", "sentinel ''"),
+        ("redis+sentinel://s1/m/zero", "database number that is not"),
+        ("redis+sentinel://s1:port/m", "the 1. in its list"),
+        ("redis+sentinel://s1,,s2/m", "the 2. in its list"),
         ("redis+sentinel://s1:99999/m", "outside 1-65535"),
         ("redis+sentinel://:secret-pw@s1/m?sentinel_pasword=x", "unknown options sentinel_pasword"),
         ("redis+sentinel://:secret-pw@s1/m?failover_timeout=soon", "failover_timeout"),
@@ -109,3 +109,11 @@ async def test_with_every_server_gone_a_command_fails_after_the_failover_timeout
         await client.ping()
     assert 0.5 <= time.monotonic() - started < 5
     await client.aclose()
+
+
+def test_a_password_with_an_unencoded_slash_is_not_quoted_back() -> None:
+    """`/` splits the URL inside the password: the error must not show the pieces."""
+    with pytest.raises(ConfigError) as refused:
+        parse_sentinel_url("redis+sentinel://:s3cr/et@h1:26379/mymaster")
+    assert "s3cr" not in str(refused.value) and "et@h1" not in str(refused.value)
+    assert "percent-encode" in str(refused.value)
