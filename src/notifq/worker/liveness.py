@@ -78,20 +78,35 @@ class Liveness:
     _missing: set[int] = field(default_factory=set)
 
     async def check(self, deps: WorkerDeps) -> LivenessReport:
+        """Observe every round (so a round without the lock is no gap in what this process has seen), act only
+        under the advisory lock, one worker at a time."""
         async with deps.engine.connect() as conn:
+            registered = await workers_repo.running(conn, LIVENESS_SECONDS)
+            why_refill, dead, back = await self._observe(deps, registered)
+            if not (why_refill or dead or back):
+                return LivenessReport()
             locked = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})).scalar()
             if not locked:
                 return LivenessReport(ran=False)
             try:
-                report = await self._check(deps, conn)
+                refilled = 0
+                if why_refill:
+                    refilled = await refill(deps, conn, why_refill)
+                    await deps.redis.set(deps.keys.epoch, uuid.uuid4().hex, nx=True)
+                    self._epoch = await deps.redis.get(deps.keys.epoch)
+                if not (dead or back):
+                    return LivenessReport(refilled=refilled)
+                # Read again under the lock: another worker may have acted on the same verdict a moment ago.
+                current = {w.number: w for w in await workers_repo.running(conn, LIVENESS_SECONDS)}
+                return await self._act(deps, conn, [current[n] for n in dead if n in current and not current[n].lost],
+                                       [n for n in back if n in current and current[n].lost], refilled)  # fmt: skip
             finally:
                 await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
-        self._last_ok = time.monotonic()
-        return report
 
-    async def _check(self, deps: WorkerDeps, conn: AsyncConnection) -> LivenessReport:
+    async def _observe(self, deps: WorkerDeps, registered: list[workers_repo.RegisteredWorker]
+                       ) -> tuple[str | None, list[int], list[int]]:  # fmt: skip
+        """What this round saw: why to refill the queue (or None), the workers to give up, those back."""
         now = time.monotonic()
-        registered = await workers_repo.running(conn, LIVENESS_SECONDS)
         # One snapshot (MULTI/EXEC): a flush or a restart between reading the epoch and the heartbeats would
         # otherwise show a healthy epoch beside a fleet without heartbeats.
         pipe = deps.redis.pipeline(transaction=True)
@@ -102,33 +117,30 @@ class Liveness:
             pipe.exists(deps.keys.worker(w.name))
         epoch, server, own, *beating = await pipe.execute()
         run_id = str(server.get("run_id", ""))
-        refilled = 0
-        if epoch is None or run_id != self._run_id:
-            # No epoch: Redis lost its data. Another server (a restart from a snapshot, a Sentinel failover): it may
-            # lack what was enqueued after its snapshot or its last replication. Either way, refill at once.
-            if epoch is None or self._run_id is not None:
-                refilled = await refill(deps, conn, "no epoch key" if epoch is None else "a new Redis server")
-            if epoch is None:
-                await deps.redis.set(deps.keys.epoch, uuid.uuid4().hex, nx=True)
-                epoch = await deps.redis.get(deps.keys.epoch)
-        # A new epoch or server, or a gap in this process's rounds (Redis or PostgreSQL did not answer, or another
-        # worker held the lock): watch again before judging, since heartbeats may be missing for that reason alone.
+        # No epoch: Redis lost its data. Another server (a restart from a snapshot, a Sentinel failover): it may
+        # lack what was enqueued after its snapshot or its last replication. Either way, refill at once.
+        new_server = self._run_id is not None and run_id != self._run_id
+        why_refill = "no epoch key" if epoch is None else "a new Redis server" if new_server else None
+        # A new epoch or server, or a gap in this process's rounds (Redis or PostgreSQL did not answer): watch
+        # again before judging, since heartbeats may be missing for that reason alone.
         if epoch != self._epoch or run_id != self._run_id or now - self._last_ok > 3 * CHECK_SECONDS:
             self._epoch, self._run_id, self._steady_since = epoch, run_id, now
             self._missing.clear()
+        self._last_ok = now
         # Judged only by a process whose own heartbeat Redis shows: if even that is gone, Redis is what failed.
         if now - self._steady_since < JUDGE_AFTER_SECONDS or not own:
-            return LivenessReport(refilled=refilled)
-        return await self._judge(deps, conn, registered, [bool(n) for n in beating], refilled)
-
-    async def _judge(self, deps: WorkerDeps, conn: AsyncConnection, registered: list[workers_repo.RegisteredWorker],
-                     alive: list[bool], refilled: int) -> LivenessReport:  # fmt: skip
+            return why_refill, [], []
+        alive = [bool(n) for n in beating]
         silent = {w.number for w, beats in zip(registered, alive, strict=True) if not beats and not w.lost}
         # Dead: silent in this round and the one before (a heartbeat that expired between two beats of a busy
         # worker, or a clock step on the Redis host, is not enough).
-        dead = [w for w in registered if w.number in silent & self._missing]
-        self._missing = silent
+        dead = sorted(silent & self._missing)
+        self._missing = silent - set(dead)
         back = [w.number for w, beats in zip(registered, alive, strict=True) if beats and w.lost]
+        return why_refill, dead, back
+
+    async def _act(self, deps: WorkerDeps, conn: AsyncConnection, dead: list[workers_repo.RegisteredWorker],
+                   back: list[int], refilled: int) -> LivenessReport:  # fmt: skip
         if back:
             await workers_repo.mark_found(conn, back)
             log.warning("%d worker(s) given up for dead are beating again (a partition healed?)", len(back))
@@ -147,7 +159,6 @@ class Liveness:
         if jobs:
             restarted = int(await deps.redis.delete(*(in_progress_key_prefix + deps.keys.job_id(j) for j in jobs)))
         await workers_repo.mark_lost(conn, numbers)
-        self._missing -= set(numbers)
         taken_back, failed = await take_back_expired(deps, conn)
         names = tuple(w.name for w in dead)
         log.warning("worker(s) %s stopped beating for %g s: %d claimed messages taken back (%d failed as unknown), "
