@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -63,7 +64,9 @@ class Coalescer(Generic[T, R]):
 
     def _start_flushes(self) -> None:
         while self._waiting and len(self._running) < self.concurrency:
-            task = asyncio.create_task(self._flush_next())
+            # An empty context: a flush serves many callers, so it must not inherit the one that happened to start
+            # it (its request's context variables, such as the API key id its log lines would carry).
+            task = asyncio.create_task(self._flush_next(), context=contextvars.Context())
             self._running.add(task)
             task.add_done_callback(self._finished)
 
