@@ -301,3 +301,30 @@ async def test_a_late_sent_after_the_last_attempt_was_given_up_ends_sent(
     counts = await status_counts(engine, campaign_id)
     assert counts == {"sent": 2, "failed": 1}, counts
     assert_counters_match(await campaign_row(engine, campaign_id), counts)
+
+
+async def test_express_batches_a_dead_worker_had_popped_are_enqueued_again_at_once(
+    client: httpx.AsyncClient, auth: dict[str, str], deps: WorkerDeps, engine: AsyncEngine
+) -> None:
+    """A worker pops transactional batch numbers off the ready list, claims part of them and dies: its claims
+    come back, and the unclaimed rest, in no queue now, is put back on the ready list at once (not after the
+    300 s grace)."""
+    sends = [{"channel": "email", "to": f"otp{i}@example.com", "subject": "code", "body": str(i)} for i in range(4)]
+    for send in sends:
+        assert (await client.post("/notifications", json=send, headers=auth)).status_code == 202
+    popped = [int(j) for j in await deps.redis.lrange(deps.keys.ready, 0, -1)]
+    await deps.redis.delete(deps.keys.ready)  # popped by the worker below
+    ghost = await _ghost(deps, "ghost-express")
+    async with deps.engine.connect() as conn:
+        claimed = await messages_repo.claim_batches(conn, popped, 2, 120.0, ghost)
+    assert len(claimed) == 2
+
+    report = await _judged(await _steady(deps), deps)
+
+    assert report.lost_workers == ("ghost-express",) and report.taken_back == 2
+    assert report.reenqueued >= 1
+    listed = {int(j) for j in await deps.redis.lrange(deps.keys.ready, 0, -1)}
+    async with engine.connect() as conn:
+        queued_jobs = set((await conn.execute(text("SELECT DISTINCT job_id FROM messages WHERE status = 'queued'")))
+                          .scalars().all())  # fmt: skip
+    assert queued_jobs and queued_jobs <= listed  # every batch with queued messages waits on the ready list again

@@ -63,6 +63,7 @@ class LivenessReport:
     taken_back: int = 0  # messages put back in the queue (or failed as unknown) this round
     restarted_jobs: int = 0  # arq in-progress claims deleted
     refilled: int = 0  # batches enqueued again after Redis lost its data
+    reenqueued: int = 0  # batches the dead workers had taken off the queue (express lane) and not finished
     ran: bool = True
 
 
@@ -160,11 +161,15 @@ class Liveness:
             restarted = int(await deps.redis.delete(*(in_progress_key_prefix + deps.keys.job_id(j) for j in jobs)))
         await workers_repo.mark_lost(conn, numbers)
         taken_back, failed = await take_back_expired(deps, conn)
+        # Batch numbers the dead worker had popped from the express lane's ready list and not wholly claimed are
+        # in no queue now: enqueued again at once, not after the reconciler's grace (job keys are SET NX).
+        reenqueued = len(await enqueue_lost(deps, conn, 0.0))
         names = tuple(w.name for w in dead)
         log.warning("worker(s) %s stopped beating for %g s: %d claimed messages taken back (%d failed as unknown), "
-                    "%d running jobs restarted", ", ".join(names), LIVENESS_SECONDS, taken_back, failed, restarted,
+                    "%d running jobs restarted, %d batches enqueued again", ", ".join(names), LIVENESS_SECONDS,
+                    taken_back, failed, restarted, reenqueued,
                     extra={"lost_workers": list(names), "released": released.messages})  # fmt: skip
-        return LivenessReport(names, released.messages, taken_back, restarted, refilled)
+        return LivenessReport(names, released.messages, taken_back, restarted, refilled, reenqueued)
 
 
 async def refill(deps: WorkerDeps, conn: AsyncConnection, why: str) -> int:
