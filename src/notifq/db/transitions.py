@@ -202,35 +202,33 @@ RECORD = transition(
     """
 )
 
-# A late `sent` for a message the reconciler already put back in the queue.
-RECORD_LATE_SENT = transition(
-    f"""
+
+def _late_sent(old: MessageStatus, condition: str, detail: str) -> str:
+    """A `sent` outcome that lost its claim (the worker was given up for dead) for a message now `old`: the
+    provider took it, so it ends `sent`, once, with the address it went to."""
+    return transition(
+        f"""
     UPDATE messages m SET status = '{S.SENT}', lease_until = NULL, updated_at = now(),
         provider = COALESCE(r.provider, m.provider), provider_message_id = COALESCE(r.pmid, m.provider_message_id),
         recipient = CASE WHEN m.subscriber_id IS NULL THEN m.recipient
             ELSE COALESCE(r.recipient, m.recipient) END
     FROM {_OUTCOMES}
-    WHERE m.id = r.id AND m.status = '{S.QUEUED}'
-    RETURNING m.id, m.campaign_id, m.channel, '{S.QUEUED}'::text AS old_status, m.status, r.attempts AS attempts,
-        '{E.SENT}'::text AS event, 'after the message was re-queued'::text AS detail, r.provider, m.job_id, m.priority
+    WHERE m.id = r.id AND m.status = '{old}' {condition}
+    RETURNING m.id, m.campaign_id, m.channel, '{old}'::text AS old_status, m.status, r.attempts AS attempts,
+        '{E.SENT}'::text AS event, '{detail}'::text AS detail, r.provider, m.job_id, m.priority
     """
-)
+    )
+
+
+# A late `sent` for a message the reconciler already put back in the queue.
+RECORD_LATE_SENT = _late_sent(S.QUEUED, "", "after the message was re-queued")
 
 # A late `sent` for a message failed as "outcome unknown" because its worker was given up for dead during its last
 # attempt (the lease ran out, or the liveness check found no heartbeat, for a worker that was only slow or cut off):
-# it was sent after all, so it ends `sent`, once. Only that very attempt's loss qualifies (its `lost` event).
-RECORD_SENT_AFTER_LOSS = transition(
-    f"""
-    UPDATE messages m SET status = '{S.SENT}', lease_until = NULL, updated_at = now(),
-        provider = COALESCE(r.provider, m.provider), provider_message_id = COALESCE(r.pmid, m.provider_message_id),
-        recipient = CASE WHEN m.subscriber_id IS NULL THEN m.recipient
-            ELSE COALESCE(r.recipient, m.recipient) END
-    FROM {_OUTCOMES}
-    WHERE m.id = r.id AND m.status = '{S.FAILED}' AND m.attempts = r.attempts
-      AND EXISTS (SELECT 1 FROM message_events e
-                  WHERE e.message_id = m.id AND e.event = '{E.LOST}' AND e.attempt = r.attempts)
-    RETURNING m.id, m.campaign_id, m.channel, '{S.FAILED}'::text AS old_status, m.status, r.attempts AS attempts,
-        '{E.SENT}'::text AS event, 'after its worker was given up for dead'::text AS detail, r.provider, m.job_id,
-        m.priority
-    """
+# it was sent after all. Only that very attempt's loss qualifies (its `lost` event).
+RECORD_SENT_AFTER_LOSS = _late_sent(
+    S.FAILED,
+    f"""AND m.attempts = r.attempts AND EXISTS (SELECT 1 FROM message_events e
+        WHERE e.message_id = m.id AND e.event = '{E.LOST}' AND e.attempt = r.attempts)""",
+    "after its worker was given up for dead",
 )
