@@ -109,6 +109,14 @@ async def status_counts(engine: AsyncEngine, campaign_id: uuid.UUID | str) -> di
         return {r[0]: r[1] for r in rows}
 
 
+async def sent_at_least(engine: AsyncEngine, campaign_id: uuid.UUID | str, n: int) -> bool:
+    return (await status_counts(engine, campaign_id)).get("sent", 0) >= n
+
+
+async def campaign_completed(engine: AsyncEngine, campaign_id: uuid.UUID | str) -> bool:
+    return (await campaign_row(engine, campaign_id))["status"] in ("completed", "completed_with_failures")
+
+
 async def campaign_row(engine: AsyncEngine, campaign_id: uuid.UUID | str) -> dict[str, Any]:
     async with engine.connect() as conn:
         row = (await conn.execute(text("SELECT * FROM campaigns WHERE id = :c"), {"c": campaign_id})).one()

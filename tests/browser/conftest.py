@@ -104,6 +104,12 @@ class Ui:
         found: list[str] = await self.page.evaluate("window.__cspViolations || []")
         return found
 
+    async def assert_clean(self, expected_console_errors: tuple[str, ...] = ()) -> None:
+        """No script error, no CSP violation, and no console error but those expected (Chromium logs a 4xx answer)."""
+        assert self.page_errors == []
+        assert [e for e in self.console_errors if not any(x in e for x in expected_console_errors)] == []
+        assert await self.csp_violations() == []
+
     async def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"

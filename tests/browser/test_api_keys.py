@@ -18,12 +18,6 @@ from tests.live import LiveApi
 PHONE = {"width": 390, "height": 844}
 
 
-async def _assert_clean(ui: Ui) -> None:
-    assert ui.page_errors == []
-    assert ui.console_errors == []
-    assert await ui.csp_violations() == []
-
-
 async def test_create_copy_use_and_revoke_a_key(
     ui: Ui, api: httpx.AsyncClient, engine: AsyncEngine, live_api: LiveApi
 ) -> None:
@@ -99,7 +93,7 @@ async def test_create_copy_use_and_revoke_a_key(
         await expect(rows.first).to_have_attribute("data-status", "revoked")
         await expect(rows.first.locator("button[data-revoke]")).to_have_count(0)
         assert (await service.get("/stats")).status_code == 401
-    await _assert_clean(ui)
+    await ui.assert_clean()
 
 
 async def test_the_api_keys_page_fits_390_px(browser: Browser, live_api: LiveApi, api: httpx.AsyncClient) -> None:
@@ -122,6 +116,6 @@ async def test_the_api_keys_page_fits_390_px(browser: Browser, live_api: LiveApi
         await expect(page.locator("#api-keys-table tbody tr")).to_have_count(4)
         assert await page.evaluate(OVERFLOW) <= 0, "#/api-keys scrolls sideways at 390 px"
         await ui.screenshot("api-keys-phone")
-        await _assert_clean(ui)
+        await ui.assert_clean()
     finally:
         await ui.context.close()

@@ -60,13 +60,6 @@ async def _simulate_guard_pause(engine: AsyncEngine, campaign_id: str) -> None:
         )
 
 
-async def _assert_clean(ui: Ui, expected_console_errors: tuple[str, ...] = ()) -> None:
-    """No script error, no CSP violation, and no console error but those expected (Chromium logs a 4xx answer)."""
-    assert ui.page_errors == []
-    assert [e for e in ui.console_errors if not any(x in e for x in expected_console_errors)] == []
-    assert await ui.csp_violations() == []
-
-
 async def test_a_campaign_paused_by_its_guard_shows_its_rates_and_why_and_resumes(
     ui: Ui, api: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
@@ -127,7 +120,7 @@ async def test_a_campaign_paused_by_its_guard_shows_its_rates_and_why_and_resume
     assert after["status"] == "processing"
     assert after["deliverability"]["pausedReason"] is None
     assert after["deliverability"]["bounces"] == 40
-    await _assert_clean(ui)
+    await ui.assert_clean()
 
 
 async def test_a_campaign_paused_by_hand_has_no_guard_notice_and_zero_rates(ui: Ui, api: httpx.AsyncClient) -> None:
@@ -146,7 +139,7 @@ async def test_a_campaign_paused_by_hand_has_no_guard_notice_and_zero_rates(ui: 
     await expect(page.locator("#action-resume")).to_be_visible()
     await expect(page.locator("#campaign-guard")).to_be_hidden()
     await expect(page.locator("#campaign-paused-reason")).to_have_text("")
-    await _assert_clean(ui)
+    await ui.assert_clean()
 
 
 async def test_the_suppression_list_filters_adds_and_removes_entries(
@@ -249,7 +242,7 @@ async def test_the_suppression_list_filters_adds_and_removes_entries(
     ]
     # The API's 422 for the invalid address is the one console line (Chromium logs every 4xx).
     assert len(ui.console_errors) == 1
-    await _assert_clean(ui, expected_console_errors=("status of 422",))
+    await ui.assert_clean(expected_console_errors=("status of 422",))
 
 
 async def test_the_guard_notice_and_the_suppression_list_fit_390_px(
@@ -274,6 +267,6 @@ async def test_the_guard_notice_and_the_suppression_list_fit_390_px(
         await expect(page.locator("#suppressions-table tbody tr").get_by_role("button", name="Remove")).to_be_visible()
         assert await page.evaluate(OVERFLOW) <= 0, "the suppression list scrolls sideways at 390 px"
         await ui.screenshot("mobile-suppressions")
-        await _assert_clean(ui)
+        await ui.assert_clean()
     finally:
         await ui.context.close()

@@ -39,12 +39,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await started.stop()
 
 
-async def _assert_clean(ui: Ui) -> None:
-    assert ui.page_errors == []
-    assert ui.console_errors == []
-    assert await ui.csp_violations() == []
-
-
 async def test_add_test_disable_enable_and_delete_an_endpoint(
     ui: Ui, api: httpx.AsyncClient, engine: AsyncEngine, receiver: Receiver
 ) -> None:
@@ -156,7 +150,7 @@ async def test_add_test_disable_enable_and_delete_an_endpoint(
     assert (await api.get("/webhooks")).json()["items"] == []
     deletes = [r for r in ui.requests if r.method == "DELETE"]
     assert [re.sub(r"^https?://[^/]+", "", r.url) for r in deletes] == [f"/webhooks/{row.id}"]
-    await _assert_clean(ui)
+    await ui.assert_clean()
 
 
 async def test_an_address_the_api_refuses_is_shown_under_the_url(ui: Ui, live_api: LiveApi) -> None:

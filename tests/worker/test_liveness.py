@@ -35,7 +35,16 @@ from notifq.worker.liveness import JUDGE_AFTER_SECONDS, Liveness, LivenessReport
 from notifq.worker.metrics import WorkerMetrics
 from notifq.worker.rate_limit import RateLimiter
 from tests.conftest import wait_for
-from tests.harness import assert_counters_match, campaign_row, running_worker, spawn_worker, status_counts, stop_process
+from tests.harness import (
+    assert_counters_match,
+    campaign_completed,
+    campaign_row,
+    running_worker,
+    sent_at_least,
+    spawn_worker,
+    status_counts,
+    stop_process,
+)
 
 SLOW_PATHS = {"lease_seconds": 120.0, "job_slice_seconds": 60.0, "reconcile_grace": 300.0}
 
@@ -213,7 +222,7 @@ async def test_worker_killed_mid_campaign_is_replaced_within_seconds(
     campaign_id = await _create(client, auth, 6000)
     victim, survivor = spawn_worker(slow), spawn_worker(slow)
     try:
-        await wait_for(lambda: _sent_at_least(engine, campaign_id, 800), within=60)
+        await wait_for(lambda: sent_at_least(engine, campaign_id, 800), within=60)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         # Not a speed check: without the liveness check the victim's claims wait out the 120 s lease and its
@@ -244,25 +253,17 @@ async def test_redis_restarted_empty_mid_campaign_is_refilled_without_the_grace(
     throttled = slow_paths.with_(rate_limit=1000.0)
     campaign_id = await _create(client, auth, 5000)
     async with running_worker(throttled):
-        await wait_for(lambda: _sent_at_least(engine, campaign_id, 500), within=30)
+        await wait_for(lambda: sent_at_least(engine, campaign_id, 500), within=30)
         await redis.flushdb()
         # Within the bound only by the liveness check's refill: the reconciler would wait its 300 s grace.
-        await wait_for(lambda: _complete(engine, campaign_id), within=40, interval=0.3)
+        await wait_for(lambda: campaign_completed(engine, campaign_id), within=40, interval=0.3)
     counts = await status_counts(engine, campaign_id)
     assert counts == {"sent": 5000}, counts
 
 
-async def _sent_at_least(engine: AsyncEngine, campaign_id: str, n: int) -> bool:
-    return (await status_counts(engine, campaign_id)).get("sent", 0) >= n
-
-
-async def _complete(engine: AsyncEngine, campaign_id: str) -> bool:
-    return (await campaign_row(engine, campaign_id))["status"] in ("completed", "completed_with_failures")
-
-
 async def _completes(engine: AsyncEngine, campaign_id: str, within: float) -> bool:
     try:
-        await wait_for(lambda: _complete(engine, campaign_id), within=within, interval=0.3)
+        await wait_for(lambda: campaign_completed(engine, campaign_id), within=within, interval=0.3)
     except AssertionError:
         return False
     return True

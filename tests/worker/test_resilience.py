@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 
 import httpx
@@ -14,8 +13,10 @@ from notifq.settings import Settings
 from tests.conftest import wait_for
 from tests.harness import (
     assert_counters_match,
+    campaign_completed,
     campaign_row,
     running_worker,
+    sent_at_least,
     spawn_worker,
     status_counts,
     stop_process,
@@ -34,11 +35,6 @@ async def _sent(engine: AsyncEngine, campaign_id: str) -> int:
     return (await status_counts(engine, campaign_id)).get("sent", 0)
 
 
-async def _complete(engine: AsyncEngine, campaign_id: str) -> bool:
-    row = await campaign_row(engine, campaign_id)
-    return row["status"] in ("completed", "completed_with_failures")
-
-
 async def _assert_each_message_terminal_once(engine: AsyncEngine, campaign_id: str, total: int) -> None:
     counts = await status_counts(engine, campaign_id)
     assert sum(counts.get(s, 0) for s in TERMINAL) == total, counts
@@ -53,10 +49,10 @@ async def test_worker_killed_mid_campaign_loses_nothing(
     campaign_id = await _create(client, auth, 4000)
     victim, survivor = spawn_worker(slow), spawn_worker(slow)
     try:
-        await wait_for(lambda: _sent_at_least(engine, campaign_id, 600), within=30)
+        await wait_for(lambda: sent_at_least(engine, campaign_id, 600), within=30)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        await wait_for(lambda: _complete(engine, campaign_id), within=120, interval=0.5)
+        await wait_for(lambda: campaign_completed(engine, campaign_id), within=120, interval=0.5)
     finally:
         stop_process(victim, signal.SIGKILL)
         log = stop_process(survivor)
@@ -71,10 +67,10 @@ async def test_redis_flushed_mid_campaign_is_finished_by_the_reconciler(
     throttled = settings.with_(rate_limit=1000.0)
     campaign_id = await _create(client, auth, 5000)
     async with running_worker(throttled):
-        await wait_for(lambda: _sent_at_least(engine, campaign_id, 500), within=30)
+        await wait_for(lambda: sent_at_least(engine, campaign_id, 500), within=30)
         await redis.flushdb()
         assert await redis.zcard(settings.queue_name) == 0
-        await wait_for(lambda: _complete(engine, campaign_id), within=60, interval=0.3)
+        await wait_for(lambda: campaign_completed(engine, campaign_id), within=60, interval=0.3)
     await _assert_each_message_terminal_once(engine, campaign_id, 5000)
     assert await _sent(engine, campaign_id) == 5000
 
@@ -90,7 +86,7 @@ async def test_crash_between_commit_and_enqueue_is_repaired(
             text("UPDATE campaigns SET status = 'pending', enqueued_at = NULL WHERE id = :c"), {"c": campaign_id}
         )
     async with running_worker(settings):
-        await wait_for(lambda: _complete(engine, campaign_id), within=30, interval=0.3)
+        await wait_for(lambda: campaign_completed(engine, campaign_id), within=30, interval=0.3)
     await _assert_each_message_terminal_once(engine, campaign_id, 1500)
     row = await campaign_row(engine, campaign_id)
     assert row["enqueued_at"] is not None and row["status"] == "completed"
@@ -103,7 +99,7 @@ async def test_sigterm_drains_without_loss_or_duplicates(
     slow = settings.with_(mock_latency_ms=(100, 200), rate_limit=400.0)
     campaign_id = await _create(client, auth, 3000)
     worker = spawn_worker(slow)
-    await wait_for(lambda: _sent_at_least(engine, campaign_id, 300), within=30)
+    await wait_for(lambda: sent_at_least(engine, campaign_id, 300), within=30)
     log = stop_process(worker, signal.SIGTERM, timeout=slow.worker_drain_seconds + 10)
     assert worker.returncode == 0, log[-3000:]
     counts = await status_counts(engine, campaign_id)
@@ -113,15 +109,10 @@ async def test_sigterm_drains_without_loss_or_duplicates(
     assert await redis.zcard(settings.queue_name) > 0
 
     async with running_worker(settings):
-        await wait_for(lambda: _complete(engine, campaign_id), within=30, interval=0.3)
+        await wait_for(lambda: campaign_completed(engine, campaign_id), within=30, interval=0.3)
     await _assert_each_message_terminal_once(engine, campaign_id, 3000)
     async with engine.connect() as conn:
         attempts = (await conn.execute(
             text("SELECT max(attempts) FROM messages WHERE campaign_id = :c"), {"c": campaign_id}
         )).scalar_one()  # fmt: skip
     assert attempts == 1  # no message was sent twice
-
-
-async def _sent_at_least(engine: AsyncEngine, campaign_id: str, n: int) -> bool:
-    await asyncio.sleep(0)
-    return await _sent(engine, campaign_id) >= n
